@@ -1,0 +1,51 @@
+"""The ``flightseal`` command.
+
+Each command group lives in its own module (``cli_*.py``) and is registered here. This module
+owns the one rule every command follows: a user mistake or a failed check is one clear line on
+stderr and a non-zero exit code, never a traceback.
+
+Exit codes: 0 success / pass; 1 a check failed (verification, appraisal, audit); 2 usage error or
+unreadable input (missing file, bad JSON, wrong key).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from agent import __version__
+from agent.cli_common import EXIT_FAIL, EXIT_USAGE
+from attest.errors import FlightSealError, FormatError, KeyLoadError
+
+class FlightSealGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (FormatError, KeyLoadError) as exc:
+            click.echo(f"flightseal: error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        except FlightSealError as exc:
+            click.echo(f"flightseal: failed: {exc}", err=True)
+            sys.exit(EXIT_FAIL)
+        except OSError as exc:
+            name = f" {exc.filename}" if exc.filename else ""
+            click.echo(f"flightseal: error:{name}: {exc.strerror or exc}", err=True)
+            sys.exit(EXIT_USAGE)
+
+
+@click.group(cls=FlightSealGroup)
+@click.version_option(__version__, prog_name="flightseal")
+def main() -> None:
+    """FlightSeal: prove what runs on a drone, and refuse to arm when it is not what was approved."""
+
+
+def _register() -> None:
+    from agent import cli_keys, cli_manifest, cli_trust, cli_verify
+
+    for module in (cli_keys, cli_manifest, cli_trust, cli_verify):
+        module.register(main)
+
+
+_register()

@@ -1,0 +1,209 @@
+"""``flightseal manifest``: build, sign, show and verify the supply-chain manifest.
+
+Editing commands change the signed payload, so they drop existing signatures (and say so): a
+manifest is re-signed by a threshold of manifest keys after its last edit. Re-baselining after
+a firmware update is one ``manifest baseline`` from a measured inventory, then signing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import click
+
+from agent.cli_common import CheckFailed
+from agent.files import read_bounded, write_atomic
+from attest import dsse, jsonio, timeutil
+from attest.errors import FlightSealError
+from attest.limits import LIMITS
+from attest.manifest import Airframe, ApprovedComponent, Firmware, Manifest, ParamPolicy, Script
+from attest.models import Kind, Strength
+from attest.trust import TrustedState
+
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+
+
+def read_manifest(path: Path) -> tuple[dsse.Envelope, Manifest]:
+    env = dsse.Envelope.from_bytes(read_bounded(path, "manifest", LIMITS.max_manifest_bytes), f"manifest {path}")
+    if env.payload_type != dsse.MANIFEST_PAYLOAD_TYPE:
+        raise FlightSealError(f"{path}: payload type {env.payload_type!r} is not a manifest")
+    return env, Manifest.from_json(env.payload_json(f"manifest {path}", LIMITS.max_manifest_bytes))
+
+
+def write_manifest(path: Path, manifest: Manifest) -> None:
+    write_atomic(path, dsse.Envelope(dsse.MANIFEST_PAYLOAD_TYPE, jsonio.dumps(manifest.to_json()), ()).to_bytes())
+
+
+def _edit(path: Path, change: Callable[[Manifest], Manifest], summary: str) -> None:
+    env, manifest = read_manifest(path)
+    write_manifest(path, change(manifest))
+    dropped = f"; {len(env.signatures)} signature(s) dropped, re-sign it" if env.signatures else ""
+    click.echo(f"{summary}{dropped}")
+
+
+def sha256_file(path: Path, what: str) -> str:
+    return hashlib.sha256(read_bounded(path, what, MAX_IMAGE_BYTES)).hexdigest()
+
+
+@click.group("manifest")
+def manifest() -> None:
+    """Build, sign, show and verify supply-chain manifests."""
+
+
+@manifest.command("create")
+@click.option("--airframe", required=True, help="Airframe model this manifest approves parts for.")
+@click.option("--version", "version", type=click.IntRange(1), required=True,
+              help="Manifest version; must grow with every release (rollback protection).")
+@click.option("--expires-days", type=click.IntRange(1), default=90, show_default=True)
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True)
+def create(airframe: str, version: int, expires_days: int, out: Path) -> None:
+    """Start an empty manifest (it approves nothing until you add to it)."""
+    value = Manifest(version=version, expires=timeutil.now() + timedelta(days=expires_days), airframe=Airframe(airframe))
+    write_manifest(out, value)
+    click.echo(f"wrote manifest v{version} for {airframe} to {out} (expires in {expires_days} days)")
+
+
+@manifest.command("add-firmware")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--name", required=True)
+@click.option("--fw-version", required=True, help="e.g. 4.7.0")
+@click.option("--git-hash", required=True, help="8-character git hash the firmware reports")
+@click.option("--board-id", type=click.IntRange(0), required=True)
+@click.option("--release", type=click.IntRange(0), required=True, help="Monotonic release counter.")
+@click.option("--image", type=click.Path(path_type=Path, dir_okay=False), help="Firmware image to hash.")
+@click.option("--sha256", "sha256", help="Image digest, if the image is not at hand.")
+def add_firmware(path: Path, name: str, fw_version: str, git_hash: str, board_id: int, release: int,
+                 image: Path | None, sha256: str | None) -> None:
+    """Approve an FC firmware build."""
+    digest = sha256_file(image, "firmware image") if image else sha256
+    entry = Firmware.from_json({**Firmware(name, fw_version, git_hash, board_id, release).to_json(),
+                                **({"sha256": digest} if digest else {})}, "--sha256")
+    _edit(path, lambda m: dataclasses.replace(m, firmware=(*m.firmware, entry)),
+          f"approved firmware {name} {fw_version} ({git_hash}) release {release}")
+
+
+@manifest.command("add-script")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--fc-path", required=True, help="Path on the FC, e.g. scripts/flightseal.lua")
+@click.option("--file", "local", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option("--required", is_flag=True, help="Arming is refused if this script is absent.")
+def add_script(path: Path, fc_path: str, local: Path, required: bool) -> None:
+    """Approve a Lua script by its content."""
+    entry = Script(fc_path, sha256_file(local, "script"), required)
+    _edit(path, lambda m: dataclasses.replace(m, scripts=(*[s for s in m.scripts if s.path != fc_path], entry)),
+          f"approved script {fc_path}")
+
+
+@manifest.command("add-component")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--name", required=True)
+@click.option("--selector", required=True, help="Glob over measured component ids, e.g. 'mavlink:1/154'.")
+@click.option("--vendor", required=True)
+@click.option("--model", required=True)
+@click.option("--origin", required=True, help="ISO 3166-1 alpha-2 country of origin.")
+@click.option("--hardware-id", "hardware_ids", multiple=True)
+@click.option("--firmware-sha256", "firmware_sha256", multiple=True)
+def add_component(path: Path, name: str, selector: str, vendor: str, model: str, origin: str,
+                  hardware_ids: tuple[str, ...], firmware_sha256: tuple[str, ...]) -> None:
+    """Approve a part (camera, radio, ESC, GPS...)."""
+    entry = ApprovedComponent.from_json({"name": name, "selector": selector, "vendor": vendor, "model": model,
+                                         "origin": origin, "hardware_ids": list(hardware_ids),
+                                         "firmware_sha256": list(firmware_sha256)}, "component")
+    _edit(path, lambda m: dataclasses.replace(m, components=(*m.components, entry)), f"approved component {name}")
+
+
+@manifest.command("deny")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--origin", "origins", multiple=True, help="Country code to deny.")
+@click.option("--vendor", "vendors", multiple=True, help="Vendor to deny.")
+def deny(path: Path, origins: tuple[str, ...], vendors: tuple[str, ...]) -> None:
+    """Deny parts by origin or vendor."""
+    _edit(path, lambda m: dataclasses.replace(m, deny_origins=tuple(dict.fromkeys((*m.deny_origins, *origins))),
+                                              deny_vendors=tuple(dict.fromkeys((*m.deny_vendors, *vendors)))),
+          f"denied origins {list(origins)} vendors {list(vendors)}")
+
+
+@manifest.command("pin-param")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("name")
+@click.argument("value", type=float)
+def pin_param(path: Path, name: str, value: float) -> None:
+    """Pin an FC parameter to a value."""
+    def change(m: Manifest) -> Manifest:
+        pinned = {**m.params.pinned, name: value}
+        return dataclasses.replace(m, params=ParamPolicy.from_json({**m.params.to_json(), "pinned": pinned}))
+    _edit(path, change, f"pinned {name} = {value:g}")
+
+
+@manifest.command("set")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--min-release", type=click.IntRange(0), help="Refuse approved firmware below this release.")
+@click.option("--min-strength", "strengths", multiple=True, metavar="KIND=STRENGTH",
+              help="e.g. firmware-image=image-and-bootloader")
+@click.option("--bind-board-id", "board_ids", multiple=True, type=click.IntRange(0))
+@click.option("--bind-fc-uid", "fc_uids", multiple=True)
+@click.option("--bind-device", "device_ids", multiple=True)
+@click.option("--params-sha256", help="Digest of the whole parameter set (see `flightseal measure`).")
+@click.option("--version", "version", type=click.IntRange(1), help="Bump the version for a new release.")
+@click.option("--expires-days", type=click.IntRange(1), help="Renew: expire this many days from now.")
+def set_(path: Path, min_release: int | None, strengths: tuple[str, ...], board_ids: tuple[int, ...],
+         fc_uids: tuple[str, ...], device_ids: tuple[str, ...], params_sha256: str | None, version: int | None,
+         expires_days: int | None) -> None:
+    """Set policy fields: minimum release, strengths, airframe binding, version, expiry."""
+    def change(m: Manifest) -> Manifest:
+        min_strength = dict(m.min_strength)
+        for item in strengths:
+            kind, _, strength = item.partition("=")
+            try:
+                min_strength[Kind(kind)] = Strength.parse(strength)
+            except ValueError:
+                raise click.BadParameter(f"{item!r}: unknown kind {kind!r}", param_hint="--min-strength") from None
+        airframe = Airframe(m.airframe.model, (*m.airframe.board_ids, *board_ids), (*m.airframe.fc_uids, *fc_uids),
+                            (*m.airframe.device_ids, *device_ids))
+        policy = m.params
+        if params_sha256:
+            policy = ParamPolicy.from_json({**m.params.to_json(), "sha256": params_sha256})
+        return dataclasses.replace(
+            m, min_strength=min_strength, airframe=airframe, params=policy,
+            firmware_min_release=m.firmware_min_release if min_release is None else min_release,
+            version=m.version if version is None else version,
+            expires=m.expires if expires_days is None else timeutil.now() + timedelta(days=expires_days))
+    _edit(path, change, f"updated {path}")
+
+
+@manifest.command("show")
+@click.argument("path", type=click.Path(path_type=Path))
+def show(path: Path) -> None:
+    """Print the manifest's content and who signed it."""
+    env, m = read_manifest(path)
+    click.echo(jsonio.pretty(m.to_json()).rstrip())
+    click.echo(f"signatures: {', '.join(s.keyid[:16] + '…' for s in env.signatures) or 'none'}")
+
+
+@manifest.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--root", "root_path", type=click.Path(path_type=Path), required=True, help="Pinned root.json.")
+@click.option("--min-version", type=click.IntRange(0), default=0, help="Highest manifest version seen so far.")
+def verify(path: Path, root_path: Path, min_version: int) -> None:
+    """Check signatures, threshold, expiry and version. Exit 0 if trusted, 1 if not."""
+    state = TrustedState(read_bounded(root_path, "root", LIMITS.max_root_bytes))
+    try:
+        v = state.verify_manifest(read_bounded(path, "manifest", LIMITS.max_manifest_bytes), timeutil.now(),
+                                  min_version)
+    except FlightSealError as exc:
+        from attest.appraise import manifest_failure
+
+        reason = manifest_failure(exc)
+        click.echo(f"FAIL {reason}")
+        raise CheckFailed("") from None
+    click.echo(f"OK manifest v{v.manifest.version} for {v.manifest.airframe.model}, sha256 {v.digest[:16]}…, "
+               f"signed by {len(v.signers)} of {len(state.root.roles['manifest'].keyids)} manifest keys "
+               f"(threshold {state.root.roles['manifest'].threshold}), expires {timeutil.format(v.manifest.expires)}")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(manifest)

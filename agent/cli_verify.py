@@ -1,0 +1,136 @@
+"""``flightseal verify`` (operator, offline) and ``flightseal attest`` (device, one pass)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+import click
+
+from agent.attestation import check_manifest, seal_measurements
+from agent.cli_common import CheckFailed
+from agent.files import read_bounded, write_atomic
+from agent.trustdir import TrustDir
+from attest import jsonio, timeutil
+from attest.errors import FormatError
+from attest.limits import LIMITS
+from attest.models import Measurement
+from attest.verify import VerifierPolicy, verify_attestation
+from hardware.uri import load_signer
+
+
+def parse_nonce(text: str) -> bytes:
+    try:
+        nonce = bytes.fromhex(text)
+    except ValueError:
+        raise click.BadParameter("must be hex, e.g. from `flightseal nonce`", param_hint="--nonce") from None
+    if not 16 <= len(nonce) <= 64:
+        raise click.BadParameter("must be 16 to 64 bytes (32 to 128 hex digits)", param_hint="--nonce")
+    return nonce
+
+
+@click.command("nonce")
+def nonce() -> None:
+    """Print a fresh random 32-byte challenge nonce (hex)."""
+    click.echo(secrets.token_hex(32))
+
+
+@click.command("verify")
+@click.argument("attestation", type=click.Path(path_type=Path))
+@click.option("--trust", "trust_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Trust directory: root.json, manifest.json, devices/*.json.")
+@click.option("--nonce", "nonce_hex", required=True, help="The challenge nonce you sent (hex).")
+@click.option("--manifest", "manifest_path", type=click.Path(path_type=Path),
+              help="Manifest to appraise against (default: TRUST/manifest.json).")
+@click.option("--device", "expected_device", help="Device id this attestation must come from.")
+@click.option("--max-age", type=click.IntRange(1), default=300, show_default=True, help="Seconds.")
+@click.option("--allow-software-keys", is_flag=True, help="Accept development software device keys.")
+@click.option("--require-quote", is_flag=True, help="Refuse attestations without a TPM quote.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
+def verify(attestation: Path, trust_dir: Path, nonce_hex: str, manifest_path: Path | None,
+           expected_device: str | None, max_age: int, allow_software_keys: bool, require_quote: bool,
+           as_json: bool) -> None:
+    """Verify an attestation offline. Exit 0 pass, 1 fail (reasons printed), 2 unusable input."""
+    expected_nonce = parse_nonce(nonce_hex)
+    td = TrustDir(trust_dir)
+    state = td.trusted_state()
+    devices = td.devices(state)
+    highest, _ = td.highest_manifest()
+    envelope = read_bounded(attestation, "attestation", LIMITS.max_envelope_bytes)
+    from hardware.quote_check import default_quote_checker
+
+    result = verify_attestation(
+        envelope, trust=state, devices=devices, manifest_bytes=td.manifest_bytes(manifest_path),
+        nonce=expected_nonce, now=timeutil.now(), expected_device=expected_device,
+        highest_manifest_version=highest, quote_checker=default_quote_checker(),
+        policy=VerifierPolicy(allow_software_keys=allow_software_keys, max_age=timedelta(seconds=max_age),
+                              require_quote=require_quote),
+    )
+    if result.passed and result.predicate is not None and result.predicate.manifest is not None:
+        td.record_manifest(result.predicate.manifest.version, result.predicate.manifest.sha256)
+    p = result.predicate
+    if as_json:
+        click.echo(json.dumps({
+            "passed": result.passed,
+            "device": result.device.device_id if result.device else None,
+            "key_kind": result.device.key_kind.value if result.device else None,
+            "manifest_version": p.manifest.version if p and p.manifest else None,
+            "time": timeutil.format(p.time) if p else None,
+            "reasons": [r.to_json() for r in result.reasons],
+        }, indent=2))
+    elif result.passed and p is not None and result.device is not None:
+        click.echo(f"PASS device {result.device.device_id} ({result.device.airframe}, {result.device.key_kind} key): "
+                   f"{len(p.measurements)} measurements match manifest v{p.manifest.version if p.manifest else '?'}"
+                   f", attested {timeutil.format(p.time)}")
+    else:
+        for r in result.reasons:
+            click.echo(f"FAIL {r}")
+    if not result.passed:
+        raise CheckFailed("" if not as_json else "")
+
+
+@click.command("attest")
+@click.option("--measurements", "measurements_path", type=click.Path(path_type=Path), required=True,
+              help="Measurements JSON (a list, as printed by `flightseal measure --json`).")
+@click.option("--manifest", "manifest_path", type=click.Path(path_type=Path), required=True)
+@click.option("--root", "root_path", type=click.Path(path_type=Path), required=True, help="Pinned root.json.")
+@click.option("--key", "key", required=True, help="Device key URI (tpm:, pkcs11:, file:).")
+@click.option("--device-id", required=True)
+@click.option("--airframe", required=True)
+@click.option("--nonce", "nonce_hex", required=True, help="Operator's challenge nonce (hex).")
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True)
+def attest(measurements_path: Path, manifest_path: Path, root_path: Path, key: str, device_id: str, airframe: str,
+           nonce_hex: str, out: Path) -> None:
+    """Appraise measurements against the manifest and write a signed attestation.
+
+    Exit 0 if the verdict passes, 1 if it fails (the failing attestation is still written).
+    """
+    from attest.trust import TrustedState
+
+    raw = jsonio.loads(read_bounded(measurements_path, "measurements", LIMITS.max_envelope_bytes),
+                       f"measurements {measurements_path}", LIMITS.max_envelope_bytes)
+    items = jsonio.expect_list(raw, f"measurements {measurements_path}", "(top level)", LIMITS.max_measurements)
+    try:
+        measurements = [Measurement.from_json(m) for m in items]
+    except FormatError as exc:
+        raise FormatError(f"measurements {measurements_path}", exc.detail, exc.field) from None
+    trust = TrustedState(read_bounded(root_path, "root", LIMITS.max_root_bytes))
+    now = timeutil.now()
+    manifest = check_manifest(trust, read_bounded(manifest_path, "manifest", LIMITS.max_manifest_bytes), now)
+    sealed = seal_measurements(measurements, manifest, load_signer(key), device_id=device_id, airframe=airframe,
+                               nonce=parse_nonce(nonce_hex), now=now)
+    write_atomic(out, sealed.envelope.to_bytes())
+    verdict = sealed.verdict
+    click.echo(f"wrote attestation to {out}: verdict {'PASS' if verdict.passed else 'FAIL'}")
+    for r in verdict.reasons:
+        click.echo(f"  {r}")
+    if not verdict.passed:
+        raise CheckFailed("")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(nonce)
+    group.add_command(verify)
+    group.add_command(attest)

@@ -1,0 +1,80 @@
+"""The verifier's trust directory: the pinned root, enrolled devices, the manifest, and state.
+
+Layout::
+
+    trust/
+      root.json            pinned root (DSSE envelope), copied in out of band
+      manifest.json        the current signed manifest
+      devices/*.json       signed device enrollments
+      state.json           highest manifest version trusted so far (written by the verifier)
+
+Reading it is the only I/O the offline verifier does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.files import read_bounded, write_atomic
+from attest.enrollment import DeviceRecord
+from attest.errors import FlightSealError, FormatError
+from attest.limits import LIMITS
+from attest.trust import TrustedState
+
+MAX_DEVICES = 4096
+
+
+@dataclass
+class TrustDir:
+    path: Path
+
+    @property
+    def root_path(self) -> Path:
+        return self.path / "root.json"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / "state.json"
+
+    def trusted_state(self) -> TrustedState:
+        if not self.root_path.exists():
+            raise FormatError(f"trust directory {self.path}", "has no root.json; copy the pinned root there")
+        return TrustedState(read_bounded(self.root_path, "root", LIMITS.max_root_bytes))
+
+    def devices(self, state: TrustedState) -> list[DeviceRecord]:
+        """Every enrollment that verifies against the root; one that does not is an error, not skipped."""
+        folder = self.path / "devices"
+        if not folder.is_dir():
+            return []
+        files = sorted(folder.glob("*.json"))[:MAX_DEVICES]
+        out = []
+        for f in files:
+            try:
+                out.append(state.verify_enrollment(read_bounded(f, "enrollment", LIMITS.max_enrollment_bytes)))
+            except FlightSealError as exc:
+                raise FormatError(f"enrollment {f}", str(exc)) from None
+        return out
+
+    def manifest_bytes(self, override: Path | None = None) -> bytes:
+        return read_bounded(override or self.manifest_path, "manifest", LIMITS.max_manifest_bytes)
+
+    def highest_manifest(self) -> tuple[int, str | None]:
+        if not self.state_path.exists():
+            return 0, None
+        try:
+            data = json.loads(read_bounded(self.state_path, "state", 4096))
+            return int(data["manifest_version"]), str(data["manifest_sha256"])
+        except (ValueError, KeyError, TypeError):
+            raise FormatError(f"state {self.state_path}", "is corrupt; restore it from a backup") from None
+
+    def record_manifest(self, version: int, digest: str) -> None:
+        current, _ = self.highest_manifest()
+        if version > current:
+            body = json.dumps({"manifest_version": version, "manifest_sha256": digest}).encode()
+            write_atomic(self.state_path, body)

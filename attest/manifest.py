@@ -1,0 +1,246 @@
+"""The supply-chain manifest: what is approved for one airframe type.
+
+It is the ``manifest`` role's signed content (TUF's targets role, specialised): approved FC
+firmware with release counters, Lua scripts, a parameter policy, approved parts with their
+vendor and country of origin, deny rules, the airframe binding, and the minimum measurement
+strength per kind. Parsing is strict (closed schema, bounded sizes) because this document
+decides whether a drone may arm.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from attest import jsonio, params, timeutil
+from attest.errors import FormatError
+from attest.models import Kind, Strength
+
+MANIFEST_TYPE = "flightseal/manifest"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_W = "manifest"
+
+
+def _sha256(value: Any, field: str) -> str:
+    text = jsonio.expect_str(value, _W, field, 64)
+    if not _SHA256.match(text):
+        raise FormatError(_W, "must be 64 lower-case hex digits (SHA-256)", field)
+    return text
+
+
+@dataclass(frozen=True)
+class Firmware:
+    name: str
+    version: str
+    git_hash: str
+    board_id: int
+    release: int
+    sha256: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "version": self.version, "git_hash": self.git_hash,
+                               "board_id": self.board_id, "release": self.release}
+        if self.sha256:
+            out["sha256"] = self.sha256
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, f: str) -> Firmware:
+        o = jsonio.expect_object(data, _W, {"name", "version", "git_hash", "board_id", "release"}, {"sha256"}, f)
+        return cls(
+            name=jsonio.expect_str(o["name"], _W, f"{f}.name", 128),
+            version=jsonio.expect_str(o["version"], _W, f"{f}.version", 64),
+            git_hash=jsonio.expect_str(o["git_hash"], _W, f"{f}.git_hash", 64),
+            board_id=jsonio.expect_int(o["board_id"], _W, f"{f}.board_id", 0, 2**32 - 1),
+            release=jsonio.expect_int(o["release"], _W, f"{f}.release", 0),
+            sha256=_sha256(o["sha256"], f"{f}.sha256") if "sha256" in o else None,
+        )
+
+
+@dataclass(frozen=True)
+class Script:
+    path: str
+    sha256: str
+    required: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "required": self.required}
+
+    @classmethod
+    def from_json(cls, data: Any, f: str) -> Script:
+        o = jsonio.expect_object(data, _W, {"path", "sha256"}, {"required"}, f)
+        return cls(jsonio.expect_str(o["path"], _W, f"{f}.path", 256), _sha256(o["sha256"], f"{f}.sha256"),
+                   jsonio.expect_bool(o.get("required", False), _W, f"{f}.required"))
+
+
+@dataclass(frozen=True)
+class ParamPolicy:
+    pinned: dict[str, float] = field(default_factory=dict)
+    digest: str | None = None
+    exclude: tuple[str, ...] = params.DEFAULT_EXCLUSIONS
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"pinned": dict(sorted(self.pinned.items())), "exclude": list(self.exclude)}
+        if self.digest:
+            out["sha256"] = self.digest
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> ParamPolicy:
+        o = jsonio.expect_object(data, _W, set(), {"pinned", "sha256", "exclude"}, "params")
+        pinned_raw = o.get("pinned", {})
+        if not isinstance(pinned_raw, dict) or len(pinned_raw) > 4096:
+            raise FormatError(_W, "must be an object of at most 4096 parameters", "params.pinned")
+        pinned = {str(k): jsonio.expect_number(v, _W, f"params.pinned.{k}") for k, v in pinned_raw.items()}
+        for name in pinned:
+            if not 1 <= len(name) <= 16:
+                raise FormatError(_W, "parameter names are 1 to 16 characters", f"params.pinned.{name}")
+        return cls(
+            pinned=pinned,
+            digest=_sha256(o["sha256"], "params.sha256") if "sha256" in o else None,
+            exclude=tuple(jsonio.expect_str_list(o.get("exclude", list(params.DEFAULT_EXCLUSIONS)), _W,
+                                                 "params.exclude", 256)),
+        )
+
+
+@dataclass(frozen=True)
+class ApprovedComponent:
+    """A part allowed on the airframe. ``selector`` is a glob over measured component ids."""
+
+    name: str
+    selector: str
+    vendor: str
+    model: str
+    origin: str
+    hardware_ids: tuple[str, ...] = ()
+    firmware_sha256: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "selector": self.selector, "vendor": self.vendor, "model": self.model,
+                "origin": self.origin, "hardware_ids": list(self.hardware_ids),
+                "firmware_sha256": list(self.firmware_sha256)}
+
+    @classmethod
+    def from_json(cls, data: Any, f: str) -> ApprovedComponent:
+        o = jsonio.expect_object(data, _W, {"name", "selector", "vendor", "model", "origin"},
+                                 {"hardware_ids", "firmware_sha256"}, f)
+        origin = jsonio.expect_str(o["origin"], _W, f"{f}.origin", 2)
+        if not re.match(r"^[A-Z]{2}$", origin):
+            raise FormatError(_W, "must be an ISO 3166-1 alpha-2 country code", f"{f}.origin")
+        return cls(
+            name=jsonio.expect_str(o["name"], _W, f"{f}.name", 128),
+            selector=jsonio.expect_str(o["selector"], _W, f"{f}.selector", 128),
+            vendor=jsonio.expect_str(o["vendor"], _W, f"{f}.vendor", 128),
+            model=jsonio.expect_str(o["model"], _W, f"{f}.model", 128),
+            origin=origin,
+            hardware_ids=tuple(jsonio.expect_str_list(o.get("hardware_ids", []), _W, f"{f}.hardware_ids", 256)),
+            firmware_sha256=tuple(_sha256(d, f"{f}.firmware_sha256[{i}]")
+                                  for i, d in enumerate(jsonio.expect_list(o.get("firmware_sha256", []), _W,
+                                                                           f"{f}.firmware_sha256", 64))),
+        )
+
+
+@dataclass(frozen=True)
+class Airframe:
+    """Which airframes this manifest may be used on. Empty lists do not restrict."""
+
+    model: str
+    board_ids: tuple[int, ...] = ()
+    fc_uids: tuple[str, ...] = ()
+    device_ids: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "board_ids": list(self.board_ids), "fc_uids": list(self.fc_uids),
+                "device_ids": list(self.device_ids)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Airframe:
+        o = jsonio.expect_object(data, _W, {"model"}, {"board_ids", "fc_uids", "device_ids"}, "airframe")
+        return cls(
+            model=jsonio.expect_str(o["model"], _W, "airframe.model", 128),
+            board_ids=tuple(jsonio.expect_int(b, _W, f"airframe.board_ids[{i}]", 0, 2**32 - 1)
+                            for i, b in enumerate(jsonio.expect_list(o.get("board_ids", []), _W,
+                                                                     "airframe.board_ids", 256))),
+            fc_uids=tuple(jsonio.expect_str_list(o.get("fc_uids", []), _W, "airframe.fc_uids", 4096)),
+            device_ids=tuple(jsonio.expect_str_list(o.get("device_ids", []), _W, "airframe.device_ids", 4096)),
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: int
+    expires: datetime
+    airframe: Airframe
+    firmware: tuple[Firmware, ...] = ()
+    firmware_min_release: int = 0
+    scripts: tuple[Script, ...] = ()
+    allow_unlisted_scripts: bool = False
+    params: ParamPolicy = field(default_factory=ParamPolicy)
+    components: tuple[ApprovedComponent, ...] = ()
+    deny_origins: tuple[str, ...] = ()
+    deny_vendors: tuple[str, ...] = ()
+    min_strength: dict[Kind, Strength] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "_type": MANIFEST_TYPE,
+            "version": self.version,
+            "expires": timeutil.format(self.expires),
+            "airframe": self.airframe.to_json(),
+            "firmware": [f.to_json() for f in self.firmware],
+            "firmware_min_release": self.firmware_min_release,
+            "scripts": [s.to_json() for s in self.scripts],
+            "allow_unlisted_scripts": self.allow_unlisted_scripts,
+            "params": self.params.to_json(),
+            "components": [c.to_json() for c in self.components],
+            "deny": {"origins": list(self.deny_origins), "vendors": list(self.deny_vendors)},
+            "min_strength": {k.value: v.label for k, v in sorted(self.min_strength.items())},
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Manifest:
+        o = jsonio.expect_object(
+            data, _W, {"_type", "version", "expires", "airframe"},
+            {"firmware", "firmware_min_release", "scripts", "allow_unlisted_scripts", "params", "components",
+             "deny", "min_strength"},
+        )
+        if o["_type"] != MANIFEST_TYPE:
+            raise FormatError(_W, f"_type is {o['_type']!r}, expected {MANIFEST_TYPE!r}", "_type")
+        deny = jsonio.expect_object(o.get("deny", {}), _W, set(), {"origins", "vendors"}, "deny")
+        strength_raw = o.get("min_strength", {})
+        if not isinstance(strength_raw, dict):
+            raise FormatError(_W, "must be an object", "min_strength")
+        min_strength: dict[Kind, Strength] = {}
+        for k, v in strength_raw.items():
+            try:
+                kind = Kind(k)
+            except ValueError:
+                raise FormatError(_W, f"unknown measurement kind {k!r}", f"min_strength.{k}") from None
+            try:
+                min_strength[kind] = Strength.parse(jsonio.expect_str(v, _W, f"min_strength.{k}", 64))
+            except FormatError as exc:
+                raise FormatError(_W, exc.detail, f"min_strength.{k}") from None
+        scripts = tuple(Script.from_json(s, f"scripts[{i}]")
+                        for i, s in enumerate(jsonio.expect_list(o.get("scripts", []), _W, "scripts", 256)))
+        if len({s.path for s in scripts}) != len(scripts):
+            raise FormatError(_W, "a script path is listed twice", "scripts")
+        return cls(
+            version=jsonio.expect_int(o["version"], _W, "version", 1),
+            expires=timeutil.parse(o["expires"], _W, "expires"),
+            airframe=Airframe.from_json(o["airframe"]),
+            firmware=tuple(Firmware.from_json(f, f"firmware[{i}]")
+                           for i, f in enumerate(jsonio.expect_list(o.get("firmware", []), _W, "firmware", 256))),
+            firmware_min_release=jsonio.expect_int(o.get("firmware_min_release", 0), _W, "firmware_min_release"),
+            scripts=scripts,
+            allow_unlisted_scripts=jsonio.expect_bool(o.get("allow_unlisted_scripts", False), _W,
+                                                      "allow_unlisted_scripts"),
+            params=ParamPolicy.from_json(o.get("params", {})),
+            components=tuple(ApprovedComponent.from_json(c, f"components[{i}]")
+                             for i, c in enumerate(jsonio.expect_list(o.get("components", []), _W,
+                                                                      "components", 512))),
+            deny_origins=tuple(jsonio.expect_str_list(deny.get("origins", []), _W, "deny.origins", 256)),
+            deny_vendors=tuple(jsonio.expect_str_list(deny.get("vendors", []), _W, "deny.vendors", 256)),
+            min_strength=min_strength,
+        )
