@@ -151,6 +151,14 @@ class Code(enum.StrEnum):
     VERDICT_DISAGREES = "verdict-disagrees"
     QUOTE_INVALID = "quote-invalid"
     QUOTE_MISSING = "quote-missing"
+    # TPM quote checks, one code per failed property (attest/quote.py)
+    QUOTE_SIGNATURE = "quote-signature"
+    QUOTE_QUALIFYING_DATA = "quote-qualifying-data"
+    QUOTE_CLOCK_UNSAFE = "quote-clock-unsafe"
+    QUOTE_COUNTER_ROLLBACK = "quote-counter-rollback"
+    QUOTE_PCR_SELECTION = "quote-pcr-selection"
+    QUOTE_PCR_DIGEST = "quote-pcr-digest"
+    QUOTE_EVENT_LOG = "quote-event-log"
 
 
 PILOT_TEXT_MAX = 42
