@@ -19,6 +19,7 @@ from agent import __version__
 from agent.cli_common import EXIT_FAIL, EXIT_USAGE
 from attest.errors import FlightSealError, FormatError, KeyLoadError
 
+
 class FlightSealGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:

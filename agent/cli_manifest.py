@@ -18,7 +18,7 @@ import click
 from agent.cli_common import CheckFailed
 from agent.files import read_bounded, write_atomic
 from attest import dsse, jsonio, timeutil
-from attest.errors import FlightSealError
+from attest.errors import FlightSealError, FormatError
 from attest.limits import LIMITS
 from attest.manifest import Airframe, ApprovedComponent, Firmware, Manifest, ParamPolicy, Script
 from attest.models import Kind, Strength
@@ -30,7 +30,7 @@ MAX_IMAGE_BYTES = 64 * 1024 * 1024
 def read_manifest(path: Path) -> tuple[dsse.Envelope, Manifest]:
     env = dsse.Envelope.from_bytes(read_bounded(path, "manifest", LIMITS.max_manifest_bytes), f"manifest {path}")
     if env.payload_type != dsse.MANIFEST_PAYLOAD_TYPE:
-        raise FlightSealError(f"{path}: payload type {env.payload_type!r} is not a manifest")
+        raise FormatError(f"manifest {path}", f"payload type {env.payload_type!r} is not a manifest")
     return env, Manifest.from_json(env.payload_json(f"manifest {path}", LIMITS.max_manifest_bytes))
 
 
@@ -62,7 +62,8 @@ def manifest() -> None:
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True)
 def create(airframe: str, version: int, expires_days: int, out: Path) -> None:
     """Start an empty manifest (it approves nothing until you add to it)."""
-    value = Manifest(version=version, expires=timeutil.now() + timedelta(days=expires_days), airframe=Airframe(airframe))
+    expires = timeutil.now() + timedelta(days=expires_days)
+    value = Manifest(version=version, expires=expires, airframe=Airframe(airframe))
     write_manifest(out, value)
     click.echo(f"wrote manifest v{version} for {airframe} to {out} (expires in {expires_days} days)")
 
