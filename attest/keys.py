@@ -8,6 +8,7 @@ deterministic JSON, as in TUF, so a key id cannot be claimed for another key.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -42,13 +43,7 @@ class PublicKey:
         self._load()
 
     def _load(self) -> ec.EllipticCurvePublicKey:
-        try:
-            key = serialization.load_pem_public_key(self.public_pem.encode())
-        except (ValueError, TypeError) as exc:
-            raise KeyLoadError(f"public key is not a PEM public key ({exc})") from None
-        if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-            raise KeyLoadError("public key is not ECDSA P-256 (the only key type FlightSeal accepts)")
-        return key
+        return _load_pem(self.public_pem)
 
     @classmethod
     def from_crypto(cls, key: ec.EllipticCurvePublicKey) -> PublicKey:
@@ -57,7 +52,7 @@ class PublicKey:
 
     @property
     def keyid(self) -> str:
-        return hashlib.sha256(jsonio.dumps(self.to_json())).hexdigest()
+        return _keyid(self.public_pem)
 
     def to_json(self) -> dict[str, Any]:
         return {"keytype": KEYTYPE, "scheme": SCHEME, "public": self.public_pem}
@@ -89,6 +84,23 @@ class PublicKey:
         except (InvalidSignature, ValueError):
             return False
         return True
+
+
+@functools.lru_cache(maxsize=256)
+def _load_pem(pem: str) -> ec.EllipticCurvePublicKey:
+    """Parse once per key: verifiers check many signatures by the same few keys."""
+    try:
+        key = serialization.load_pem_public_key(pem.encode())
+    except (ValueError, TypeError) as exc:
+        raise KeyLoadError(f"public key is not a PEM public key ({exc})") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise KeyLoadError("public key is not ECDSA P-256 (the only key type FlightSeal accepts)")
+    return key
+
+
+@functools.lru_cache(maxsize=256)
+def _keyid(pem: str) -> str:
+    return hashlib.sha256(jsonio.dumps({"keytype": KEYTYPE, "scheme": SCHEME, "public": pem})).hexdigest()
 
 
 def raw_to_der(raw: bytes) -> bytes:

@@ -18,7 +18,7 @@ class Limits:
     max_measurements: int = 512
     max_signatures: int = 32
     max_keys: int = 32
-    max_json_depth: int = 16
+    max_json_containers: int = 20000
     max_string_chars: int = 4096
     max_claims: int = 64
     max_reasons: int = 256

@@ -42,6 +42,10 @@ class TrustedState:
         root = Root.from_json(env.payload_json("root", LIMITS.max_root_bytes))
         dsse.verify(env, dsse.ROOT_PAYLOAD_TYPE, root.role_keys("root"), root.roles["root"].threshold, "root")
         self.root = root
+        # Signature checks of exact manifest bytes already verified under this root (a verifier
+        # checks many attestations against one manifest). Version and expiry are re-checked on
+        # every call; the cache is dropped when the root changes.
+        self._signed_manifests: dict[bytes, tuple[Manifest, str, frozenset[str]]] = {}
 
     def update_root(self, data: bytes) -> Root:
         env = dsse.Envelope.from_bytes(data, "root", LIMITS.max_root_bytes)
@@ -53,6 +57,7 @@ class TrustedState:
         dsse.verify(env, dsse.ROOT_PAYLOAD_TYPE, new.role_keys("root"), new.roles["root"].threshold,
                     "new root (signatures by its own keys)")
         self.root = new
+        self._signed_manifests.clear()
         return new
 
     def check_root_fresh(self, now: datetime) -> None:
@@ -61,11 +66,7 @@ class TrustedState:
 
     def verify_manifest(self, data: bytes, now: datetime, highest_seen: int = 0,
                         highest_digest: str | None = None) -> VerifiedManifest:
-        env = dsse.Envelope.from_bytes(data, "manifest", LIMITS.max_manifest_bytes)
-        signers = dsse.verify(env, dsse.MANIFEST_PAYLOAD_TYPE, self.root.role_keys("manifest"),
-                              self.root.roles["manifest"].threshold, "manifest")
-        manifest = Manifest.from_json(env.payload_json("manifest", LIMITS.max_manifest_bytes))
-        digest = hashlib.sha256(env.payload).hexdigest()
+        manifest, digest, signers = self._signed_manifest(data)
         if manifest.version < highest_seen:
             raise RollbackError(
                 f"manifest version {manifest.version} is older than version {highest_seen} already trusted"
@@ -79,7 +80,22 @@ class TrustedState:
                 f"manifest version {manifest.version} expired at {manifest.expires:%Y-%m-%dT%H:%MZ}; "
                 "ask the manufacturer for a re-signed manifest"
             )
-        return VerifiedManifest(manifest, digest, frozenset(signers))
+        return VerifiedManifest(manifest, digest, signers)
+
+    def _signed_manifest(self, data: bytes) -> tuple[Manifest, str, frozenset[str]]:
+        key = hashlib.sha256(data).digest()
+        cached = self._signed_manifests.get(key)
+        if cached is not None:
+            return cached
+        env = dsse.Envelope.from_bytes(data, "manifest", LIMITS.max_manifest_bytes)
+        signers = dsse.verify(env, dsse.MANIFEST_PAYLOAD_TYPE, self.root.role_keys("manifest"),
+                              self.root.roles["manifest"].threshold, "manifest")
+        manifest = Manifest.from_json(env.payload_json("manifest", LIMITS.max_manifest_bytes))
+        result = (manifest, hashlib.sha256(env.payload).hexdigest(), frozenset(signers))
+        if len(self._signed_manifests) >= 16:
+            self._signed_manifests.clear()
+        self._signed_manifests[key] = result
+        return result
 
     def verify_enrollment(self, data: bytes) -> DeviceRecord:
         env = dsse.Envelope.from_bytes(data, "device enrollment", LIMITS.max_enrollment_bytes)

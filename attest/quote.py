@@ -1,0 +1,357 @@
+"""TPM 2.0 quotes, checked offline: the TPMS_ATTEST bytes are parsed here, not by a TPM library.
+
+A quote is the TPM's own signed statement of its PCR values, its clock and the caller's
+qualifying data. The verifier holds only bytes, so this module parses ``TPMS_ATTEST`` itself
+(TPM 2.0 Part 2, 10.12) with a bound on every size, and raises nothing but
+:class:`~attest.errors.FormatError` on garbage. :func:`check_quote` then checks, and reports
+every failure as a :class:`~attest.models.Reason` with its own code:
+
+- the signature is by the enrolled device key, a *restricted* TPM key, which the TPM lets sign
+  only structures it made itself (``quote-signature``);
+- magic ``TPM_GENERATED_VALUE`` and type ``ATTEST_QUOTE`` (``quote-invalid``);
+- ``extraData`` is the statement digest, which binds the operator's nonce and every measurement
+  (``quote-qualifying-data``);
+- the TPM clock is ``safe`` and reset/restart counters and clock do not go back from values the
+  caller last saw for this device (``quote-clock-unsafe``, ``quote-counter-rollback``);
+- the signed PCR selection is exactly the reported PCRs, in the SHA-256 bank, and includes the
+  application PCR (``quote-pcr-selection``); the signed PCR digest is the SHA-256 of the reported
+  values (``quote-pcr-digest``);
+- replaying the event list from zero gives the application PCR, and the events are exactly the
+  statement's measurements in order (``quote-event-log``).
+
+The JSON form carried in the predicate is :class:`Quote`; ``hardware/tpm.py`` produces it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from attest import jsonio
+from attest.enrollment import DeviceRecord
+from attest.errors import FormatError
+from attest.evidence import Predicate, statement_digest
+from attest.keys import PublicKey
+from attest.limits import LIMITS
+from attest.models import Code, Measurement, Reason
+
+TPM_GENERATED_VALUE = 0xFF544347
+TPM_ST_ATTEST_QUOTE = 0x8018
+TPM_ALG_SHA256 = 0x000B
+QUOTE_FORMAT = "flightseal/tpm2-quote/v1"
+PCR_COUNT = 24
+APP_PCR = 23  # PC Client "application support" PCR, resettable at locality 0
+_MAX_NAME = 2 + 64  # TPMU_NAME: algorithm id + largest digest
+_MAX_DATA = 64  # TPM2B_DATA holds at most sizeof(TPMT_HA)
+_MAX_DIGEST = 64
+_MAX_SELECTIONS = 16  # HASH_COUNT
+_MAX_SELECT_BYTES = 4  # PCR_SELECT_MAX for up to 32 PCRs
+_MAX_SIG_DER = 72
+_W = "TPM quote"
+_COMPONENT = "tpm-quote"
+
+
+@dataclass(frozen=True)
+class ClockInfo:
+    """TPMS_CLOCK_INFO: milliseconds the TPM has run, boot and resume counters, and whether clock is safe."""
+
+    clock: int
+    reset_count: int
+    restart_count: int
+    safe: bool
+
+    def went_back_from(self, last: ClockInfo) -> str | None:
+        """Why this clock is older than ``last`` (a replayed quote or a rolled-back TPM), or None."""
+        if (self.reset_count, self.restart_count) < (last.reset_count, last.restart_count):
+            return (f"reset/restart counters {self.reset_count}/{self.restart_count} are below the last seen "
+                    f"{last.reset_count}/{last.restart_count}")
+        if self.clock < last.clock:
+            return f"TPM clock {self.clock} ms is below the last seen {last.clock} ms"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"clock": self.clock, "reset_count": self.reset_count, "restart_count": self.restart_count,
+                "safe": self.safe}
+
+    @classmethod
+    def from_json(cls, data: Any, what: str = "TPM clock") -> ClockInfo:
+        o = jsonio.expect_object(data, what, {"clock", "reset_count", "restart_count", "safe"})
+        return cls(jsonio.expect_int(o["clock"], what, "clock", 0, 2**64 - 1),
+                   jsonio.expect_int(o["reset_count"], what, "reset_count", 0, 2**32 - 1),
+                   jsonio.expect_int(o["restart_count"], what, "restart_count", 0, 2**32 - 1),
+                   jsonio.expect_bool(o["safe"], what, "safe"))
+
+
+@dataclass(frozen=True)
+class PcrSelection:
+    """One TPMS_PCR_SELECTION: a hash bank and the PCR indices selected in it (ascending)."""
+
+    hash_alg: int
+    pcrs: tuple[int, ...]
+    size_of_select: int = 3
+
+    def to_bytes(self) -> bytes:
+        bitmap = bytearray(self.size_of_select)
+        for i in self.pcrs:
+            bitmap[i // 8] |= 1 << (i % 8)
+        return struct.pack(">HB", self.hash_alg, self.size_of_select) + bytes(bitmap)
+
+
+@dataclass(frozen=True)
+class Attest:
+    """A TPMS_ATTEST whose ``attested`` member is a TPMS_QUOTE_INFO."""
+
+    magic: int
+    type: int
+    qualified_signer: bytes
+    extra_data: bytes
+    clock: ClockInfo
+    firmware_version: int
+    pcr_select: tuple[PcrSelection, ...]
+    pcr_digest: bytes
+
+    def to_bytes(self) -> bytes:
+        """Marshal as the TPM does (big-endian, TPM2B size prefixes); ``parse_attest`` inverts it."""
+        out = struct.pack(">IH", self.magic, self.type)
+        out += _tpm2b(self.qualified_signer) + _tpm2b(self.extra_data)
+        c = self.clock
+        out += struct.pack(">QIIBQ", c.clock, c.reset_count, c.restart_count, int(c.safe), self.firmware_version)
+        out += struct.pack(">I", len(self.pcr_select)) + b"".join(s.to_bytes() for s in self.pcr_select)
+        return out + _tpm2b(self.pcr_digest)
+
+
+def _tpm2b(data: bytes) -> bytes:
+    return struct.pack(">H", len(data)) + data
+
+
+class _Reader:
+    """Bounded big-endian reader: every read checks the bytes are there."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int, field: str) -> bytes:
+        if self.pos + n > len(self.data):
+            raise FormatError("TPMS_ATTEST", f"truncated: {field} needs {n} bytes at offset {self.pos}", field)
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return chunk
+
+    def uint(self, size: int, field: str) -> int:
+        return int.from_bytes(self.take(size, field), "big")
+
+    def tpm2b(self, limit: int, field: str) -> bytes:
+        size = self.uint(2, field)
+        if size > limit:
+            raise FormatError("TPMS_ATTEST", f"{size} bytes is more than the {limit} allowed", field)
+        return self.take(size, field)
+
+
+def parse_attest(data: bytes) -> Attest:
+    """Parse TPMS_ATTEST bytes of a quote; raise :class:`FormatError` for anything else."""
+    if len(data) > LIMITS.max_quote_bytes:
+        raise FormatError("TPMS_ATTEST", f"{len(data)} bytes is more than the {LIMITS.max_quote_bytes} allowed")
+    r = _Reader(data)
+    magic = r.uint(4, "magic")
+    if magic != TPM_GENERATED_VALUE:
+        raise FormatError("TPMS_ATTEST", f"magic 0x{magic:08x} is not TPM_GENERATED_VALUE (not made by a TPM)",
+                          "magic")
+    kind = r.uint(2, "type")
+    if kind != TPM_ST_ATTEST_QUOTE:
+        raise FormatError("TPMS_ATTEST", f"type 0x{kind:04x} is not TPM_ST_ATTEST_QUOTE (0x8018)", "type")
+    signer = r.tpm2b(_MAX_NAME, "qualifiedSigner")
+    extra = r.tpm2b(_MAX_DATA, "extraData")
+    clock = ClockInfo(r.uint(8, "clockInfo.clock"), r.uint(4, "clockInfo.resetCount"),
+                      r.uint(4, "clockInfo.restartCount"), False)
+    safe = r.uint(1, "clockInfo.safe")
+    if safe > 1:
+        raise FormatError("TPMS_ATTEST", f"safe is {safe}, not YES (1) or NO (0)", "clockInfo.safe")
+    clock = ClockInfo(clock.clock, clock.reset_count, clock.restart_count, bool(safe))
+    firmware = r.uint(8, "firmwareVersion")
+    count = r.uint(4, "pcrSelect.count")
+    if count > _MAX_SELECTIONS:
+        raise FormatError("TPMS_ATTEST", f"{count} PCR banks is more than {_MAX_SELECTIONS}", "pcrSelect.count")
+    selections = []
+    for i in range(count):
+        alg = r.uint(2, f"pcrSelect[{i}].hash")
+        size = r.uint(1, f"pcrSelect[{i}].sizeofSelect")
+        if size > _MAX_SELECT_BYTES:
+            raise FormatError("TPMS_ATTEST", f"sizeofSelect {size} is more than {_MAX_SELECT_BYTES}",
+                              f"pcrSelect[{i}].sizeofSelect")
+        bitmap = r.take(size, f"pcrSelect[{i}].pcrSelect")
+        pcrs = tuple(8 * b + bit for b in range(size) for bit in range(8) if bitmap[b] >> bit & 1)
+        selections.append(PcrSelection(alg, pcrs, size))
+    digest = r.tpm2b(_MAX_DIGEST, "pcrDigest")
+    if r.pos != len(data):
+        raise FormatError("TPMS_ATTEST", f"{len(data) - r.pos} unexpected bytes after the quote")
+    return Attest(magic, kind, signer, extra, clock, firmware, tuple(selections), digest)
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A quote as carried in the predicate: signed bytes, signature, PCR values and the event log."""
+
+    attest: bytes
+    signature: bytes  # DER ECDSA-SHA256 over ``attest``
+    pcrs: Mapping[int, bytes]  # SHA-256 bank
+    events: tuple[bytes, ...]  # SHA-256 digests extended into ``app_pcr``, in order
+    app_pcr: int = APP_PCR
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": QUOTE_FORMAT,
+            "attest": self.attest.hex(),
+            "signature": self.signature.hex(),
+            "pcr_bank": "sha256",
+            "pcrs": {str(i): v.hex() for i, v in sorted(self.pcrs.items())},
+            "app_pcr": self.app_pcr,
+            "events": [e.hex() for e in self.events],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Quote:
+        o = jsonio.expect_object(data, _W, {"format", "attest", "signature", "pcr_bank", "pcrs", "app_pcr",
+                                            "events"})
+        if o["format"] != QUOTE_FORMAT:
+            raise FormatError(_W, f"format {o['format']!r} is not {QUOTE_FORMAT!r}", "format")
+        if o["pcr_bank"] != "sha256":
+            raise FormatError(_W, f"PCR bank {o['pcr_bank']!r} is not sha256", "pcr_bank")
+        attest = _hex(o["attest"], "attest", LIMITS.max_quote_bytes)
+        signature = _hex(o["signature"], "signature", _MAX_SIG_DER)
+        pcr_map = jsonio.expect_str_map(o["pcrs"], _W, "pcrs", PCR_COUNT)
+        pcrs: dict[int, bytes] = {}
+        for key, value in pcr_map.items():
+            if not key.isdigit() or not 0 <= int(key) < PCR_COUNT or str(int(key)) != key:
+                raise FormatError(_W, f"PCR index {key!r} is not 0 to {PCR_COUNT - 1}", "pcrs")
+            pcrs[int(key)] = _hex(value, f"pcrs.{key}", 32, exact=True)
+        events = jsonio.expect_list(o["events"], _W, "events", LIMITS.max_event_log_entries)
+        return cls(
+            attest=attest,
+            signature=signature,
+            pcrs=pcrs,
+            events=tuple(_hex(e, f"events[{i}]", 32, exact=True) for i, e in enumerate(events)),
+            app_pcr=jsonio.expect_int(o["app_pcr"], _W, "app_pcr", 0, PCR_COUNT - 1),
+        )
+
+
+def _hex(value: Any, field: str, max_bytes: int, exact: bool = False) -> bytes:
+    text = jsonio.expect_str(value, _W, field, 2 * max_bytes)
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise FormatError(_W, "must be hex", field) from None
+    if exact and len(raw) != max_bytes:
+        raise FormatError(_W, f"must be {max_bytes} bytes, got {len(raw)}", field)
+    return raw
+
+
+def measurement_event(m: Measurement) -> bytes:
+    """The digest the agent extends into the application PCR for one measurement.
+
+    It hashes the measurement's whole canonical JSON (not just its digest), so source, strength
+    and claims are bound too, and measurements without a digest still leave a trace.
+    """
+    return hashlib.sha256(jsonio.dumps(m.to_json())).digest()
+
+
+def replay(events: Sequence[bytes]) -> bytes:
+    """The SHA-256 PCR value after extending ``events`` into a PCR that starts at zero."""
+    pcr = bytes(32)
+    for e in events:
+        pcr = hashlib.sha256(pcr + e).digest()
+    return pcr
+
+
+def pcr_digest(selection: Sequence[PcrSelection], values: Mapping[int, bytes]) -> bytes:
+    """TPM2_Quote's pcrDigest: SHA-256 over the selected values, bank by bank, PCR index ascending."""
+    return hashlib.sha256(b"".join(values.get(i, b"") for s in selection for i in s.pcrs)).digest()
+
+
+def check_quote(
+    quote_json: Any,
+    *,
+    key: PublicKey,
+    qualifying: bytes,
+    measurements: Sequence[Measurement],
+    last_clock: ClockInfo | None = None,
+) -> list[Reason]:
+    """Every reason ``quote_json`` is not a fresh quote by ``key`` over these measurements; empty if it is."""
+    try:
+        quote = Quote.from_json(quote_json)
+        attest = parse_attest(quote.attest)
+    except FormatError as exc:
+        return [Reason(Code.QUOTE_INVALID, str(exc), _COMPONENT)]
+    out: list[Reason] = []
+    if not key.verify(quote.signature, quote.attest):
+        out.append(Reason(Code.QUOTE_SIGNATURE, "quote is not signed by the enrolled device key "
+                          "(forged, altered, or from another TPM)", _COMPONENT))
+    if not hmac.compare_digest(attest.extra_data, qualifying):
+        out.append(Reason(Code.QUOTE_QUALIFYING_DATA, "quote was made for another statement or nonce "
+                          "(extraData is not this statement's digest)", _COMPONENT))
+    if not attest.clock.safe:
+        out.append(Reason(Code.QUOTE_CLOCK_UNSAFE, "TPM clock is not safe (it may have gone back after an "
+                          "unorderly shutdown)", _COMPONENT))
+    if last_clock is not None:
+        why = attest.clock.went_back_from(last_clock)
+        if why:
+            out.append(Reason(Code.QUOTE_COUNTER_ROLLBACK, f"{why}: an old quote replayed, or the TPM was "
+                              "rolled back", _COMPONENT))
+    out += _pcrs(quote, attest)
+    out += _events(quote, measurements)
+    return out
+
+
+def check_predicate_quote(predicate: Predicate, device: DeviceRecord,
+                          last_clock: ClockInfo | None = None) -> list[Reason]:
+    """Check the quote an attestation carries against its own statement and the enrolled key.
+
+    The qualifying data must be the statement digest (the statement without its quote), so a
+    quote lifted from another attestation, or made for another nonce, does not fit.
+    """
+    if predicate.quote is None:
+        return [Reason(Code.QUOTE_MISSING, "attestation carries no TPM quote", _COMPONENT)]
+    return check_quote(predicate.quote, key=device.key, qualifying=statement_digest(predicate),
+                       measurements=predicate.measurements, last_clock=last_clock)
+
+
+def _pcrs(quote: Quote, attest: Attest) -> list[Reason]:
+    banks = [s for s in attest.pcr_select if s.pcrs]
+    if len(banks) != 1 or banks[0].hash_alg != TPM_ALG_SHA256:
+        algs = ", ".join(f"0x{s.hash_alg:04x}" for s in banks) or "none"
+        return [Reason(Code.QUOTE_PCR_SELECTION, f"quote must cover one SHA-256 PCR bank, it covers {algs}",
+                       _COMPONENT)]
+    signed = set(banks[0].pcrs)
+    out = []
+    if signed != set(quote.pcrs):
+        out.append(Reason(Code.QUOTE_PCR_SELECTION, f"signed PCR selection {sorted(signed)} differs from the "
+                          f"reported PCRs {sorted(quote.pcrs)}", _COMPONENT))
+    if quote.app_pcr not in signed:
+        out.append(Reason(Code.QUOTE_PCR_SELECTION, f"application PCR {quote.app_pcr} is not in the quote",
+                          _COMPONENT))
+    if not out and not hmac.compare_digest(pcr_digest(banks, quote.pcrs), attest.pcr_digest):
+        out.append(Reason(Code.QUOTE_PCR_DIGEST, "reported PCR values do not hash to the signed PCR digest",
+                          _COMPONENT))
+    return out
+
+
+def _events(quote: Quote, measurements: Sequence[Measurement]) -> list[Reason]:
+    out = []
+    app = quote.pcrs.get(quote.app_pcr)
+    if app is not None and not hmac.compare_digest(replay(quote.events), app):
+        out.append(Reason(Code.QUOTE_EVENT_LOG, f"replaying {len(quote.events)} events does not give "
+                          f"PCR {quote.app_pcr}", _COMPONENT))
+    expected = [measurement_event(m) for m in measurements]
+    if list(quote.events) != expected:
+        out.append(Reason(Code.QUOTE_EVENT_LOG, f"event log ({len(quote.events)} events) is not the statement's "
+                          f"{len(expected)} measurements in order", _COMPONENT))
+    return out
+
+
+def observed_clock(quote_json: Any) -> ClockInfo:
+    """The clock and counters of a quote, for a verifier to remember after it passed."""
+    return parse_attest(Quote.from_json(quote_json).attest).clock
