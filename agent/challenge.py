@@ -1,0 +1,166 @@
+"""Operator challenge over MAVLink: nonce in, fresh attestation out, in TUNNEL chunks.
+
+The **responder** runs inside the agent's loop. It never measures on the spot: the daemon keeps
+its measurements current (it re-measures on every reboot, parameter, script, component or
+manifest change), so answering a challenge is sealing those measurements with the operator's
+nonce and the current time and signing them, which takes milliseconds, not the seconds a full
+pass over MAVLink takes, and never starves the gate's keep-alive.
+
+The **client** (``flightseal challenge``) sends the nonce, collects the chunks, asks again for
+missing ones a bounded number of times, checks the SHA-256 from the offer and decompresses with a
+bound. It returns the attestation bytes; verifying them is ``flightseal verify``'s job, offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent import challenge_wire as wire
+from attest.errors import FlightSealError, FormatError
+
+MIN_CHALLENGE_INTERVAL_S = 1.0
+
+
+class ChallengeError(FlightSealError):
+    """The challenge could not be completed (no answer, corrupt transfer, agent error)."""
+
+
+def send_tunnel(conn: Any, target_system: int, target_component: int, packet: wire.Packet) -> None:
+    data = packet.encode()
+    conn.mav.tunnel_send(target_system, target_component, wire.PAYLOAD_TYPE, len(data),
+                         list(data.ljust(wire.TUNNEL_MAX, b"\0")))
+
+
+def tunnel_payload(msg: Any, own_system: int, own_component: int) -> bytes | None:
+    """Our packet bytes from a TUNNEL message addressed to us, or None if it is someone else's."""
+    if msg.get_type() != "TUNNEL" or msg.payload_type != wire.PAYLOAD_TYPE:
+        return None
+    if msg.target_system != own_system or msg.target_component != own_component:
+        return None
+    length = min(int(msg.payload_length), wire.TUNNEL_MAX)
+    return bytes(msg.payload[:length])
+
+
+@dataclass
+class Responder:
+    """Answers challenges addressed to the agent. ``attest(nonce)`` returns a sealed envelope."""
+
+    attest: Callable[[bytes], bytes]
+    clock: Callable[[], float] = time.monotonic
+    outbox: deque[tuple[int, int, wire.Packet]] = field(default_factory=deque)
+    _last_challenge: float = -1e9
+    _chunks: dict[int, list[bytes]] = field(default_factory=dict)
+
+    def handle(self, src_system: int, src_component: int, payload: bytes) -> None:
+        try:
+            packet = wire.decode(payload)
+        except FormatError:
+            return
+        if packet.op is wire.Op.CHALLENGE:
+            self._challenge(src_system, src_component, packet)
+        elif packet.op is wire.Op.RESEND and packet.session in self._chunks:
+            try:
+                indices = wire.parse_resend(packet)
+            except FormatError:
+                return
+            chunks = self._chunks[packet.session]
+            for i in indices:
+                if 0 <= i < len(chunks):
+                    self.outbox.append((src_system, src_component, wire.chunk(packet.session, i, chunks[i])))
+
+    def _challenge(self, src_system: int, src_component: int, packet: wire.Packet) -> None:
+        now = self.clock()
+        if now - self._last_challenge < MIN_CHALLENGE_INTERVAL_S:
+            self.outbox.append((src_system, src_component, wire.error(packet.session, "busy: retry in 1 s")))
+            return
+        self._last_challenge = now
+        try:
+            nonce = wire.parse_challenge(packet)
+            blob = zlib.compress(self.attest(nonce), 9)
+        except FlightSealError as exc:
+            self.outbox.append((src_system, src_component, wire.error(packet.session, str(exc))))
+            return
+        if len(blob) > wire.MAX_BLOB_BYTES:
+            self.outbox.append((src_system, src_component, wire.error(packet.session, "attestation too large")))
+            return
+        chunks = wire.split(blob)
+        self._chunks = {packet.session: chunks}  # one session kept for resends
+        self.outbox.append((src_system, src_component,
+                            wire.offer(packet.session, len(blob), len(chunks), hashlib.sha256(blob).digest())))
+        for i, data in enumerate(chunks):
+            self.outbox.append((src_system, src_component, wire.chunk(packet.session, i, data)))
+
+    def pump(self, conn: Any, budget: int = 32) -> int:
+        """Send up to ``budget`` queued packets; the caller paces it to the link."""
+        sent = 0
+        while self.outbox and sent < budget:
+            system, component, packet = self.outbox.popleft()
+            send_tunnel(conn, system, component, packet)
+            sent += 1
+        return sent
+
+
+def request_attestation(conn: Any, nonce: bytes, *, target_system: int = 1, target_component: int = 191,
+                        timeout: float = 30.0, resend_rounds: int = 5) -> bytes:
+    """Challenge the agent through ``conn`` and return the attestation envelope bytes."""
+    session = random.randrange(1, 2**32)
+    send_tunnel(conn, target_system, target_component, wire.challenge(session, nonce))
+    deadline = time.monotonic() + timeout
+    offer: tuple[int, int, bytes] | None = None
+    chunks: dict[int, bytes] = {}
+    rounds = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            if offer is None:
+                raise ChallengeError(f"no answer from the agent ({target_system}/{target_component}) within "
+                                     f"{timeout:.0f} s: is flightseal agent running and the link routed?")
+            raise ChallengeError(f"transfer incomplete: {len(chunks)} of {offer[1]} chunks after {rounds} resends")
+        msg = conn.recv_match(type="TUNNEL", blocking=True, timeout=min(remaining, 1.0))
+        if msg is None:
+            if offer is not None and len(chunks) < offer[1] and rounds < resend_rounds:
+                missing = [i for i in range(offer[1]) if i not in chunks]
+                send_tunnel(conn, target_system, target_component, wire.resend(session, missing))
+                rounds += 1
+            continue
+        payload = tunnel_payload(msg, conn.source_system, conn.source_component)
+        if payload is None:
+            continue
+        try:
+            packet = wire.decode(payload)
+        except FormatError:
+            continue
+        if packet.session != session:
+            continue
+        if packet.op is wire.Op.ERROR:
+            raise ChallengeError(f"agent refused the challenge: {packet.body.decode(errors='replace')}")
+        if packet.op is wire.Op.OFFER:
+            offer = wire.parse_offer(packet)
+        elif packet.op is wire.Op.CHUNK and offer is not None:
+            index, data = wire.parse_chunk(packet)
+            if 0 <= index < offer[1]:
+                chunks[index] = data
+        if offer is not None and len(chunks) == offer[1]:
+            return _assemble(offer, chunks)
+
+
+def _assemble(offer: tuple[int, int, bytes], chunks: dict[int, bytes]) -> bytes:
+    length, count, digest = offer
+    blob = b"".join(chunks[i] for i in range(count))
+    if len(blob) != length or hashlib.sha256(blob).digest() != digest:
+        raise ChallengeError("transfer corrupted: the reassembled attestation does not match the offer's SHA-256")
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(blob, wire.MAX_BLOB_BYTES * 4)
+    except zlib.error as exc:
+        raise ChallengeError(f"attestation does not decompress: {exc}") from None
+    if inflater.unconsumed_tail:
+        raise ChallengeError("attestation decompresses to more than the size limit")
+    return data

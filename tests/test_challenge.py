@@ -1,0 +1,138 @@
+"""Operator challenge over real pymavlink connections on loopback TCP."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("MAVLINK20", "1")
+from pymavlink import mavutil  # noqa: E402
+
+from agent import challenge_wire as wire  # noqa: E402
+from agent.challenge import ChallengeError, Responder, request_attestation, tunnel_payload  # noqa: E402
+from attest.errors import FlightSealError  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AgentPeer:
+    """The agent's side: a real pymavlink endpoint running the Responder in a bounded thread."""
+
+    def __init__(self, attest: Any, drop: set[int] | None = None, corrupt: bool = False) -> None:
+        self.port = free_port()
+        self.conn = mavutil.mavlink_connection(f"tcpin:127.0.0.1:{self.port}", source_system=1,
+                                               source_component=191)
+        self.responder = Responder(attest)
+        self.drop = set(drop or ())
+        self.corrupt = corrupt
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 20
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            msg = self.conn.recv_match(type="TUNNEL", blocking=True, timeout=0.05)
+            if msg is not None and (payload := tunnel_payload(msg, 1, 191)) is not None:
+                self.responder.handle(msg.get_srcSystem(), msg.get_srcComponent(), payload)
+            while self.responder.outbox:
+                system, component, packet = self.responder.outbox.popleft()
+                if packet.op is wire.Op.CHUNK:
+                    index, data = wire.parse_chunk(packet)
+                    if index in self.drop:
+                        self.drop.discard(index)  # lost once; a resend gets through
+                        continue
+                    if self.corrupt and index == 0:
+                        packet = wire.chunk(packet.session, 0, bytes([data[0] ^ 1]) + data[1:])
+                self.responder.outbox.appendleft((system, component, packet))
+                self.responder.pump(self.conn, budget=1)
+
+
+@pytest.fixture
+def operator_for() -> Iterator[Any]:
+    peers: list[AgentPeer] = []
+
+    def start(attest: Any, **kw: Any) -> Any:
+        peer = AgentPeer(attest, **kw)
+        peer.thread.start()
+        op = mavutil.mavlink_connection(f"tcp:127.0.0.1:{peer.port}", source_system=255, source_component=190)
+        peers.append(peer)
+        return op
+
+    yield start
+    for p in peers:
+        p.stop.set()
+        p.thread.join(timeout=5)
+        p.conn.close()
+
+
+def fake_attestation(nonce: bytes) -> bytes:
+    # stands in for the sealed envelope: the transport must carry any bytes, so it echoes the nonce
+    return b'{"nonce":"' + nonce.hex().encode() + b'"}' + secrets.token_bytes(3000)
+
+
+def test_challenge_returns_attestation_bound_to_the_operator_nonce(operator_for: Any) -> None:
+    op = operator_for(fake_attestation)
+    nonce = secrets.token_bytes(32)
+    got = request_attestation(op, nonce, timeout=10)
+    assert got.startswith(b'{"nonce":"' + nonce.hex().encode())
+    assert len(got) > 3000
+
+
+def test_lost_chunks_are_requested_again(operator_for: Any) -> None:
+    op = operator_for(fake_attestation, drop={0, 3, 7})
+    got = request_attestation(op, secrets.token_bytes(32), timeout=15)
+    assert len(got) > 3000
+
+
+def test_corrupted_chunk_is_detected_not_accepted(operator_for: Any) -> None:
+    op = operator_for(fake_attestation, corrupt=True)
+    with pytest.raises(ChallengeError, match="SHA-256"):
+        request_attestation(op, secrets.token_bytes(32), timeout=10)
+
+
+def test_agent_error_reaches_the_operator(operator_for: Any) -> None:
+    def failing(nonce: bytes) -> bytes:
+        raise FlightSealError("TPM unreachable at swtpm:host=127.0.0.1,port=1")
+
+    op = operator_for(failing)
+    with pytest.raises(ChallengeError, match="TPM unreachable"):
+        request_attestation(op, secrets.token_bytes(32), timeout=10)
+
+
+def test_silent_agent_times_out_with_a_clear_error(operator_for: Any) -> None:
+    op = operator_for(fake_attestation)
+    start = time.monotonic()
+    with pytest.raises(ChallengeError, match="no answer"):
+        request_attestation(op, secrets.token_bytes(32), target_component=99, timeout=2)
+    assert time.monotonic() - start < 5
+
+
+def test_challenge_flood_is_rate_limited() -> None:
+    calls: list[bytes] = []
+    now = [100.0]
+    r = Responder(lambda n: calls.append(n) or b"x", clock=lambda: now[0])
+    for _ in range(5):
+        r.handle(255, 190, wire.challenge(1, bytes(32)).encode())
+    assert len(calls) == 1
+    assert any(p.op is wire.Op.ERROR for _, _, p in r.outbox)
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x01", b"\x09\x00\x00\x00\x00", b"\x01\x01\x00\x00\x00\x05abc",
+                                     b"\x04\x01\x00\x00\x00\xff"])
+def test_malformed_packets_are_ignored(payload: bytes) -> None:
+    calls: list[bytes] = []
+    r = Responder(lambda n: calls.append(n) or b"x")
+    r.handle(255, 190, payload)
+    assert not calls
+    assert all(p.op is wire.Op.ERROR for _, _, p in r.outbox)
