@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("MAVLINK20", "1")
-from pymavlink import mavutil  # noqa: E402
+from pymavlink import mavutil
 
-from agent import challenge_wire as wire  # noqa: E402
-from agent.challenge import ChallengeError, Responder, request_attestation, tunnel_payload  # noqa: E402
-from attest.errors import FlightSealError  # noqa: E402
+from agent import challenge_wire as wire
+from agent.challenge import ChallengeError, Responder, request_attestation, tunnel_payload
+from attest.errors import FlightSealError
 
 
 def free_port() -> int:
