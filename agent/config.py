@@ -1,0 +1,124 @@
+"""The agent's TOML configuration: every option, its default, and a clear error for each mistake.
+
+A sample with every option documented is ``packaging/agent.toml``; this module is the
+authority on names, types and defaults, and refuses unknown keys (a typo must not silently fall
+back to a default in a security product).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from attest.errors import FormatError
+
+MAX_CONFIG_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class MavlinkConfig:
+    url: str = "tcp:127.0.0.1:5762"  # SERIAL1 of SITL instance 0; on a drone e.g. /dev/ttyAMA0,921600
+    system_id: int = 1  # same system as the FC: a companion computer
+    component_id: int = 191  # MAV_COMP_ID_ONBOARD_COMPUTER
+    fc_system_id: int = 1
+    fc_component_id: int = 1
+    heartbeat_timeout_s: float = 10.0
+    signing_key_file: str = ""  # 32-byte MAVLink2 signing key; empty = unsigned link
+    allow_serial0: bool = False  # SERIAL0/USB accepts unsigned packets even with signing: refuse by default
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    id: str = ""
+    airframe: str = ""
+    key: str = ""  # key URI: tpm:…, pkcs11:…, file:… (development only)
+
+
+@dataclass(frozen=True)
+class TrustConfig:
+    root: str = "/etc/flightseal/root.json"
+    manifest: str = "/etc/flightseal/manifest.json"
+    state_dir: str = "/var/lib/flightseal"  # highest manifest version seen, gate sequence
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    enabled: bool = True
+    keepalive_s: float = 1.0  # the gate lapses after 3 s without a fresh pass
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    firmware_image: str = ""  # companion-side copy of the FC image (SITL: the binary)
+    scripts_dir: str = ""  # FC scripts directory over FTP; empty = the FC's default
+    flash_read: bool = True  # read @SYS/flash.bin where the FC serves it
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    path: str = "/var/lib/flightseal/audit.log"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    mavlink: MavlinkConfig = field(default_factory=MavlinkConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+
+
+def _section(cls: type[Any], data: Any, name: str, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise FormatError(where, "must be a table", f"[{name}]")
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        f = known.get(key)
+        if f is None:
+            raise FormatError(where, f"unknown option (known: {', '.join(sorted(known))})", f"{name}.{key}")
+        default = getattr(cls(), key)
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise FormatError(where, f"must be {type(default).__name__}, not {type(value).__name__}", f"{name}.{key}")
+        values[key] = value
+    return cls(**values)
+
+
+def parse(text: str, where: str = "config") -> AgentConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise FormatError(where, f"is not valid TOML ({exc})") from None
+    sections = {f.name: f for f in fields(AgentConfig)}
+    values: dict[str, Any] = {}
+    for name, body in data.items():
+        if name not in sections:
+            raise FormatError(where, f"unknown section (known: {', '.join(sorted(sections))})", f"[{name}]")
+        values[name] = _section(type(getattr(AgentConfig(), name)), body, name, where)
+    cfg = AgentConfig(**values)
+    for key in ("id", "airframe", "key"):
+        if not getattr(cfg.device, key):
+            raise FormatError(where, "is required", f"device.{key}")
+    if not 1 <= cfg.mavlink.system_id <= 255 or not 1 <= cfg.mavlink.component_id <= 255:
+        raise FormatError(where, "system and component ids are 1..255", "mavlink")
+    if cfg.gate.keepalive_s <= 0 or cfg.gate.keepalive_s > 2.0:
+        raise FormatError(where, "must be in (0, 2] s so a pass never lapses at the gate (3 s)", "gate.keepalive_s")
+    return cfg
+
+
+def load(path: Path) -> AgentConfig:
+    from agent.files import read_bounded
+
+    return parse(read_bounded(path, "config", MAX_CONFIG_BYTES).decode("utf-8", errors="replace"), f"config {path}")

@@ -1,0 +1,41 @@
+"""Agent configuration: the sample parses, and every mistake is one clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import load, parse
+from attest.errors import FormatError
+
+SAMPLE = Path(__file__).parent.parent / "packaging" / "agent.toml"
+
+
+def test_shipped_sample_parses_with_documented_values() -> None:
+    cfg = load(SAMPLE)
+    assert cfg.mavlink.component_id == 191
+    assert cfg.gate.keepalive_s == 1.0
+    assert cfg.device.key.startswith("tpm:")
+
+
+MINIMAL = '[device]\nid = "d"\nairframe = "a"\nkey = "file:k.pem"\n'
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    (MINIMAL + "[mavlink]\nurll = 'x'\n", "mavlink.urll"),
+    (MINIMAL + "[mavlnk]\n", "[mavlnk]"),
+    (MINIMAL + "[mavlink]\nsystem_id = '1'\n", "mavlink.system_id"),
+    (MINIMAL + "[gate]\nkeepalive_s = 5\n", "gate.keepalive_s"),
+    ('[device]\nid = "d"\nairframe = "a"\n', "device.key"),
+    (MINIMAL + "[mavlink]\nallow_serial0 = 1\n", "mavlink.allow_serial0"),
+])
+def test_config_mistakes_name_the_option(text: str, field: str) -> None:
+    with pytest.raises(FormatError) as err:
+        parse(text)
+    assert field in str(err.value)
+
+
+def test_invalid_toml_is_a_format_error() -> None:
+    with pytest.raises(FormatError, match="not valid TOML"):
+        parse("[device\n")
