@@ -71,3 +71,15 @@ def test_deeply_nested_json_is_refused() -> None:
         assert "nest" in str(exc) or "not valid JSON" in str(exc)
     else:
         raise AssertionError("deep nesting accepted")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=160))
+def test_challenge_wire_parsers_on_arbitrary_bytes(data: bytes) -> None:
+    from agent import challenge_wire as wire
+
+    with contextlib.suppress(FlightSealError):
+        packet = wire.decode(data)
+        for parse in (wire.parse_challenge, wire.parse_offer, wire.parse_chunk, wire.parse_resend):
+            with contextlib.suppress(FlightSealError):
+                parse(packet)
