@@ -1,0 +1,160 @@
+"""A real software TPM 2.0 (swtpm) for tests and the demo, on free loopback ports.
+
+``swtpm_setup --tpm2 --createek`` provisions the state (RSA and ECC EKs, SHA-256 PCR bank) in a
+temporary directory, then ``swtpm socket`` serves it on 127.0.0.1 with ``startup-clear``, so the
+TPM is ready without a TPM2_Startup from us. Leaving the context stops swtpm and deletes the
+state. Nothing is mocked: the code under test talks to it through the ordinary swtpm TCTI.
+
+    with Swtpm() as tpm:
+        signer = hardware.tpm.create_key(tpm.key_uri(0x81010100))
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from attest.errors import FlightSealError
+
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 5.0
+SETUP_TIMEOUT = 30.0
+PORT_ATTEMPTS = 5
+
+
+class SimError(FlightSealError):
+    """A simulator (swtpm, SoftHSM2, an emulated bootloader) could not be started."""
+
+
+def _free_port_pair() -> int:
+    """A port P with P and P+1 free on 127.0.0.1 (swtpm's server and control ports)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port >= 65535:
+            continue
+        with socket.socket() as s2:
+            try:
+                s2.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise SimError("no two adjacent free TCP ports on 127.0.0.1 for swtpm")
+
+
+class Swtpm:
+    """One swtpm process and its state directory."""
+
+    def __init__(self, *, pcr_banks: str = "sha256", create_ek: bool = True) -> None:
+        self.pcr_banks = pcr_banks
+        self.create_ek = create_ek
+        self.port = 0
+        self._dir: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def tcti(self) -> str:
+        """TCTI in key-URI form, e.g. ``swtpm:host=127.0.0.1,port=2321``."""
+        return f"swtpm:host=127.0.0.1,port={self.port}"
+
+    def key_uri(self, handle: int) -> str:
+        return f"tpm:{self.tcti};handle=0x{handle:08x}"
+
+    @property
+    def state_dir(self) -> Path:
+        if self._dir is None:
+            raise SimError("swtpm is not started")
+        return self._dir / "state"
+
+    def __enter__(self) -> Swtpm:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        for tool in ("swtpm", "swtpm_setup"):
+            if shutil.which(tool) is None:
+                raise SimError(f"{tool} is not installed (apt-get install swtpm swtpm-tools)")
+        self._dir = Path(tempfile.mkdtemp(prefix="flightseal-swtpm-"))
+        self.state_dir.mkdir()
+        try:
+            self._setup()
+            for _ in range(PORT_ATTEMPTS):
+                if self._spawn():
+                    return
+            raise SimError(f"swtpm did not start on a free port after {PORT_ATTEMPTS} tries: {self._log()}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _setup(self) -> None:
+        cmd = ["swtpm_setup", "--tpm2", "--tpmstate", str(self.state_dir), "--pcr-banks", self.pcr_banks,
+               "--logfile", str(self._logfile)]
+        if self.create_ek:
+            cmd.append("--createek")
+        try:
+            done = subprocess.run(cmd, capture_output=True, timeout=SETUP_TIMEOUT, check=False)
+        except subprocess.TimeoutExpired:
+            raise SimError(f"swtpm_setup took longer than {SETUP_TIMEOUT} s") from None
+        if done.returncode != 0:
+            raise SimError(f"swtpm_setup failed ({done.returncode}): {self._log()}")
+
+    @property
+    def _logfile(self) -> Path:
+        assert self._dir is not None
+        return self._dir / "swtpm.log"
+
+    def _log(self) -> str:
+        try:
+            return self._logfile.read_text(errors="replace").strip()[-2000:] or "(no log)"
+        except OSError:
+            return "(no log)"
+
+    def _spawn(self) -> bool:
+        self.port = _free_port_pair()
+        cmd = ["swtpm", "socket", "--tpm2",
+               "--server", f"type=tcp,port={self.port},bindaddr=127.0.0.1",
+               "--ctrl", f"type=tcp,port={self.port + 1},bindaddr=127.0.0.1",
+               "--flags", "not-need-init,startup-clear",
+               "--tpmstate", f"dir={self.state_dir}",
+               "--log", f"file={self._logfile}"]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                self._proc = None
+                return False  # most likely lost a race for the port: try another pair
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return True
+            except OSError:
+                time.sleep(0.02)
+        self._terminate()
+        raise SimError(f"swtpm did not listen on 127.0.0.1:{self.port} within {START_TIMEOUT} s: {self._log()}")
+
+    def _terminate(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT)
+
+    def stop(self) -> None:
+        self._terminate()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
