@@ -1,4 +1,9 @@
-"""``flightseal keys``: create signing keys, show them, enroll a device key."""
+"""``flightseal keys``: create signing keys (file, TPM 2.0, PKCS#11), show them, enroll a device key.
+
+A hardware key is created where it will live and named by its key URI (see ``hardware/uri.py``);
+the command prints that URI, which is all the agent's configuration needs. PINs and hierarchy
+passwords come from the environment or a file, never from the command line.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +15,35 @@ from agent.files import read_bounded, write_atomic
 from attest import dsse, jsonio
 from attest.enrollment import DeviceRecord
 from attest.errors import KeyLoadError
-from attest.keys import PublicKey
+from attest.keys import KeyKind, PublicKey
+from attest.signer import Signer
 from hardware.software import SoftwareSigner, write_private_key
 from hardware.uri import load_signer
 
 
 def load_public(ref: str) -> PublicKey:
     """A public key from a key URI (``file:``, ``tpm:``, ``pkcs11:``) or a ``.pub`` PEM file."""
-    if ":" in ref and not Path(ref).exists():
-        return load_signer(ref).public_key
+    if _is_uri(ref):
+        signer = load_signer(ref)
+        try:
+            return signer.public_key
+        finally:
+            _close(signer)
     data = read_bounded(Path(ref), "public key", 16 * 1024)
     try:
         return PublicKey(data.decode())
     except (UnicodeDecodeError, KeyLoadError) as exc:
         raise KeyLoadError(f"{ref}: not an ECDSA P-256 public key PEM ({exc})") from None
+
+
+def _is_uri(ref: str) -> bool:
+    return ":" in ref and not Path(ref).exists()
+
+
+def _close(signer: Signer) -> None:
+    close = getattr(signer, "close", None)
+    if callable(close):
+        close()
 
 
 @click.group("keys")
@@ -32,19 +52,69 @@ def keys() -> None:
 
 
 @keys.command("create")
-@click.option("--backend", type=click.Choice(["file"]), default="file", show_default=True,
+@click.option("--backend", type=click.Choice(["file", "tpm", "pkcs11"]), default="file", show_default=True,
               help="Where the private key lives.")
-@click.option("--out", "out", type=click.Path(path_type=Path), required=True,
+@click.option("--out", "out", type=click.Path(path_type=Path),
               help="file backend: private key path (PEM, 0600); NAME.pub gets the public key.")
-def create(backend: str, out: Path) -> None:
+@click.option("--tcti", help="tpm: how to reach the TPM, e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321.")
+@click.option("--handle", default="0x81010100", show_default=True, help="tpm: persistent handle for the key.")
+@click.option("--pcrs", help="tpm: SHA-256 PCRs to quote, e.g. 0,1,2,3,4,5,6,7 (PCR 23 is always added).")
+@click.option("--module", "module", help="pkcs11: module path (default: $FLIGHTSEAL_PKCS11_MODULE).")
+@click.option("--token", help="pkcs11: token label.")
+@click.option("--label", help="pkcs11: label of the new key object.")
+@click.option("--pin-file", type=click.Path(path_type=Path),
+              help="pkcs11: file holding the user PIN (mode 0600); default: $FLIGHTSEAL_PKCS11_PIN.")
+@click.option("--pub", "pub_out", type=click.Path(path_type=Path), help="tpm/pkcs11: also write the public key here.")
+def create(backend: str, out: Path | None, tcti: str | None, handle: str, pcrs: str | None, module: str | None,
+           token: str | None, label: str | None, pin_file: Path | None, pub_out: Path | None) -> None:
     """Create a new ECDSA P-256 key and print its key id and URI."""
-    signer = SoftwareSigner.generate()
-    write_private_key(out, signer)
-    write_atomic(out.with_suffix(".pub"), signer.public_key.public_pem.encode())
-    click.echo(f"created software key {signer.public_key.keyid}")
-    click.echo(f"  uri: file:{out}")
-    click.echo(f"  public key: {out.with_suffix('.pub')}")
-    click.echo("  note: software keys are for development and offline manufacturer keys only")
+    if backend == "file":
+        if out is None:
+            raise click.UsageError("--backend file needs --out PATH")
+        signer = SoftwareSigner.generate()
+        write_private_key(out, signer)
+        write_atomic(out.with_suffix(".pub"), signer.public_key.public_pem.encode())
+        click.echo(f"created software key {signer.public_key.keyid}")
+        click.echo(f"  uri: file:{out}")
+        click.echo(f"  public key: {out.with_suffix('.pub')}")
+        click.echo("  note: software keys are for development and offline manufacturer keys only")
+        return
+    if backend == "tpm":
+        _create_tpm(tcti, handle, pcrs, pub_out)
+    else:
+        _create_pkcs11(module, token, label, pin_file, pub_out)
+
+
+def _create_tpm(tcti: str | None, handle: str, pcrs: str | None, pub_out: Path | None) -> None:
+    from hardware import tpm
+
+    if not tcti:
+        raise click.UsageError("--backend tpm needs --tcti (device:/dev/tpmrm0, swtpm:host=…,port=…)")
+    uri = f"tpm:{tcti};handle={handle}" + (f";pcrs={pcrs}" if pcrs else "")
+    with tpm.create_key(tpm.TpmUri.parse(uri)) as signer:
+        _report("TPM", signer, str(signer.uri), pub_out)
+        click.echo(f"  ak name: {signer.ak_name}")
+        ek = signer.ek_name()
+        click.echo(f"  ek name: {ek or '(no EK persisted at a TCG handle)'}")
+
+
+def _create_pkcs11(module: str | None, token: str | None, label: str | None, pin_file: Path | None,
+                   pub_out: Path | None) -> None:
+    from hardware import pkcs11_backend as p11
+
+    if not token or not label:
+        raise click.UsageError("--backend pkcs11 needs --token LABEL and --label NAME")
+    uri = p11.Pkcs11Uri({"token": token}, label, b"", module or "", str(pin_file.resolve()) if pin_file else "")
+    with p11.create_key(uri) as signer:
+        _report("PKCS#11", signer, str(signer.uri), pub_out)
+
+
+def _report(what: str, signer: Signer, uri: str, pub_out: Path | None) -> None:
+    click.echo(f"created {what} key {signer.public_key.keyid}")
+    click.echo(f"  uri: {uri}")
+    if pub_out is not None:
+        write_atomic(pub_out, signer.public_key.public_pem.encode())
+        click.echo(f"  public key: {pub_out}")
 
 
 @keys.command("show")
@@ -64,15 +134,29 @@ def show(key: str) -> None:
 @click.option("--airframe", required=True, help="Airframe model the device belongs to (as in the manifest).")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Enrollment record to write.")
 def enroll(key: str, kind: str | None, device_id: str, airframe: str, out: Path) -> None:
-    """Write an unsigned device enrollment; sign it with `flightseal sign` and enrollment keys."""
-    from attest.keys import KeyKind
+    """Write an unsigned device enrollment; sign it with `flightseal sign` and enrollment keys.
 
-    if kind is None:
-        if ":" in key and not Path(key).exists():
-            kind = load_signer(key).kind.value
-        else:
+    For a tpm: key the record also names the TPM attestation key and, where one is persisted,
+    the endorsement key.
+    """
+    ak_name = ek_name = ""
+    if _is_uri(key):
+        signer = load_signer(key)
+        try:
+            public, actual = signer.public_key, signer.kind
+            ak_name = str(getattr(signer, "ak_name", ""))
+            ek = getattr(signer, "ek_name", None)
+            ek_name = str(ek()) if callable(ek) else ""
+        finally:
+            _close(signer)
+        if kind is not None and KeyKind(kind) is not actual:
+            raise click.UsageError(f"--kind {kind} contradicts the key URI, which is a {actual.value} key")
+        kind = actual.value
+    else:
+        if kind is None:
             raise click.UsageError("--kind is needed when --key is a public key file")
-    record = DeviceRecord(device_id, airframe, load_public(key), KeyKind(kind))
+        public = load_public(key)
+    record = DeviceRecord(device_id, airframe, public, KeyKind(kind), tpm_ak_name=ak_name, tpm_ek_name=ek_name)
     env = dsse.Envelope(dsse.DEVICE_PAYLOAD_TYPE, jsonio.dumps(record.to_json()), ())
     write_atomic(out, env.to_bytes())
     click.echo(f"wrote enrollment for {device_id} ({kind} key {record.key.keyid[:16]}…) to {out}; now sign it")

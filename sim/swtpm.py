@@ -153,6 +153,19 @@ class Swtpm:
             proc.kill()
             proc.wait(STOP_TIMEOUT)
 
+    def evict(self, handle: int) -> None:
+        """Remove the persistent object at ``handle``, so a test leaves the TPM as it found it."""
+        from tpm2_pytss import ESYS_TR
+
+        from hardware.tpm import TpmUri, connect
+
+        esapi = connect(TpmUri("swtpm", f"host=127.0.0.1,port={self.port}", handle))
+        try:
+            tr = esapi.tr_from_tpmpublic(handle)
+            esapi.evict_control(ESYS_TR.OWNER, tr, handle)
+        finally:
+            esapi.close()
+
     def stop(self) -> None:
         self._terminate()
         if self._dir is not None:

@@ -1,0 +1,73 @@
+"""Shared fixtures. Hardware fixtures start real simulators: swtpm and SoftHSM2 (see sim/).
+
+- ``swtpm`` (session): a running swtpm with EKs; ``tpm_uri`` (per test): the URI of a fresh
+  attestation key in it, evicted afterwards.
+- ``softhsm`` (session): a SoftHSM2 token store in a temp dir, active in this process;
+  ``pkcs11_token`` (per test): a new token with its own label and PIN, the PIN in
+  ``$FLIGHTSEAL_PKCS11_PIN``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from sim.softhsm import SoftHsm
+from sim.swtpm import Swtpm
+
+_handles = itertools.count(0x81010100)
+_tokens = itertools.count(1)
+
+
+def _need(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (scripts/install.sh installs it)")
+
+
+@pytest.fixture(scope="session")
+def swtpm() -> Iterator[Swtpm]:
+    _need("swtpm", "swtpm_setup")
+    with Swtpm() as tpm:
+        yield tpm
+
+
+@pytest.fixture
+def tpm_uri(swtpm: Swtpm) -> Iterator[str]:
+    """URI of a new TPM attestation key at a handle no other test uses."""
+    from hardware.tpm import create_key
+
+    handle = next(_handles)
+    uri = swtpm.key_uri(handle)
+    create_key(uri).close()
+    yield uri
+    swtpm.evict(handle)
+
+
+@pytest.fixture(scope="session")
+def softhsm() -> Iterator[SoftHsm]:
+    _need("softhsm2-util")
+    with SoftHsm() as hsm:
+        yield hsm
+
+
+@dataclass(frozen=True)
+class Pkcs11Token:
+    label: str
+    pin: str
+    hsm: SoftHsm
+
+    def uri(self, key_label: str) -> str:
+        return self.hsm.key_uri(self.label, key_label)
+
+
+@pytest.fixture
+def pkcs11_token(softhsm: SoftHsm, monkeypatch: pytest.MonkeyPatch) -> Pkcs11Token:
+    n = next(_tokens)
+    token = Pkcs11Token(softhsm.init_token(f"fs-test-{n}", pin=f"pin-{n}"), f"pin-{n}", softhsm)
+    monkeypatch.setenv("FLIGHTSEAL_PKCS11_PIN", token.pin)
+    return token
