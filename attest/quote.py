@@ -65,7 +65,11 @@ class ClockInfo:
     safe: bool
 
     def went_back_from(self, last: ClockInfo) -> str | None:
-        """Why this clock is older than ``last`` (a replayed quote or a rolled-back TPM), or None."""
+        """Why this clock is older than ``last`` (a replayed quote or a rolled-back TPM), or None.
+
+        Reset/restart counters only grow until TPM2_Clear; a *safe* clock is never below a value
+        the TPM reported before (Part 2, TPMS_CLOCK_INFO), across reboots too.
+        """
         if (self.reset_count, self.restart_count) < (last.reset_count, last.restart_count):
             return (f"reset/restart counters {self.reset_count}/{self.restart_count} are below the last seen "
                     f"{last.reset_count}/{last.restart_count}")
