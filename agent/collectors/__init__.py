@@ -1,0 +1,1 @@
+"""Collectors: each measures one part of the airframe over the link and yields Measurements."""
