@@ -99,6 +99,9 @@ class Bootloader:
             data = bytes(self._port.read(n))
         except (serial.SerialException, OSError) as exc:
             raise BootloaderError(f"cannot read from {self.name} ({exc})") from None
+        if len(data) < n and len(data) >= 2 and data[:2] in (bytes([INSYNC, INVALID]), bytes([INSYNC, FAILED])):
+            verdict = "rejected it as invalid" if data[1] == INVALID else "reports it failed"
+            raise BootloaderError(f"the bootloader on {self.name} {verdict} (asked for {what})")
         if len(data) < n:
             raise BootloaderError(f"no {what} from the bootloader on {self.name} within {self._port.timeout:g} s "
                                   f"(got {len(data)} of {n} bytes): is the board in its bootloader? Power-cycle it "
