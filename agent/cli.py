@@ -43,9 +43,18 @@ def main() -> None:
 
 
 def _register() -> None:
-    from agent import cli_audit, cli_challenge, cli_demo, cli_keys, cli_manifest, cli_trust, cli_verify
+    from agent import (
+        cli_audit,
+        cli_bootloader,
+        cli_challenge,
+        cli_demo,
+        cli_keys,
+        cli_manifest,
+        cli_trust,
+        cli_verify,
+    )
 
-    for module in (cli_audit, cli_challenge, cli_demo, cli_keys, cli_manifest, cli_trust, cli_verify):
+    for module in (cli_audit, cli_bootloader, cli_challenge, cli_demo, cli_keys, cli_manifest, cli_trust, cli_verify):
         module.register(main)
 
 

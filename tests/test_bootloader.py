@@ -196,3 +196,26 @@ def test_bin_and_apj_files_load_by_suffix(tmp_path: Path) -> None:
     assert replace(a, name="x").expected_crcs(FLASH) == b.expected_crcs(FLASH)
     with pytest.raises(FormatError, match="is for board 9, not 10"):
         load_image(tmp_path / "fw.apj", board_id=10)
+
+
+def test_cli_measure_prints_a_measurement_attest_accepts(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from agent.cli import main
+    from attest.models import Measurement
+
+    (tmp_path / "fw.apj").write_bytes(apj(FW_IMAGE))
+    runner = CliRunner()
+    with BootloaderEmulator(FW_IMAGE, board_id=BOARD, flash_size=FLASH) as emu:
+        info = runner.invoke(main, ["bootloader", "info", "--port", emu.port], catch_exceptions=False)
+        ok = runner.invoke(main, ["bootloader", "measure", "--port", emu.port, "--image", str(tmp_path / "fw.apj"),
+                                  "-o", str(tmp_path / "m.json")], catch_exceptions=False)
+    assert info.exit_code == 0 and f"board id {BOARD} rev 0, flash {FLASH} bytes" in info.output
+    assert ok.exit_code == 0, ok.output
+    (m,) = [Measurement.from_json(x) for x in json.loads((tmp_path / "m.json").read_text())]
+    assert m.digests["sha256"] == load_apj(apj(FW_IMAGE)).sha256
+    with BootloaderEmulator(KAT_ALIGNED, board_id=BOARD, flash_size=FLASH) as emu:
+        bad = runner.invoke(main, ["bootloader", "measure", "--port", emu.port, "--image", str(tmp_path / "fw.apj")])
+    assert bad.exit_code == 1 and "does not hold fw.apj" in bad.output
+    gone = runner.invoke(main, ["bootloader", "info", "--port", str(tmp_path / "ttyACM0")])
+    assert gone.exit_code == 1 and "Traceback" not in gone.output and "cannot open serial port" in gone.output
