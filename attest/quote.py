@@ -35,7 +35,7 @@ from attest import jsonio
 from attest.enrollment import DeviceRecord
 from attest.errors import FormatError
 from attest.evidence import Predicate, statement_digest
-from attest.keys import PublicKey
+from attest.keys import KeyKind, PublicKey
 from attest.limits import LIMITS
 from attest.models import Code, Measurement, Reason
 
@@ -315,10 +315,15 @@ def check_predicate_quote(predicate: Predicate, device: DeviceRecord,
     """Check the quote an attestation carries against its own statement and the enrolled key.
 
     The qualifying data must be the statement digest (the statement without its quote), so a
-    quote lifted from another attestation, or made for another nonce, does not fit.
+    quote lifted from another attestation, or made for another nonce, does not fit. A quote
+    "signed" by a PKCS#11 or software key proves nothing (such a key signs anything), so it is
+    refused whatever it says.
     """
     if predicate.quote is None:
         return [Reason(Code.QUOTE_MISSING, "attestation carries no TPM quote", _COMPONENT)]
+    if device.key_kind is not KeyKind.TPM:
+        return [Reason(Code.QUOTE_INVALID, f"quote signed by a {device.key_kind.value} key: only a restricted TPM "
+                       "key can vouch that a TPM made it", _COMPONENT)]
     return check_quote(predicate.quote, key=device.key, qualifying=statement_digest(predicate),
                        measurements=predicate.measurements, last_clock=last_clock)
 

@@ -97,6 +97,9 @@ class TpmUri:
     handle: int
     pcrs: tuple[int, ...] = DEFAULT_PCRS
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pcrs", tuple(sorted(set(self.pcrs) | {APP_PCR})))
+
     @property
     def tcti_text(self) -> str:
         return f"{self.tcti}:{self.tcti_conf}" if self.tcti_conf else self.tcti

@@ -11,14 +11,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from attest.enrollment import DeviceRecord
 from attest.errors import FormatError
-from attest.models import Code, Kind, Measurement, Strength
+from attest.evidence import Predicate, statement_digest
+from attest.keys import KeyKind
+from attest.models import Code, Kind, Measurement, Strength, Verdict
 from attest.quote import (
     APP_PCR,
     TPM_ALG_SHA256,
@@ -28,6 +32,7 @@ from attest.quote import (
     ClockInfo,
     PcrSelection,
     Quote,
+    check_predicate_quote,
     check_quote,
     measurement_event,
     observed_clock,
@@ -218,3 +223,15 @@ def test_oversized_fields_are_refused_before_reading_them() -> None:
         parse_attest(bytes(raw))
     with pytest.raises(FormatError, match="more than"):
         parse_attest(b"\xff" * 5000)
+
+
+def test_quote_from_a_device_whose_key_is_not_in_a_tpm_is_refused() -> None:
+    """A PKCS#11 or software key can sign a made-up TPMS_ATTEST; only a restricted TPM key cannot."""
+    p = Predicate("d1", "FS-Quad-1", KeyKind.PKCS11, bytes(32), datetime(2026, 1, 1, tzinfo=UTC), None,
+                  tuple(MEASUREMENTS), Verdict(True))
+    p = replace(p, quote=make_quote(qualifying=statement_digest(p)))
+    as_pkcs11 = DeviceRecord("d1", "FS-Quad-1", AK.public_key, KeyKind.PKCS11)
+    as_tpm = replace(as_pkcs11, key_kind=KeyKind.TPM)
+    assert check_predicate_quote(p, as_tpm) == []
+    assert [r.code for r in check_predicate_quote(p, as_pkcs11)] == [Code.QUOTE_INVALID]
+    assert [r.code for r in check_predicate_quote(replace(p, quote=None), as_tpm)] == [Code.QUOTE_MISSING]
