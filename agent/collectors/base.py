@@ -1,0 +1,80 @@
+"""What every collector shares: options, the inventory they fill, and how failures are recorded.
+
+A collector that cannot measure something does not stop the pass: it records a
+``measurement-missing`` reason (for the operator) and, where silence would let an unapproved
+thing pass unseen, a measurement that fails appraisal (for the verdict). Only a lost link
+stops a pass, because every later collector would fail the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attest import params as paramdigest
+from attest.errors import FlightSealError
+from attest.models import Code, Measurement, Reason
+
+Progress = Callable[[str, int, int | None], None]  # (what, bytes so far, reported size or None)
+
+ENV_SITL_BINARY = "FLIGHTSEAL_SITL_BINARY"
+
+
+class CollectError(FlightSealError):
+    """One collector could not measure what it measures."""
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """Bounds and choices of one measurement pass; every size and wait has a named limit."""
+
+    param_exclusions: tuple[str, ...] = paramdigest.DEFAULT_EXCLUSIONS
+    pinned_params: tuple[str, ...] = ()
+    param_source: str = "auto"  # auto (param.pck, else PARAM protocol), ftp, mavlink
+    param_timeout: float = 30.0
+    max_param_bytes: int = 512 * 1024
+    flash_read: bool = True
+    max_image_bytes: int = 16 * 1024 * 1024
+    max_file_image_bytes: int = 256 * 1024 * 1024
+    firmware_file: Path | None = None  # companion-side image; FLIGHTSEAL_SITL_BINARY when the FC is SITL
+    use_sitl_env: bool = True
+    full_read_interval: float = 24 * 3600.0  # warm passes trust a matching CRC32 at most this long
+    scripts_dirs: tuple[str, ...] = ("APM/scripts", "scripts")  # boards, then SITL; the first that exists
+    romfs_scripts: str = "@ROMFS/scripts"
+    max_scripts: int = 64
+    max_script_bytes: int = 256 * 1024
+    max_script_depth: int = 3
+    listen_time: float = 1.2  # components: hear the bus at least this long (heartbeats are 1 Hz)
+    component_reply_timeout: float = 0.5
+    include_gcs: bool = False
+    companion_config: Path | None = None
+    progress: Progress | None = None
+
+    def sitl_binary(self) -> Path | None:
+        value = os.environ.get(ENV_SITL_BINARY, "") if self.use_sitl_env else ""
+        return Path(value) if value else None
+
+
+@dataclass
+class Inventory:
+    """The result of one pass: measurements, what could not be measured, and how long each part took."""
+
+    measurements: list[Measurement] = field(default_factory=list)
+    problems: list[Reason] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def missing(self, component: str, detail: str) -> None:
+        self.problems.append(Reason(Code.MEASUREMENT_MISSING, detail, component))
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [m.to_json() for m in self.measurements]
+
+
+def sha256_json(value: Any) -> str:
+    """Digest of a canonical JSON form (sorted keys, no spaces): stable across runs and hosts."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -1,0 +1,92 @@
+"""One measurement pass over an open link: every collector, in an order that shares the link well.
+
+Order: firmware identity first (it decides the image cache key and whether a SITL binary
+applies), then FTP work (scripts, parameters, image), then the components (which by then have
+been heard for a while), then the companion. Each collector's failure is recorded and the pass
+goes on; only a lost link ends it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from agent.collectors.base import CollectError, Inventory, MeasureOptions
+from agent.collectors.companion import collect_companion
+from agent.collectors.components import collect_components
+from agent.collectors.firmware import IDENTITY, IMAGE, collect_identity, collect_image
+from agent.collectors.imagecache import ImageCache
+from agent.collectors.params import COMPONENT as PARAMS
+from agent.collectors.params import collect_params
+from agent.collectors.scripts import PREFIX as SCRIPTS
+from agent.collectors.scripts import collect_scripts
+from agent.ftp import FtpClient, FtpError, FtpLimits
+from agent.link import Link, LinkLost
+from attest.models import Kind, Measurement, Strength
+
+T = TypeVar("T")
+
+
+def _timed(inv: Inventory, name: str, fn: Callable[[], T]) -> T:
+    start = time.monotonic()
+    try:
+        return fn()
+    finally:
+        inv.timings[name] = round(time.monotonic() - start, 3)
+
+
+def measure(link: Link, opts: MeasureOptions | None = None, cache: ImageCache | None = None,
+            ftp_limits: FtpLimits | None = None) -> Inventory:
+    opts = opts or MeasureOptions()
+    inv = Inventory()
+    client = FtpClient(link, ftp_limits)
+    ftp: FtpClient | None = client
+    try:
+        _timed(inv, "ftp-reset", client.reset_sessions)
+    except LinkLost:
+        raise
+    except FtpError as exc:
+        inv.missing("fc.ftp", f"MAVLink FTP does not answer ({exc}); scripts, parameters and image read "
+                              "fall back or are missing")
+        ftp = None
+    ident = None
+    try:
+        ident = _timed(inv, "identity", lambda: collect_identity(link))
+        inv.measurements.append(ident.measurement)
+    except LinkLost:
+        raise
+    except CollectError as exc:
+        inv.missing(IDENTITY, str(exc))
+    if ftp is not None:
+        _timed(inv, "scripts", lambda: collect_scripts(ftp, opts, inv))
+    else:
+        inv.measurements.append(_unlisted_scripts())
+    params = _timed(inv, "params", lambda: collect_params(link, ftp, opts, inv))
+    if params is not None:
+        inv.measurements.append(params)
+    if ident is not None:
+        try:
+            image = _timed(inv, "image", lambda: collect_image(ftp, ident, opts, cache, inv))
+            if image is not None:
+                inv.measurements.append(image)
+        except LinkLost:
+            raise
+        except (CollectError, FtpError) as exc:
+            inv.missing(IMAGE, str(exc))
+    else:
+        inv.missing(IMAGE, "not measured: the firmware identity is unknown")
+    inv.measurements.extend(_timed(inv, "components", lambda: collect_components(link, opts)))
+    try:
+        inv.measurements.extend(_timed(inv, "companion", lambda: collect_companion(opts)))
+    except CollectError as exc:
+        inv.missing("companion.agent", str(exc))
+    return inv
+
+
+def _unlisted_scripts() -> Measurement:
+    return Measurement(f"{SCRIPTS}*", Kind.SCRIPT, {}, "mavlink-ftp", Strength.SELF_REPORTED,
+                       {"path": "*", "error": "MAVLink FTP does not answer: the scripts could not be listed"})
+
+
+__all__ = ["PARAMS", "measure"]

@@ -1,0 +1,83 @@
+"""Lua scripts on the FC, read and hashed over MAVLink FTP.
+
+ArduPilot runs every script in its scripts directory (``APM/scripts`` on a board's SD card,
+``scripts`` in SITL's working directory) and those built into ROMFS (``@ROMFS/scripts``);
+modules they ``require`` sit in subdirectories. All of it is measured, recursively to a bounded
+depth, every file (not only ``*.lua``: a module may be loaded under any name).
+
+Component ids are ``fc.script:<path>`` with ``path`` relative to the scripts directory
+(``flightseal.lua``, ``modules/x.lua``), so one manifest fits boards and SITL; ROMFS scripts are
+``@ROMFS/<path>``. The bytes come through the FC's own file server, so the strength is
+``self-reported``.
+
+Fail closed: a file that cannot be read or is too large still yields a measurement, without a
+digest, so it cannot match an approved script; a directory that cannot be listed yields the
+placeholder ``fc.script:*``, which no manifest approves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from agent.collectors.base import Inventory, MeasureOptions
+from agent.ftp import FtpClient, FtpError, FtpNotFound
+from agent.ftpwire import crc32_ardupilot
+from attest.models import ClaimValue, Kind, Measurement, Strength
+
+PREFIX = "fc.script:"
+
+
+def _walk(ftp: FtpClient, root: str, rel: str, depth: int, out: list[tuple[str, int]], opts: MeasureOptions) -> None:
+    path = f"{root}/{rel}" if rel else root
+    for entry in ftp.list_dir(path):
+        if entry.name in (".", "..") or "/" in entry.name:
+            continue
+        child = f"{rel}/{entry.name}" if rel else entry.name
+        if entry.is_dir:
+            if depth < opts.max_script_depth:
+                _walk(ftp, root, child, depth + 1, out, opts)
+        else:
+            out.append((child, entry.size))
+            if len(out) > opts.max_scripts:
+                raise FtpError("list", root, None, f"more than {opts.max_scripts} files")
+
+
+def _failed(component: str, path: str, directory: str, error: str) -> Measurement:
+    return Measurement(component, Kind.SCRIPT, {}, f"mavlink-ftp:{directory}", Strength.SELF_REPORTED,
+                       {"path": path, "dir": directory, "error": error[:200]})
+
+
+def _measure_dir(ftp: FtpClient, directory: str, label: str, opts: MeasureOptions, inv: Inventory) -> bool:
+    """Measure one scripts directory; False when it does not exist."""
+    files: list[tuple[str, int]] = []
+    try:
+        _walk(ftp, directory, "", 0, files, opts)
+    except FtpNotFound:
+        return False
+    except FtpError as exc:
+        inv.missing(f"{PREFIX}*", f"cannot list {directory}: {exc}")
+        inv.measurements.append(_failed(f"{PREFIX}*", "*", directory, str(exc)))
+        return True
+    for rel, _listed_size in sorted(files):
+        path = f"{label}{rel}"
+        component = f"{PREFIX}{path}"
+        try:
+            data = ftp.read_file(f"{directory}/{rel}", opts.max_script_bytes)
+        except FtpError as exc:
+            inv.missing(component, str(exc))
+            inv.measurements.append(_failed(component, path, directory, str(exc)))
+            continue
+        claims: dict[str, ClaimValue] = {"path": path, "dir": directory, "size": len(data)}
+        inv.measurements.append(Measurement(
+            component, Kind.SCRIPT,
+            {"sha256": hashlib.sha256(data).hexdigest(), "crc32": f"{crc32_ardupilot(data):08x}"},
+            f"mavlink-ftp:{directory}/{rel}", Strength.SELF_REPORTED, claims))
+    return True
+
+
+def collect_scripts(ftp: FtpClient, opts: MeasureOptions, inv: Inventory) -> None:
+    for directory in opts.scripts_dirs:
+        if _measure_dir(ftp, directory, "", opts, inv):
+            break
+    if opts.romfs_scripts:
+        _measure_dir(ftp, opts.romfs_scripts, "@ROMFS/", opts, inv)
