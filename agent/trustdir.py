@@ -7,6 +7,7 @@ Layout::
       manifest.json        the current signed manifest
       devices/*.json       signed device enrollments
       state.json           highest manifest version trusted so far (written by the verifier)
+      clocks.json          per device, the TPM clock and counters of the last quote that passed
 
 Reading it is the only I/O the offline verifier does.
 """
@@ -21,6 +22,7 @@ from agent.files import read_bounded, write_atomic
 from attest.enrollment import DeviceRecord
 from attest.errors import FlightSealError, FormatError
 from attest.limits import LIMITS
+from attest.quote import ClockInfo
 from attest.trust import TrustedState
 
 MAX_DEVICES = 4096
@@ -78,3 +80,25 @@ class TrustDir:
         if version > current:
             body = json.dumps({"manifest_version": version, "manifest_sha256": digest}).encode()
             write_atomic(self.state_path, body)
+
+    @property
+    def clocks_path(self) -> Path:
+        return self.path / "clocks.json"
+
+    def device_clocks(self) -> dict[str, ClockInfo]:
+        """The last accepted TPM clock per device, so a replayed older quote is refused."""
+        if not self.clocks_path.exists():
+            return {}
+        try:
+            data = json.loads(read_bounded(self.clocks_path, "clocks", 1024 * 1024))
+            return {str(dev): ClockInfo(int(c["clock"]), int(c["reset_count"]), int(c["restart_count"]),
+                                        bool(c["safe"])) for dev, c in data.items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise FormatError(f"clocks {self.clocks_path}", "is corrupt; restore it from a backup") from None
+
+    def record_clock(self, device_id: str, clock: ClockInfo) -> None:
+        clocks = self.device_clocks()
+        clocks[device_id] = clock
+        body = {dev: {"clock": c.clock, "reset_count": c.reset_count, "restart_count": c.restart_count,
+                      "safe": c.safe} for dev, c in sorted(clocks.items())}
+        write_atomic(self.clocks_path, json.dumps(body, indent=1).encode())
