@@ -225,3 +225,11 @@ def test_cli_enrolls_a_tpm_device_and_verifies_its_attestation(rig: Rig, tmp_pat
     (tmp_path / "att.json").write_bytes(rig.reseal_with_quote(sealed, forged))
     r = runner.invoke(main, ["verify", str(tmp_path / "att.json"), "--trust", str(trust), "--nonce", NONCE.hex()])
     assert r.exit_code == 1 and "FAIL quote-event-log" in r.output
+
+
+def test_tpm_predicate_with_quote_matches_published_schema(rig: Rig) -> None:
+    import jsonschema
+
+    from tests.test_schemas import schema
+
+    jsonschema.validate(rig.seal().predicate.to_json(), schema("predicate.schema.json"))
