@@ -50,11 +50,13 @@ def _register() -> None:
         cli_demo,
         cli_keys,
         cli_manifest,
+        cli_measure,
         cli_trust,
         cli_verify,
     )
 
-    for module in (cli_audit, cli_bootloader, cli_challenge, cli_demo, cli_keys, cli_manifest, cli_trust, cli_verify):
+    for module in (cli_audit, cli_bootloader, cli_challenge, cli_demo, cli_keys, cli_manifest, cli_measure, cli_trust,
+                   cli_verify):
         module.register(main)
 
 

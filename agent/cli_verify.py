@@ -6,17 +6,20 @@ import json
 import secrets
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
 from agent.attestation import check_manifest, seal_measurements
 from agent.cli_common import CheckFailed
+from agent.cli_measure import mavlink_options, run_measure
 from agent.files import read_bounded, write_atomic
 from agent.trustdir import TrustDir
 from attest import jsonio, timeutil
 from attest.errors import FormatError
 from attest.limits import LIMITS
 from attest.models import Measurement
+from attest.trust import VerifiedManifest
 from attest.verify import VerifierPolicy, verify_attestation
 from hardware.uri import load_signer
 
@@ -64,12 +67,16 @@ def verify(attestation: Path, trust_dir: Path, nonce_hex: str, manifest_path: Pa
     result = verify_attestation(
         envelope, trust=state, devices=devices, manifest_bytes=td.manifest_bytes(manifest_path),
         nonce=expected_nonce, now=timeutil.now(), expected_device=expected_device,
-        highest_manifest_version=highest, quote_checker=default_quote_checker(),
+        highest_manifest_version=highest, quote_checker=default_quote_checker(td.device_clocks()),
         policy=VerifierPolicy(allow_software_keys=allow_software_keys, max_age=timedelta(seconds=max_age),
                               require_quote=require_quote),
     )
     if result.passed and result.predicate is not None and result.predicate.manifest is not None:
         td.record_manifest(result.predicate.manifest.version, result.predicate.manifest.sha256)
+        if result.predicate.quote is not None and result.device is not None:
+            from attest.quote import observed_clock
+
+            td.record_clock(result.device.device_id, observed_clock(result.predicate.quote))
     p = result.predicate
     if as_json:
         click.echo(json.dumps({
@@ -92,8 +99,9 @@ def verify(attestation: Path, trust_dir: Path, nonce_hex: str, manifest_path: Pa
 
 
 @click.command("attest")
-@click.option("--measurements", "measurements_path", type=click.Path(path_type=Path), required=True,
+@click.option("--measurements", "measurements_path", type=click.Path(path_type=Path),
               help="Measurements JSON (a list, as printed by `flightseal measure --json`).")
+@click.option("--mavlink", "url", help="Measure the FC over this link instead (e.g. tcp:127.0.0.1:5762).")
 @click.option("--manifest", "manifest_path", type=click.Path(path_type=Path), required=True)
 @click.option("--root", "root_path", type=click.Path(path_type=Path), required=True, help="Pinned root.json.")
 @click.option("--key", "key", required=True, help="Device key URI (tpm:, pkcs11:, file:).")
@@ -101,26 +109,33 @@ def verify(attestation: Path, trust_dir: Path, nonce_hex: str, manifest_path: Pa
 @click.option("--airframe", required=True)
 @click.option("--nonce", "nonce_hex", required=True, help="Operator's challenge nonce (hex).")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True)
-def attest(measurements_path: Path, manifest_path: Path, root_path: Path, key: str, device_id: str, airframe: str,
-           nonce_hex: str, out: Path) -> None:
+@mavlink_options
+def attest(measurements_path: Path | None, url: str | None, manifest_path: Path, root_path: Path, key: str,
+           device_id: str, airframe: str, nonce_hex: str, out: Path, **link_options: Any) -> None:
     """Appraise measurements against the manifest and write a signed attestation.
 
-    Exit 0 if the verdict passes, 1 if it fails (the failing attestation is still written).
+    The measurements come from a file (--measurements) or from one pass over MAVLink (--mavlink):
+    measure, appraise, sign. Exit 0 if the verdict passes, 1 if it fails (the failing attestation
+    is still written).
     """
     from attest.trust import TrustedState
 
-    raw = jsonio.loads(read_bounded(measurements_path, "measurements", LIMITS.max_envelope_bytes),
-                       f"measurements {measurements_path}", LIMITS.max_envelope_bytes)
-    items = jsonio.expect_list(raw, f"measurements {measurements_path}", "(top level)", LIMITS.max_measurements)
-    try:
-        measurements = [Measurement.from_json(m) for m in items]
-    except FormatError as exc:
-        raise FormatError(f"measurements {measurements_path}", exc.detail, exc.field) from None
+    if (measurements_path is None) == (url is None):
+        raise click.UsageError("give exactly one of --measurements FILE and --mavlink URL")
+    nonce_bytes = parse_nonce(nonce_hex)
+    measurements = _read_measurements(measurements_path) if measurements_path is not None else []
     trust = TrustedState(read_bounded(root_path, "root", LIMITS.max_root_bytes))
     now = timeutil.now()
     manifest = check_manifest(trust, read_bounded(manifest_path, "manifest", LIMITS.max_manifest_bytes), now)
+    if url is not None:
+        policy = manifest.manifest.params if isinstance(manifest, VerifiedManifest) else None
+        inv = run_measure(url, policy=policy, **link_options)
+        for p in inv.problems:
+            click.echo(f"MISSING {p.component}: {p.detail}", err=True)
+        measurements = inv.measurements
+        now = timeutil.now()
     sealed = seal_measurements(measurements, manifest, load_signer(key), device_id=device_id, airframe=airframe,
-                               nonce=parse_nonce(nonce_hex), now=now)
+                               nonce=nonce_bytes, now=now)
     write_atomic(out, sealed.envelope.to_bytes())
     verdict = sealed.verdict
     click.echo(f"wrote attestation to {out}: verdict {'PASS' if verdict.passed else 'FAIL'}")
@@ -128,6 +143,16 @@ def attest(measurements_path: Path, manifest_path: Path, root_path: Path, key: s
         click.echo(f"  {r}")
     if not verdict.passed:
         raise CheckFailed("")
+
+
+def _read_measurements(path: Path) -> list[Measurement]:
+    raw = jsonio.loads(read_bounded(path, "measurements", LIMITS.max_envelope_bytes), f"measurements {path}",
+                       LIMITS.max_envelope_bytes)
+    items = jsonio.expect_list(raw, f"measurements {path}", "(top level)", LIMITS.max_measurements)
+    try:
+        return [Measurement.from_json(m) for m in items]
+    except FormatError as exc:
+        raise FormatError(f"measurements {path}", exc.detail, exc.field) from None
 
 
 def register(group: click.Group) -> None:

@@ -582,7 +582,7 @@ class VirtualFC:
                 self._broadcast(self._heartbeat())
             else:
                 self._ack(ch, msg, MAV_RESULT_FAILED)
-        elif cmd == CMD_UAVCAN_GET_NODE_INFO:
+        elif cmd == CMD_UAVCAN_GET_NODE_INFO and self.config.dronecan_nodes:  # SITL has no CAN: UNSUPPORTED
             self._ack(ch, msg, MAV_RESULT_ACCEPTED)
             now = time.monotonic()
             for node in self.config.dronecan_nodes:
