@@ -81,6 +81,14 @@ def serial_port(instance: int, serial: int) -> int:
     return BASE_PORT + 10 * instance + offsets[serial]
 
 
+def free_instance(first: int = 10, last: int = 60) -> int:
+    """An instance number whose SERIAL0..2 ports nobody listens on (other tests may run SITL too)."""
+    for instance in range(first, last):
+        if not any(_port_open(serial_port(instance, n)) for n in (0, 1, 2)):
+            return instance
+    raise SitlError(f"no free SITL instance between {first} and {last}")
+
+
 @dataclass
 class SitlConfig:
     binary: Path | None = None  # default: $FLIGHTSEAL_SITL_BINARY

@@ -5,10 +5,10 @@ ArduPilot runs every script in its scripts directory (``APM/scripts`` on a board
 modules they ``require`` sit in subdirectories. All of it is measured, recursively to a bounded
 depth, every file (not only ``*.lua``: a module may be loaded under any name).
 
-Component ids are ``fc.script:<path>`` with ``path`` relative to the scripts directory
-(``flightseal.lua``, ``modules/x.lua``), so one manifest fits boards and SITL; ROMFS scripts are
-``@ROMFS/<path>``. The bytes come through the FC's own file server, so the strength is
-``self-reported``.
+Component ids are ``fc.script:<path>`` with ``path`` the file's path on the FC as MAVLink FTP
+names it and as manifests list it (``scripts/flightseal.lua`` in SITL, ``APM/scripts/...`` on
+a board, ``@ROMFS/scripts/...``). The bytes come through the FC's own file server, so the
+strength is ``self-reported``.
 
 Fail closed: a file that cannot be read or is too large still yields a measurement, without a
 digest, so it cannot match an approved script; a directory that cannot be listed yields the
@@ -47,7 +47,7 @@ def _failed(component: str, path: str, directory: str, error: str) -> Measuremen
                        {"path": path, "dir": directory, "error": error[:200]})
 
 
-def _measure_dir(ftp: FtpClient, directory: str, label: str, opts: MeasureOptions, inv: Inventory) -> bool:
+def _measure_dir(ftp: FtpClient, directory: str, opts: MeasureOptions, inv: Inventory) -> bool:
     """Measure one scripts directory; False when it does not exist."""
     files: list[tuple[str, int]] = []
     try:
@@ -59,10 +59,10 @@ def _measure_dir(ftp: FtpClient, directory: str, label: str, opts: MeasureOption
         inv.measurements.append(_failed(f"{PREFIX}*", "*", directory, str(exc)))
         return True
     for rel, _listed_size in sorted(files):
-        path = f"{label}{rel}"
+        path = f"{directory}/{rel}"
         component = f"{PREFIX}{path}"
         try:
-            data = ftp.read_file(f"{directory}/{rel}", opts.max_script_bytes)
+            data = ftp.read_file(path, opts.max_script_bytes)
         except FtpError as exc:
             inv.missing(component, str(exc))
             inv.measurements.append(_failed(component, path, directory, str(exc)))
@@ -71,13 +71,13 @@ def _measure_dir(ftp: FtpClient, directory: str, label: str, opts: MeasureOption
         inv.measurements.append(Measurement(
             component, Kind.SCRIPT,
             {"sha256": hashlib.sha256(data).hexdigest(), "crc32": f"{crc32_ardupilot(data):08x}"},
-            f"mavlink-ftp:{directory}/{rel}", Strength.SELF_REPORTED, claims))
+            f"mavlink-ftp:{path}", Strength.SELF_REPORTED, claims))
     return True
 
 
 def collect_scripts(ftp: FtpClient, opts: MeasureOptions, inv: Inventory) -> None:
     for directory in opts.scripts_dirs:
-        if _measure_dir(ftp, directory, "", opts, inv):
+        if _measure_dir(ftp, directory, opts, inv):
             break
     if opts.romfs_scripts:
-        _measure_dir(ftp, opts.romfs_scripts, "@ROMFS/", opts, inv)
+        _measure_dir(ftp, opts.romfs_scripts, opts, inv)

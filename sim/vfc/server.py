@@ -8,8 +8,9 @@ vehicle: it accepts one client per port, parses what arrives, and sends what Ard
   channel (type 2, autopilot 3, base_mode 89 while booting, 81 in STANDBY, +128 armed);
 * STATUSTEXT only to channels heard from since boot; the version/system-id/frame banner on
   PARAM_REQUEST_LIST and on opening ``@PARAM/param.pck``;
-* COMMAND_ACK first, then the requested message; FAILED for unknown message ids, UNSUPPORTED
-  for unknown commands; arming asks the :class:`~sim.vfc.hooks.ArmingAuthority` and answers
+* COMMAND_LONG and COMMAND_INT alike: COMMAND_ACK first, then the requested message; FAILED for
+  unknown message ids, UNSUPPORTED for unknown commands, nothing for a command the arming
+  authority blocked (Lua ``block_command``); arming asks the :class:`~sim.vfc.hooks.ArmingAuthority` and answers
   FAILED plus ``Arm: <reason>`` (severity 2), with ``PreArm: <reason>`` every pre-arm period;
 * the PARAM protocol and MAVLink FTP (:mod:`sim.vfc.ftp`);
 * reboot: ACK, then 200 ms later every connection and port closes, the ports reopen, and the
@@ -107,6 +108,7 @@ class VirtualFC:
         self._next: dict[str, float] = {}
         self._reboot_at: float | None = None
         self._restart_at: float | None = None
+        self._ftp_sent = 0
         # test observability
         self.texts: list[tuple[int, str]] = []
         self.received: deque[tuple[int, str, int, int]] = deque(maxlen=4096)
@@ -512,7 +514,7 @@ class VirtualFC:
             self._route(ch, msg)
         if target_sys not in (0, self.config.sysid):
             return
-        if mtype == "COMMAND_LONG":
+        if mtype in ("COMMAND_LONG", "COMMAND_INT"):
             comp = self._component(target_sys, target_comp)
             if comp is not None:
                 self._component_command(ch, msg, comp)
@@ -673,6 +675,9 @@ class VirtualFC:
 
     # ---- FTP out
     def _ftp_reply(self, reply: Reply) -> None:
+        self._ftp_sent += 1
+        if self.config.ftp_drop_every and self._ftp_sent % self.config.ftp_drop_every == 0:
+            return
         ch = self._channels[reply.channel]
         msg = mavlink.MAVLink_file_transfer_protocol_message(0, reply.sysid, reply.compid, reply.packet.pack())
         self._send(ch, msg)
