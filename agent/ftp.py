@@ -227,7 +227,12 @@ class FtpClient:
             if reply.opcode == Op.NAK:
                 if reply.error != FtpErr.EOF:
                     self._check(reply, "read", path)
-                end = max([o + len(d) for o, d in chunks.items()] + [0])
+                # After a short last packet the EOF NAK's offset is the file size; after a full one it
+                # is that packet's offset (ArduPilot's quirk). Whichever is further is where data ends.
+                end = max([o + len(d) for o, d in chunks.items()] + [reply.offset])
+                if end > max_bytes:
+                    raise FtpTooLarge("read", path, FtpErr.INVALID_DATA_SIZE,
+                                      f"the file is larger than the limit of {max_bytes} bytes")
                 break
             data = reply.body
             if reply.offset % size or reply.offset + len(data) > max_bytes:

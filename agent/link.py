@@ -298,7 +298,8 @@ class Link:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            msg = self._recv_raw(min(remaining, 0.2))
+            until_heartbeat = self._next_heartbeat - time.monotonic() if self.fc_heartbeat is not None else 0.2
+            msg = self._recv_raw(min(remaining, 0.2, max(0.005, until_heartbeat)))
             if msg is None:
                 continue
             if wanted is not None and msg.get_type() not in wanted:

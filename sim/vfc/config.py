@@ -85,7 +85,7 @@ class VfcConfig:
     param_burst: int = 100  # PARAM_VALUEs per 10 ms loop while streaming a list
     ftp_link_bps: int | None = None  # pace FTP bursts as ArduPilot does on a link of this many bytes/s
     ftp_enabled: bool = True  # False: FTP requests are ignored (an FC with FTP disabled)
-    ftp_drop_every: int = 0  # a lossy link: drop every Nth FTP reply (0: none)
+    ftp_drop_every: int = 0  # a lossy link: drop every Nth burst data packet (0: none)
     silent: bool = False  # True: accepts connections, never sends a byte
     scripting: bool = True  # SCR_ENABLE=1
     params: dict[str, float] = field(default_factory=dict)

@@ -675,9 +675,11 @@ class VirtualFC:
 
     # ---- FTP out
     def _ftp_reply(self, reply: Reply) -> None:
-        self._ftp_sent += 1
-        if self.config.ftp_drop_every and self._ftp_sent % self.config.ftp_drop_every == 0:
-            return
+        packet = reply.packet
+        if self.config.ftp_drop_every and packet.req_opcode == 15 and packet.opcode == 128:
+            self._ftp_sent += 1
+            if self._ftp_sent % self.config.ftp_drop_every == 0:
+                return
         ch = self._channels[reply.channel]
         msg = mavlink.MAVLink_file_transfer_protocol_message(0, reply.sysid, reply.compid, reply.packet.pack())
         self._send(ch, msg)
