@@ -206,6 +206,25 @@ class Link:
                     raise
                 time.sleep(0.1)
 
+    def reboot_fc(self, timeout: float = 20.0) -> None:
+        """Reboot the FC (MAV_CMD_PREFLIGHT_REBOOT_SHUTDOWN) and come back on the new boot.
+
+        ArduPilot acknowledges, then closes the connection about 200 ms later (SITL re-executes
+        itself); reconnecting before that would land on the old boot and be cut. So: ack, wait
+        for the close (a serial link never closes: then a fixed pause), reconnect; all bounded.
+        """
+        ack = self.command_long(246, [1.0])
+        if ack is None or ack.result != MAV_RESULT_ACCEPTED:
+            raise LinkError("the FC refused to reboot" + (f" (MAV_RESULT {ack.result})" if ack else
+                                                          " (no answer)") + "; it refuses while armed")
+        deadline = time.monotonic() + 2.0
+        try:
+            while time.monotonic() < deadline:
+                self._recv_raw(0.1)
+        except LinkLost:
+            pass
+        self.reconnect(timeout)
+
     # ---- the FC's identity
     def _is_fc_heartbeat(self, msg: Any) -> bool:
         src: tuple[int, int] = (msg.get_srcSystem(), msg.get_srcComponent())
