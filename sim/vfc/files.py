@@ -199,7 +199,7 @@ class VehicleFiles:
                 head, _, tail = name[len(prefix):].partition("/")
                 seen.setdefault(head, DirEntry(head, bool(tail), 0 if tail else len(data)))
             if not seen and rest:
-                raise FsError(errno.ENOENT)
+                raise FsError(0)  # ArduPilot's ROMFS opendir fails without setting errno: a stale one is sent
             return list(seen.values())
         host = self._host(rest)
         try:
