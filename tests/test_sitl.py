@@ -38,9 +38,11 @@ COMMON_IDENTITY = ("git_hash", "version", "version_type", "flight_sw_version", "
 
 
 @pytest.fixture(scope="module")
-def sitl() -> Iterator[Sitl]:
+def sitl(request: pytest.FixtureRequest) -> Iterator[Sitl]:
+    failed_before = request.session.testsfailed
     with Sitl(SitlConfig(instance=free_instance(), scripting=True, scripts=SCRIPTS)) as s:
         yield s
+        s.keep = request.session.testsfailed > failed_before  # keep SITL's log for a post-mortem
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +97,11 @@ def test_ftp_listings_sizes_errors_and_crc_agree(both: dict[str, Link]) -> None:
         }
         for path in ("@SYS/uarts.txt", "@PARAM/param.pck"):
             reported: list[int | None] = []
-            ftp.read_file(path, 1 << 20, lambda _done, size, r=reported: r.append(size))
+
+            def note(_done: int, size: int | None, seen: list[int | None] = reported) -> None:
+                seen.append(size)
+
+            ftp.read_file(path, 1 << 20, note)
             out[f"size {path}"] = reported[0]
         try:
             ftp.list_dir("@ROMFS/scripts")
