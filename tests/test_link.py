@@ -113,3 +113,19 @@ def test_everyone_heard_is_noted(fc: VirtualFC) -> None:
         assert set(link.heard) >= {(1, 1), (255, 190)}
         assert link.heard[(255, 190)].heartbeat.type == 6
         gcs.close()
+
+
+def setup_signing(link: Link, key: bytes) -> None:
+    ts = int((time.time() - 1420070400) * 100_000)
+    link.send(link.mav.setup_signing_encode(1, 1, list(key), ts))
+
+
+def test_setup_signing_then_only_signed_packets_are_answered_even_after_a_reboot(fc: VirtualFC) -> None:
+    with Link.open(LinkConfig(fc.url(1))) as link:
+        setup_signing(link, KEY)
+        assert fc.wait_for(lambda: fc.signing_key == KEY, 1)
+        assert link.request_message(148, "AUTOPILOT_VERSION", timeout=0.2, retries=2) is None
+    with Link.open(LinkConfig(fc.url(1), signing_key=KEY)) as signed:
+        assert signed.request_message(148, "AUTOPILOT_VERSION", timeout=0.5) is not None
+        signed.reboot_fc(timeout=5)
+        assert signed.request_message(148, "AUTOPILOT_VERSION", timeout=0.5) is not None

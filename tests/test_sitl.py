@@ -180,3 +180,22 @@ def test_reboot_drops_the_link_and_the_fc_comes_back_alike(both: dict[str, Link]
 
     s, v = on_both(both, reboot)
     assert s[0] == v[0] == 0 and s[1] in (1, 3) and v[1] in (1, 3)  # BOOT, or STANDBY if it booted fast
+
+
+def test_signing_set_up_over_the_link_is_enforced_alike() -> None:
+    from tests.test_link import KEY, setup_signing
+
+    def scenario(url: str) -> tuple[bool, bool, bool]:
+        with Link.open(LinkConfig(url)) as lk:
+            setup_signing(lk, KEY)
+            time.sleep(0.3)
+            unsigned = lk.request_message(148, "AUTOPILOT_VERSION", timeout=0.3, retries=2) is not None
+        with Link.open(LinkConfig(url, signing_key=KEY)) as signed:
+            answered = signed.request_message(148, "AUTOPILOT_VERSION", timeout=0.5) is not None
+            signed.reboot_fc(timeout=20)
+            after_reboot = signed.request_message(148, "AUTOPILOT_VERSION", timeout=0.5, retries=5) is not None
+        return unsigned, answered, after_reboot
+
+    with VirtualFC(VfcConfig(standby_delay=0.1)) as fresh_vfc, \
+            Sitl(SitlConfig(instance=free_instance())) as fresh_sitl:  # the key persists: own instances
+        assert scenario(fresh_sitl.url) == scenario(fresh_vfc.url(1)) == (False, True, True)
