@@ -70,6 +70,13 @@ class LinkConfig:
     connect_timeout: float = 5.0  # TCP: keep trying to connect this long
 
 
+def link_config(mavlink: Any, signing_key: bytes | None = None) -> LinkConfig:
+    """A :class:`LinkConfig` from the agent's ``[mavlink]`` config section (agent.config.MavlinkConfig)."""
+    return LinkConfig(url=mavlink.url, system_id=mavlink.system_id, component_id=mavlink.component_id,
+                      fc_system_id=mavlink.fc_system_id, fc_component_id=mavlink.fc_component_id,
+                      heartbeat_timeout=mavlink.heartbeat_timeout_s, signing_key=signing_key)
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """A parsed connection string."""

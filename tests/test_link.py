@@ -129,3 +129,12 @@ def test_setup_signing_then_only_signed_packets_are_answered_even_after_a_reboot
         assert signed.request_message(148, "AUTOPILOT_VERSION", timeout=0.5) is not None
         signed.reboot_fc(timeout=5)
         assert signed.request_message(148, "AUTOPILOT_VERSION", timeout=0.5) is not None
+
+
+def test_link_config_follows_the_agent_config_file() -> None:
+    from agent.config import MavlinkConfig
+    from agent.link import link_config
+
+    cfg = link_config(MavlinkConfig(url="/dev/ttyAMA0,921600", system_id=7, heartbeat_timeout_s=3.0), KEY)
+    assert (cfg.url, cfg.system_id, cfg.component_id, cfg.heartbeat_timeout, cfg.signing_key) == (
+        "/dev/ttyAMA0,921600", 7, 191, 3.0, KEY)
