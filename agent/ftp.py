@@ -184,10 +184,11 @@ class FtpClient:
     def _open(self, opcode: int, path: str, op: str) -> FtpPacket:
         self._new_session()
         reply = self._request(opcode, path=path, what=op)
-        if reply.opcode == Op.NAK and reply.error == FtpErr.FAIL:
-            # a file is still open on the FC (ours from an aborted operation, or another link's)
+        if reply.opcode == Op.NAK and reply.error in (FtpErr.FAIL, FtpErr.INVALID_SESSION):
+            # A file is still open on the FC: another link's (InvalidSession while it is active), or
+            # one of ours from an aborted operation (Fail). ArduPilot frees it after 3 s without traffic.
             self._terminate()
-            time.sleep(self.limits.busy_wait)
+            self.link.recv(["NONE"], self.limits.busy_wait)  # wait, still heartbeating
             self._new_session()
             reply = self._request(opcode, path=path, what=op)
         return self._check(reply, op, path)

@@ -106,3 +106,18 @@ def test_a_lost_last_packet_is_read_after_the_eof_nak() -> None:
         start = time.monotonic()
         assert FtpClient(link).read_file("@SYS/flash.bin", 1 << 20) == image
         assert time.monotonic() - start < 0.5
+
+
+def test_a_file_left_open_by_another_link_is_waited_out_within_the_bound(fc: VirtualFC) -> None:
+    from agent.ftpwire import FtpPacket, Op
+    from tests.vfc_fixtures import RawClient
+
+    other = RawClient(fc.ports[0], sysid=255, compid=190)
+    other.recv(["HEARTBEAT"], 2)
+    other.ftp(FtpPacket(1, 9, Op.OPEN_FILE_RO, len(b"scripts/idle.lua"), data=b"scripts/idle.lua"))
+    assert other.ftp_reply(2).opcode == Op.ACK  # and never closed
+    with Link.open(LinkConfig(fc.url(1))) as link:
+        start = time.monotonic()
+        assert FtpClient(link, FtpLimits(busy_wait=3.1)).read_file("scripts/tick.lua", 1000) == TICK_LUA
+        assert 3.0 < time.monotonic() - start < 5.0
+    other.close()

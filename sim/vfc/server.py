@@ -110,9 +110,9 @@ class VirtualFC:
         self._restart_at: float | None = None
         self._ftp_sent = 0
         # test observability
-        self.texts: list[tuple[int, str]] = []
+        self.texts: deque[tuple[int, str]] = deque(maxlen=4096)
         self.received: deque[tuple[int, str, int, int]] = deque(maxlen=4096)
-        self.events: list[str] = []
+        self.events: deque[str] = deque(maxlen=1024)
 
     # ---- lifecycle
     def start(self) -> VirtualFC:
