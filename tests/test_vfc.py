@@ -256,8 +256,11 @@ def test_force_arm_skips_the_checks_as_ardupilot_does() -> None:
     with VirtualFC(VfcConfig(**FAST), authority=DenyArming()) as vfc:
         c = RawClient(vfc.ports[1])
         c.recv(["HEARTBEAT"], 2)
-        c.command(400, 1, 21196)
-        assert c.recv(["COMMAND_ACK"], 2).result == 0 and vfc.armed
+        for magic in (2989, 21196):
+            c.command(400, 1, magic)
+            assert c.recv(["COMMAND_ACK"], 2).result == 0 and vfc.armed
+            c.command(400, 0)
+            assert c.recv(["COMMAND_ACK"], 2).result == 0 and not vfc.armed
         c.close()
 
 

@@ -49,7 +49,7 @@ MAV_RESULT_ACCEPTED, MAV_RESULT_UNSUPPORTED, MAV_RESULT_FAILED = 0, 3, 4
 MAV_STATE_BOOT, MAV_STATE_STANDBY, MAV_STATE_ACTIVE = 1, 3, 4
 SAFETY_ARMED = 128
 GUIDED = 4
-FORCE_ARM_MAGIC = 21196
+FORCE_ARM_MAGIC = (2989, 21196)  # GCS.h magic_force_arm_value, magic_force_arm_disarm_value
 CMD_REQUEST_MESSAGE = 512
 CMD_REQUEST_AUTOPILOT_CAPABILITIES = 520
 CMD_REBOOT = 246
@@ -613,7 +613,7 @@ class VirtualFC:
         if self.armed:
             self._ack(ch, msg, MAV_RESULT_ACCEPTED)
             return
-        if int(msg.param2) != FORCE_ARM_MAGIC:
+        if int(msg.param2) not in FORCE_ARM_MAGIC:  # forced: ArduPilot runs only its mandatory checks
             ok, reason = self.authority.arming_check()
             if not ok:
                 self._ack(ch, msg, MAV_RESULT_FAILED)
