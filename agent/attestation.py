@@ -16,7 +16,7 @@ from agent import __version__
 from attest import dsse, evidence
 from attest.appraise import appraise, manifest_failure
 from attest.errors import FlightSealError
-from attest.models import Measurement, Verdict
+from attest.models import Measurement, Reason, Verdict
 from attest.signer import Signer
 from attest.trust import TrustedState, VerifiedManifest
 
@@ -53,13 +53,16 @@ def seal_measurements(
     nonce: bytes,
     now: datetime,
     quoter: Quoter | None = None,
+    problems: Sequence[Reason] = (),
 ) -> Sealed:
+    """``problems`` are what the collectors could not measure: they fail the verdict (fail closed)."""
     if isinstance(manifest, FlightSealError):
-        verdict = Verdict.from_reasons([manifest_failure(manifest)])
+        verdict = Verdict.from_reasons([manifest_failure(manifest), *problems])
         ref = None
         verified = None
     else:
-        verdict = appraise(measurements, manifest.manifest)
+        appraised = appraise(measurements, manifest.manifest)
+        verdict = Verdict.from_reasons([*appraised.reasons, *problems])
         ref = evidence.ManifestRef(manifest.digest, manifest.manifest.version)
         verified = manifest
     predicate = evidence.Predicate(

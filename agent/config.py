@@ -54,6 +54,7 @@ class MeasureConfig:
     firmware_image: str = ""  # companion-side copy of the FC image (SITL: the binary)
     scripts_dir: str = ""  # FC scripts directory over FTP; empty = the FC's default
     flash_read: bool = True  # read @SYS/flash.bin where the FC serves it
+    script_poll_s: float = 5.0  # how often the FC's scripts are checked (CRC32 over FTP) for changes
 
 
 @dataclass(frozen=True)

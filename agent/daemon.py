@@ -1,0 +1,373 @@
+"""The agent daemon: connect → measure → appraise → seal → deliver → keep alive → watch.
+
+One thread does everything, so there is one order of events to reason about:
+
+* **connect** opens the link and waits (bounded) for the FC heartbeat; failures back off and retry.
+* **measure** runs every collector (``agent.collectors.measure``); anything that could not be
+  measured becomes a ``measurement-missing`` reason, so the verdict fails closed.
+* **appraise** verifies the manifest file (signatures, threshold, expiry, never an older version
+  than the highest one recorded) and appraises the measurements.
+* **seal** signs the attestation with the device key (and a TPM quote where the key has one) and
+  appends it to the hash-chained audit log.
+* **deliver** sends the verdict to the Lua gate and waits for its ack.
+* **watch** keeps the verdict alive at the gate and re-attests when something changes: a
+  parameter (PARAM_VALUE), a script (CRC32 over FTP, polled), a new component on the bus, a new
+  manifest file, the FC rebooting, the link coming back. It also answers operator challenges.
+
+If the daemon stops or crashes, nothing refreshes the pass and the gate lapses to blocked by
+itself within its lapse time. The daemon never disarms, and never sends anything while the
+vehicle is armed except the verdict (which the gate applies only to the next arming).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from agent.attestation import Sealed, check_manifest, seal_measurements
+from agent.audit import AuditLog
+from agent.challenge import Responder, tunnel_payload
+from agent.collectors.base import Inventory, MeasureOptions
+from agent.collectors.imagecache import ImageCache
+from agent.collectors.measure import measure
+from agent.config import AgentConfig
+from agent.files import read_bounded
+from agent.ftp import FtpClient, FtpError
+from agent.gate import GateClient, GateError, GateNotRunning, SequenceSource
+from agent.link import Link, LinkConfig, LinkError, LinkLost
+from agent.manifest_state import ManifestState
+from attest import params as paramdigest
+from attest import timeutil
+from attest.errors import FlightSealError
+from attest.limits import LIMITS
+from attest.signer import Signer
+from attest.trust import TrustedState, VerifiedManifest
+from hardware.uri import quoter_for
+
+log = logging.getLogger("flightseal.agent")
+
+REBOOT_GAP_S = 3.0  # no FC heartbeat this long, then one again: the FC rebooted
+MANIFEST_POLL_S = 1.0
+RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+
+
+class State(enum.Enum):
+    CONNECT = "connect"
+    MEASURE = "measure"
+    APPRAISE = "appraise"
+    SEAL = "seal"
+    DELIVER = "deliver"
+    WATCH = "watch"
+    STOPPED = "stopped"
+
+
+@dataclass
+class Status:
+    """What the daemon has done so far (for tests, benchmarks and the demo)."""
+
+    state: State = State.CONNECT
+    passes: int = 0
+    last: Sealed | None = None
+    delivered: Sealed | None = None  # the last attestation whose verdict the gate acknowledged
+    last_reason: str = ""
+    gate_acks: int = 0
+    gate_error: str = ""
+    first_ack_at: float | None = None
+    transitions: list[str] = field(default_factory=list)
+
+
+class Daemon:
+    def __init__(self, cfg: AgentConfig, signer: Signer, *, signing_key: bytes | None = None,
+                 measure_options: MeasureOptions | None = None) -> None:
+        self.cfg = cfg
+        self.signer = signer
+        self.signing_key = signing_key
+        state_dir = Path(cfg.trust.state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.trust = TrustedState(read_bounded(Path(cfg.trust.root), "root", LIMITS.max_root_bytes))
+        self.manifest_state = ManifestState(state_dir / "manifest-state.json")
+        self.sequence = SequenceSource(state_dir / "gate.seq")
+        self.image_cache = ImageCache(state_dir / "image-cache")
+        self.audit = AuditLog(Path(cfg.audit.path))
+        self.base_options = measure_options or MeasureOptions(
+            flash_read=cfg.measure.flash_read,
+            firmware_file=Path(cfg.measure.firmware_image) if cfg.measure.firmware_image else None,
+            scripts_dirs=(cfg.measure.scripts_dir,) if cfg.measure.scripts_dir else MeasureOptions().scripts_dirs)
+        self.status = Status()
+        self.responder = Responder(self._answer_challenge)
+        self.link: Link | None = None
+        self.gate: GateClient | None = None
+        self._inventory: Inventory | None = None
+        self._manifest: VerifiedManifest | FlightSealError | None = None
+        self._manifest_stat: tuple[int, int] | None = None
+        self._dirty: str | None = "start"
+        self._scripts_crc: dict[str, int] | None = None
+        self._next_script_poll = 0.0
+        self._next_manifest_poll = 0.0
+        self._last_fc_heartbeat = 0.0
+        self._known_components: set[tuple[int, int]] = set()
+
+    # ---- state machine
+    def _enter(self, state: State, why: str = "") -> None:
+        line = f"{self.status.state.value} → {state.value}" + (f" ({why})" if why else "")
+        self.status.state = state
+        self.status.transitions.append(line)
+        log.info(line)
+
+    def run(self, stop: threading.Event) -> None:
+        attempt = 0
+        try:
+            while not stop.is_set():
+                self._enter(State.CONNECT, self._dirty or "reconnect")
+                try:
+                    self._connect()
+                except LinkError as exc:
+                    delay = RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)]
+                    log.warning("cannot reach the FC: %s; retrying in %.1f s", exc, delay)
+                    attempt += 1
+                    stop.wait(delay)
+                    continue
+                attempt = 0
+                self._dirty = self._dirty or "reconnect"
+                try:
+                    self._watch(stop)
+                except LinkLost as exc:
+                    log.warning("%s", exc)
+                    self._dirty = "link lost: FC rebooted or unplugged"
+                finally:
+                    self._close()
+        finally:
+            self._enter(State.STOPPED, "stop requested" if stop.is_set() else "error")
+
+    def _connect(self) -> None:
+        c = self.cfg.mavlink
+        self.link = Link.open(LinkConfig(c.url, system_id=c.system_id, component_id=c.component_id,
+                                         fc_system_id=c.fc_system_id, fc_component_id=c.fc_component_id,
+                                         heartbeat_timeout=c.heartbeat_timeout_s, signing_key=self.signing_key))
+        self._last_fc_heartbeat = time.monotonic()
+        self._known_components = set(self.link.heard)
+        self._scripts_crc = None
+        if self.cfg.gate.enabled:
+            self.gate = GateClient(self.link.conn, sequence=self.sequence,
+                                   target_system=c.fc_system_id, target_component=c.fc_component_id,
+                                   keepalive_s=self.cfg.gate.keepalive_s, on_message=self._observe_and_handle)
+
+    def _close(self) -> None:
+        if self.link is not None:
+            self.link.close()
+        self.link = None
+        self.gate = None
+
+    def _watch(self, stop: threading.Event) -> None:
+        assert self.link is not None
+        while not stop.is_set():
+            if self._dirty is not None:
+                why, self._dirty = self._dirty, None
+                self._attest_pass(why)
+                self._enter(State.WATCH)
+            msg = self.link.recv(timeout=0.05)
+            if msg is not None:
+                self._handle(msg)
+            self._keep_alive()
+            self.responder.pump(self.link.conn, budget=8)
+            now = time.monotonic()
+            if now >= self._next_manifest_poll:
+                self._next_manifest_poll = now + MANIFEST_POLL_S
+                self._poll_manifest()
+            if now >= self._next_script_poll:
+                self._next_script_poll = now + self.cfg.measure.script_poll_s
+                self._poll_scripts()
+
+    # ---- one pass
+    def _attest_pass(self, why: str) -> None:
+        assert self.link is not None
+        self._enter(State.MEASURE, why)
+        manifest = self._load_manifest()
+        opts = self._options(manifest)
+        self._inventory = measure(self.link, opts, self.image_cache)
+        self._scripts_crc = None
+        self._known_components = set(self.link.heard)
+        self._seal_and_deliver(why)
+
+    def _seal_and_deliver(self, why: str) -> None:
+        assert self._inventory is not None
+        self._enter(State.APPRAISE)
+        manifest = self._manifest if self._manifest is not None else self._load_manifest()
+        self._enter(State.SEAL)
+        sealed = self._seal(secrets.token_bytes(32))
+        self.status.passes += 1
+        self.status.last = sealed
+        self.status.last_reason = why
+        self.audit.append("attestation", {"why": why, "envelope_sha256": hashlib.sha256(
+            sealed.envelope.to_bytes()).hexdigest(), "verdict": sealed.verdict.to_json(),
+            "manifest_version": sealed.predicate.manifest.version if sealed.predicate.manifest else None})
+        if isinstance(manifest, VerifiedManifest) and sealed.verdict.passed:
+            self.manifest_state.record(manifest.manifest.version, manifest.digest)
+        verdict = sealed.verdict
+        log.info("verdict %s%s", "PASS" if verdict.passed else "FAIL",
+                 "" if verdict.passed else ": " + "; ".join(str(r) for r in verdict.reasons))
+        self._enter(State.DELIVER, "PASS" if verdict.passed else verdict.reasons[0].code.value)
+        self._deliver()
+
+    def _seal(self, nonce: bytes) -> Sealed:
+        assert self._inventory is not None and self._manifest is not None
+        inv = self._inventory
+        sealed = seal_measurements(inv.measurements, self._manifest, self.signer, device_id=self.cfg.device.id,
+                                   airframe=self.cfg.device.airframe, nonce=nonce, now=timeutil.now(),
+                                   quoter=quoter_for(self.signer, inv.measurements), problems=inv.problems)
+        return sealed
+
+    def _deliver(self) -> None:
+        if self.gate is None or self.status.last is None:
+            return
+        try:
+            self.gate.send(self.status.last.verdict)
+        except GateNotRunning as exc:
+            self._gate_failed(str(exc))
+            return
+        except GateError as exc:
+            self._gate_failed(str(exc))
+            return
+        self.status.gate_acks += 1
+        self.status.gate_error = ""
+        self.status.delivered = self.status.last
+        if self.status.first_ack_at is None:
+            self.status.first_ack_at = time.monotonic()
+
+    def _gate_failed(self, why: str) -> None:
+        if why != self.status.gate_error:
+            log.error("gate: %s", why)
+        self.status.gate_error = why
+
+    def _keep_alive(self) -> None:
+        if self.gate is None:
+            return
+        try:
+            if self.gate.keep_alive() is not None:
+                self.status.gate_acks += 1
+                self.status.gate_error = ""
+        except GateError as exc:
+            self._gate_failed(str(exc))
+
+    # ---- manifest
+    def _load_manifest(self) -> VerifiedManifest | FlightSealError:
+        path = Path(self.cfg.trust.manifest)
+        try:
+            st = path.stat()
+            self._manifest_stat = (st.st_mtime_ns, st.st_size)
+            data = read_bounded(path, "manifest", LIMITS.max_manifest_bytes)
+            highest, digest = self.manifest_state.load()
+            self._manifest = check_manifest(self.trust, data, timeutil.now(), highest, digest)
+        except (OSError, FlightSealError) as exc:
+            self._manifest = exc if isinstance(exc, FlightSealError) else FlightSealError(
+                f"manifest {path}: {exc.strerror or exc}")
+        return self._manifest
+
+    def _poll_manifest(self) -> None:
+        try:
+            st = Path(self.cfg.trust.manifest).stat()
+            current: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            current = None
+        if current != self._manifest_stat:
+            self._dirty = "manifest file changed"
+
+    def _options(self, manifest: VerifiedManifest | FlightSealError) -> MeasureOptions:
+        if isinstance(manifest, VerifiedManifest):
+            policy = manifest.manifest.params
+            return replace(self.base_options, param_exclusions=tuple(policy.exclude),
+                           pinned_params=tuple(sorted(policy.pinned)))
+        return self.base_options
+
+    def _exclusions(self) -> tuple[str, ...]:
+        if isinstance(self._manifest, VerifiedManifest):
+            return tuple(self._manifest.manifest.params.exclude)
+        return self.base_options.param_exclusions
+
+    # ---- watching
+    def _observe_and_handle(self, msg: Any) -> None:
+        if self.link is not None:
+            self.link.observe(msg)
+        self._handle(msg)
+
+    def _handle(self, msg: Any) -> None:
+        assert self.link is not None
+        mtype = msg.get_type()
+        src = (msg.get_srcSystem(), msg.get_srcComponent())
+        if mtype == "HEARTBEAT" and src == self.link.fc:
+            now = time.monotonic()
+            if now - self._last_fc_heartbeat > REBOOT_GAP_S:
+                self._dirty = f"FC heartbeat back after {now - self._last_fc_heartbeat:.1f} s (rebooted?)"
+            self._last_fc_heartbeat = now
+        elif mtype == "PARAM_VALUE" and src == self.link.fc:
+            name = str(msg.param_id).rstrip("\x00")
+            if not paramdigest.is_excluded(name, self._exclusions()):
+                self._dirty = f"parameter {name} changed"
+        elif mtype == "TUNNEL":
+            payload = tunnel_payload(msg, self.cfg.mavlink.system_id, self.cfg.mavlink.component_id)
+            if payload is not None:
+                self.responder.handle(src[0], src[1], payload)
+        if src not in self._known_components and mtype == "HEARTBEAT" and src != (
+                self.cfg.mavlink.system_id, self.cfg.mavlink.component_id):
+            self._known_components.add(src)
+            self._dirty = f"new component {src[0]}/{src[1]} on the bus"
+
+    def _poll_scripts(self) -> None:
+        """CRC32 of every script over FTP; a change means a full pass."""
+        if self.link is None or self._inventory is None:
+            return
+        paths = sorted(str(m.claims.get("path", "")) for m in self._inventory.measurements
+                       if m.kind.value == "script" and m.claims.get("path"))
+        ftp = FtpClient(self.link)
+        crcs: dict[str, int] = {}
+        try:
+            directory = self._scripts_dir(ftp)
+            if directory is not None:
+                for entry in ftp.list_dir(directory)[: self.base_options.max_scripts]:
+                    if not entry.is_dir and entry.name.endswith(".lua"):
+                        crcs[f"{directory}/{entry.name}"] = ftp.crc32(f"{directory}/{entry.name}")
+        except FtpError as exc:
+            log.warning("script check over FTP failed: %s", exc)
+            return
+        if self._scripts_crc is None:
+            self._scripts_crc = crcs
+            if sorted(crcs) != paths and paths:
+                self._dirty = "scripts on the FC differ from the last measurement"
+        elif crcs != self._scripts_crc:
+            self._dirty = "a Lua script on the FC changed"
+
+    def _scripts_dir(self, ftp: FtpClient) -> str | None:
+        for directory in self.base_options.scripts_dirs:
+            try:
+                ftp.list_dir(directory)
+                return directory
+            except FtpError:
+                continue
+        return None
+
+    # ---- challenge
+    def _answer_challenge(self, nonce: bytes) -> bytes:
+        if self._inventory is None or self._manifest is None:
+            raise FlightSealError("not measured yet; try again in a few seconds")
+        sealed = self._seal(nonce)
+        data = sealed.envelope.to_bytes()
+        self.audit.append("challenge", {"nonce": nonce.hex(), "envelope_sha256": hashlib.sha256(data).hexdigest(),
+                                        "verdict": sealed.verdict.to_json()})
+        return data
+
+
+def run_daemon(cfg: AgentConfig, signer: Signer, stop: threading.Event, **kw: Any) -> Daemon:
+    daemon = Daemon(cfg, signer, **kw)
+    daemon.run(stop)
+    return daemon
+
+
+Clock = Callable[[], float]

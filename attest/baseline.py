@@ -1,0 +1,87 @@
+"""Re-baselining: a manifest that approves exactly what was measured on a reference airframe.
+
+After a firmware update the manufacturer measures a reference airframe it trusts and turns the
+inventory into the next manifest in one step (then reviews it and signs it with a threshold), so
+allowlists do not rot with every update. Parts still need a vendor and an origin a human vouches
+for: the caller supplies them per component id; a part without them is left out (and so stays
+``component-unknown``) rather than approved with a guessed origin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from attest.manifest import ApprovedComponent, Firmware, Manifest, ParamPolicy, Script
+from attest.models import Kind, Measurement
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    name: str
+    vendor: str
+    model: str
+    origin: str
+
+
+def baseline(base: Manifest, measurements: Sequence[Measurement], *, release: int,
+             parts: Mapping[str, PartInfo] | None = None, required_scripts: Sequence[str] = (),
+             pin: Sequence[str] = ()) -> tuple[Manifest, list[str]]:
+    """The manifest ``base`` with firmware, scripts, parameters and parts taken from ``measurements``.
+
+    Returns the manifest and notes on what was left out and why.
+    """
+    notes: list[str] = []
+    parts = parts or {}
+    by_kind: dict[Kind, list[Measurement]] = {k: [] for k in Kind}
+    for m in measurements:
+        by_kind[m.kind].append(m)
+
+    firmware = base.firmware
+    if by_kind[Kind.FIRMWARE]:
+        ident = by_kind[Kind.FIRMWARE][0]
+        image = by_kind[Kind.FIRMWARE_IMAGE][0] if by_kind[Kind.FIRMWARE_IMAGE] else None
+        entry = Firmware(name=str(ident.claims.get("vehicle", "firmware")) or "firmware",
+                         version=str(ident.claims.get("version", "")), git_hash=str(ident.claims.get("git_hash", "")),
+                         board_id=int(ident.claims.get("board_id", 0)), release=release,
+                         sha256=image.digests.get("sha256") if image else None)
+        firmware = (*[f for f in base.firmware if f.git_hash != entry.git_hash or f.board_id != entry.board_id],
+                    entry)
+        if image is None:
+            notes.append("no firmware image was measured: the manifest approves the identity only")
+    else:
+        notes.append("no firmware identity was measured: firmware left as it was")
+
+    scripts = tuple(Script(str(m.claims.get("path", m.component.removeprefix("fc.script:"))), m.digests["sha256"],
+                           required=str(m.claims.get("path", "")) in required_scripts)
+                    for m in by_kind[Kind.SCRIPT] if "sha256" in m.digests)
+
+    params = base.params
+    if by_kind[Kind.PARAMS]:
+        pm = by_kind[Kind.PARAMS][0]
+        pinned = dict(base.params.pinned)
+        for name in pin:
+            value = pm.claims.get(f"param.{name}")
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                pinned[name] = float(value)
+            else:
+                notes.append(f"parameter {name} was not measured and is not pinned")
+        exclude = tuple(str(pm.claims.get("exclude", "")).split(",")) if pm.claims.get("exclude") else params.exclude
+        params = ParamPolicy(pinned=pinned, digest=pm.digests.get("sha256"), exclude=exclude)
+
+    components = list(base.components)
+    for m in by_kind[Kind.COMPONENT]:
+        info = parts.get(m.component)
+        if info is None:
+            notes.append(f"{m.component} left out: give its vendor, model and origin to approve it")
+            continue
+        hw = str(m.claims.get("hardware_id", ""))
+        components.append(ApprovedComponent(info.name, m.component, info.vendor, info.model, info.origin,
+                                            hardware_ids=(hw,) if hw else ()))
+
+    min_strength = dict(base.min_strength)
+    for m in by_kind[Kind.FIRMWARE_IMAGE][:1]:
+        min_strength.setdefault(Kind.FIRMWARE_IMAGE, m.strength)
+    firmware_min = max(base.firmware_min_release, release)
+    return replace(base, firmware=firmware, firmware_min_release=firmware_min, scripts=scripts, params=params,
+                   components=tuple(components), min_strength=min_strength), notes

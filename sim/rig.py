@@ -1,0 +1,224 @@
+"""A whole airframe on one machine, for the demo and the end-to-end tests.
+
+Manufacturer keys (2-of-3) and a signed root; a device key (TPM on swtpm, or a software key);
+a flight controller (the virtual FC running the real Lua gate, or ArduPilot SITL with the gate in
+its scripts directory); an agent configuration; a manifest made by measuring the FC and signing
+what was measured; and a ground station link that tries to arm.
+
+The FC's companion port (SERIAL1, channel 1) is the agent's; the GCS uses SERIAL0 (channel 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from agent.collectors.base import MeasureOptions
+from agent.collectors.measure import measure
+from agent.config import AgentConfig, AuditConfig, DeviceConfig, GateConfig, MavlinkConfig, MeasureConfig, TrustConfig
+from agent.daemon import Daemon
+from agent.gate import gate_script
+from agent.link import Link, LinkConfig
+from attest import dsse, jsonio, timeutil
+from attest.baseline import PartInfo, baseline
+from attest.enrollment import DeviceRecord
+from attest.manifest import Airframe, Manifest
+from attest.models import Measurement
+from attest.root import Role, Root
+from attest.signer import Signer
+from hardware.software import SoftwareSigner, write_private_key
+
+os.environ.setdefault("MAVLINK20", "1")
+
+GATE_FC_PATH = "scripts/flightseal_gate.lua"
+AIRFRAME = "FS-Quad-1"
+DEVICE_ID = "drone-001"
+PINNED = ("ARMING_CHECK", "SCR_ENABLE")
+
+
+@dataclass
+class ArmResult:
+    accepted: bool
+    result: int | None
+    text: str
+
+    def __str__(self) -> str:
+        return "ACCEPTED" if self.accepted else f"REFUSED ({self.text or f'MAV_RESULT {self.result}'})"
+
+
+@dataclass
+class Rig:
+    """Everything but the FC process, which the caller starts (``vfc`` or ``sitl`` helpers below)."""
+
+    workdir: Path
+    fc_url: str
+    gcs_url: str
+    device: Signer
+    makers: list[SoftwareSigner] = field(default_factory=lambda: [SoftwareSigner.generate() for _ in range(3)])
+    parts: dict[str, PartInfo] = field(default_factory=dict)
+    daemon: Daemon | None = None
+    _thread: threading.Thread | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    # ---- trust
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for i, key in enumerate(self.makers):
+            path = self.workdir / f"manufacturer-{i + 1}.pem"
+            if not path.exists():
+                write_private_key(path, key)
+        role = Role(tuple(k.public_key.keyid for k in self.makers), 2)
+        root = Root(1, timeutil.now() + timedelta(days=365), {k.public_key.keyid: k.public_key for k in self.makers},
+                    {"root": role, "manifest": role, "enrollment": role})
+        self.root_path.write_bytes(dsse.sign(dsse.ROOT_PAYLOAD_TYPE, jsonio.dumps(root.to_json()),
+                                             self.makers[:2]).to_bytes())
+        record = DeviceRecord(DEVICE_ID, AIRFRAME, self.device.public_key, self.device.kind,
+                              tpm_ak_name=str(getattr(self.device, "ak_name", "") or ""))
+        devices = self.workdir / "trust" / "devices"
+        devices.mkdir(parents=True, exist_ok=True)
+        (devices / f"{DEVICE_ID}.json").write_bytes(dsse.sign(
+            dsse.DEVICE_PAYLOAD_TYPE, jsonio.dumps(record.to_json()), self.makers[1:]).to_bytes())
+        (self.workdir / "trust" / "root.json").write_bytes(self.root_path.read_bytes())
+
+    @property
+    def root_path(self) -> Path:
+        return self.workdir / "root.json"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.workdir / "manifest.json"
+
+    @property
+    def trust_dir(self) -> Path:
+        return self.workdir / "trust"
+
+    def config(self, device_key_uri: str = "") -> AgentConfig:
+        return AgentConfig(
+            mavlink=MavlinkConfig(url=self.fc_url, heartbeat_timeout_s=15.0),
+            device=DeviceConfig(DEVICE_ID, AIRFRAME, device_key_uri or "in-process"),
+            trust=TrustConfig(str(self.root_path), str(self.manifest_path), str(self.workdir / "state")),
+            gate=GateConfig(keepalive_s=1.0),
+            measure=MeasureConfig(flash_read=True, script_poll_s=1.0),
+            audit=AuditConfig(str(self.workdir / "state" / "audit.log")),
+        )
+
+    # ---- manifest
+    def measure_fc(self, opts: MeasureOptions | None = None) -> list[Measurement]:
+        pinned = MeasureOptions(pinned_params=PINNED)
+        with Link.open(LinkConfig(self.fc_url, heartbeat_timeout=15.0)) as link:
+            inv = measure(link, opts or pinned)
+        if inv.problems:
+            raise RuntimeError("could not measure the reference FC: " + "; ".join(str(p) for p in inv.problems))
+        return inv.measurements
+
+    def sign_manifest(self, manifest: Manifest, signers: list[SoftwareSigner] | None = None) -> bytes:
+        data = dsse.sign(dsse.MANIFEST_PAYLOAD_TYPE, jsonio.dumps(manifest.to_json()),
+                         signers if signers is not None else self.makers[1:]).to_bytes()
+        tmp = self.manifest_path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(self.manifest_path)
+        (self.trust_dir / "manifest.json").write_bytes(data)
+        return data
+
+    def baseline_manifest(self, measurements: list[Measurement], *, version: int = 1,
+                          **changes: Any) -> Manifest:
+        base = Manifest(version=version, expires=timeutil.now() + timedelta(days=90),
+                        airframe=Airframe(AIRFRAME, device_ids=(DEVICE_ID,)))
+        manifest, _ = baseline(base, measurements, release=1, parts=self.parts,
+                               required_scripts=(GATE_FC_PATH,), pin=PINNED)
+        return dataclasses.replace(manifest, **changes)
+
+    # ---- agent
+    def start_agent(self, cfg: AgentConfig | None = None) -> Daemon:
+        self._stop = threading.Event()
+        self.daemon = Daemon(cfg or self.config(), self.device)
+        self._thread = threading.Thread(target=self.daemon.run, args=(self._stop,), name="agent", daemon=True)
+        self._thread.start()
+        return self.daemon
+
+    def stop_agent(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._thread = None
+
+    def wait_verdict(self, *, passes: int = 1, passed: bool | None = None, code: str | None = None,
+                     timeout: float = 20.0) -> Daemon:
+        """Wait until the agent has delivered its ``passes``-th verdict (matching, if asked) to the gate."""
+        assert self.daemon is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.daemon.status
+            last = st.delivered
+            if st.passes >= passes and last is not None and (
+                    passed is None or last.verdict.passed == passed) and (
+                    code is None or code in [r.code.value for r in last.verdict.reasons]):
+                return self.daemon
+            time.sleep(0.05)
+        st = self.daemon.status
+        raise TimeoutError(f"no matching verdict within {timeout:.0f} s: {st.passes} passes, last "
+                           f"{st.last.verdict.codes if st.last else None}, gate {st.gate_error or 'ok'}, "
+                           f"transitions {st.transitions[-6:]}")
+
+
+class Gcs:
+    """A ground station on the GCS port: tries to arm and reads what the FC says."""
+
+    def __init__(self, url: str) -> None:
+        from pymavlink import mavutil
+
+        self.conn = mavutil.mavlink_connection(url, source_system=255, source_component=190, autoreconnect=True)
+        self.conn.wait_heartbeat(timeout=15)
+        self.conn.mav.heartbeat_send(6, 8, 0, 0, 4)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def arm(self, timeout: float = 3.0) -> ArmResult:
+        return self._arm_disarm(1.0, timeout)
+
+    def disarm(self, timeout: float = 3.0) -> ArmResult:
+        return self._arm_disarm(0.0, timeout)
+
+    def _arm_disarm(self, arm: float, timeout: float) -> ArmResult:
+        self.conn.mav.heartbeat_send(6, 8, 0, 0, 4)
+        self.conn.mav.command_long_send(1, 1, 400, 0, arm, 0, 0, 0, 0, 0, 0)
+        deadline = time.monotonic() + timeout
+        result: int | None = None
+        text = ""
+        while time.monotonic() < deadline:
+            msg = self.conn.recv_match(type=["COMMAND_ACK", "STATUSTEXT"], blocking=True, timeout=0.2)
+            if msg is None:
+                if result is not None:
+                    break
+                continue
+            if msg.get_type() == "COMMAND_ACK" and msg.command == 400:
+                result = int(msg.result)
+                if result == 0:
+                    break
+            elif msg.get_type() == "STATUSTEXT" and str(msg.text).startswith("Arm: "):
+                text = str(msg.text)
+                if result is not None:
+                    break
+        return ArmResult(result == 0, result, text)
+
+
+@contextlib.contextmanager
+def gcs(url: str) -> Iterator[Gcs]:
+    g = Gcs(url)
+    try:
+        yield g
+    finally:
+        g.close()
+
+
+def gate_scripts() -> dict[str, bytes]:
+    return {"flightseal_gate.lua": gate_script()}

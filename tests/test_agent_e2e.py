@@ -1,0 +1,183 @@
+"""End to end on the virtual FC running the real Lua gate: the agent decides whether the drone arms."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from hardware.software import SoftwareSigner
+from sim.lua_host import LuaScriptingAuthority
+from sim.rig import Gcs, Rig, gate_scripts
+from sim.vfc.config import VfcConfig
+from sim.vfc.server import VirtualFC
+
+IMAGE = b"\x00\x10\x00\x20 virtual FC firmware image " * 2048
+
+
+@dataclass
+class World:
+    rig: Rig
+    fc: VirtualFC
+    gcs: Gcs
+
+
+@pytest.fixture
+def world(tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    fc = VirtualFC(VfcConfig(scripts=gate_scripts(), flash_image=IMAGE), authority=LuaScriptingAuthority()).start()
+    rig = Rig(tmp_path, fc.url(1), fc.url(0), SoftwareSigner.generate())
+    rig.sign_manifest(rig.baseline_manifest(rig.measure_fc()))
+    g = Gcs(fc.url(0))
+    try:
+        yield World(rig, fc, g)
+    finally:
+        g.close()
+        rig.stop_agent()
+        fc.stop()
+
+
+def test_approved_airframe_arms(world: World) -> None:
+    assert not world.gcs.arm().accepted, "the gate blocks from boot"
+    world.rig.start_agent()
+    world.rig.wait_verdict(passed=True)
+    result = world.gcs.arm()
+    assert result.accepted, result
+
+
+def refused_with(world: World, code: str) -> None:
+    world.rig.wait_verdict(passed=False, code=code)
+    result = world.gcs.arm()
+    assert not result.accepted, result
+    assert f"FlightSeal: {code}"[:42] in result.text, result
+
+
+def test_tampered_lua_script_refuses_arming(world: World) -> None:
+    world.rig.start_agent()
+    world.rig.wait_verdict(passed=True)
+    (world.fc.scripts_dir / "evil.lua").write_bytes(b"-- exfiltrate telemetry\nreturn function() end\n")
+    refused_with(world, "script-unknown")
+
+
+def test_changed_pinned_parameter_refuses_arming(world: World) -> None:
+    world.rig.start_agent()
+    world.rig.wait_verdict(passed=True)
+    world.fc.set_param("ARMING_CHECK", 0)
+    refused_with(world, "param-mismatch")
+
+
+def test_firmware_not_in_manifest_refuses_arming(world: World) -> None:
+    from dataclasses import replace
+
+    m = world.rig.baseline_manifest(world.rig.measure_fc())
+    world.rig.sign_manifest(replace(m, firmware=tuple(replace(f, git_hash="deadbeef") for f in m.firmware)))
+    world.rig.start_agent()
+    refused_with(world, "firmware-mismatch")
+
+
+def test_expired_manifest_refuses_arming(world: World) -> None:
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from attest import timeutil
+
+    m = world.rig.baseline_manifest(world.rig.measure_fc())
+    world.rig.sign_manifest(replace(m, expires=timeutil.now() - timedelta(minutes=1)))
+    world.rig.start_agent()
+    refused_with(world, "manifest-expired")
+
+
+def test_manifest_below_threshold_refuses_arming(world: World) -> None:
+    m = world.rig.baseline_manifest(world.rig.measure_fc())
+    world.rig.sign_manifest(m, signers=world.rig.makers[:1])
+    world.rig.start_agent()
+    refused_with(world, "manifest-threshold")
+
+
+def test_rollback_to_older_manifest_refuses_arming(world: World) -> None:
+    ms = world.rig.measure_fc()
+    world.rig.sign_manifest(world.rig.baseline_manifest(ms, version=5))
+    world.rig.start_agent()
+    world.rig.wait_verdict(passed=True)
+    world.rig.sign_manifest(world.rig.baseline_manifest(ms, version=4))  # validly signed, but older
+    refused_with(world, "manifest-rollback")
+
+
+def test_wrong_airframe_refuses_arming(world: World) -> None:
+    from dataclasses import replace
+
+    m = world.rig.baseline_manifest(world.rig.measure_fc())
+    world.rig.sign_manifest(replace(m, airframe=replace(m.airframe, board_ids=(140,))))
+    world.rig.start_agent()
+    refused_with(world, "wrong-hardware")
+
+
+def test_stopped_agent_lets_the_gate_lapse_to_blocked(world: World) -> None:
+    import time
+
+    world.rig.start_agent()
+    world.rig.wait_verdict(passed=True)
+    assert world.gcs.arm().accepted
+    assert world.gcs.disarm().accepted
+    world.rig.stop_agent()
+    time.sleep(3.5)
+    result = world.gcs.arm()
+    assert not result.accepted and "lapsed" in result.text, result
+
+
+def test_armed_vehicle_is_never_disarmed_by_a_fail_and_next_arming_is_refused(world: World) -> None:
+    world.rig.start_agent()
+    world.rig.wait_verdict(passed=True)
+    assert world.gcs.arm().accepted
+    world.fc.set_param("ARMING_CHECK", 0)
+    world.rig.wait_verdict(passed=False, code="param-mismatch")
+    import time
+
+    time.sleep(1.0)
+    assert world.fc.armed, "a fail verdict in flight must not disarm"
+    assert world.gcs.disarm().accepted
+    result = world.gcs.arm()
+    assert not result.accepted and "param-mismatch" in result.text, result
+
+
+def test_forged_pass_from_the_gcs_link_is_ignored(world: World) -> None:
+    from pymavlink import mavutil
+
+    from agent.gate import Sequence, encode_verdict
+    from attest.models import Verdict
+
+    # another node on the GCS port claims the agent's ids and sends a well-formed pass
+    forger = mavutil.mavlink_connection(world.fc.url(0).replace("tcp:", "tcp:"), source_system=1, source_component=191)
+    try:
+        world.gcs.close()
+        forger.wait_heartbeat(timeout=5)
+        forger.mav.send(encode_verdict(Verdict(passed=True), Sequence(2**30, 1)))
+        import time
+
+        time.sleep(0.5)
+    finally:
+        forger.close()
+    world.gcs = Gcs(world.fc.url(0))
+    result = world.gcs.arm()
+    assert not result.accepted and "waiting" in result.text, result
+
+
+def test_operator_challenge_through_the_fc_verifies_offline(world: World) -> None:
+    import secrets
+
+    from click.testing import CliRunner
+
+    from agent.challenge import request_attestation
+    from agent.cli import main
+
+    world.rig.start_agent()
+    world.rig.wait_verdict(passed=True)
+    nonce = secrets.token_bytes(32)
+    data = request_attestation(world.gcs.conn, nonce, timeout=15)
+    att = world.rig.workdir / "challenge.json"
+    att.write_bytes(data)
+    r = CliRunner().invoke(main, ["verify", str(att), "--trust", str(world.rig.trust_dir), "--nonce", nonce.hex(),
+                                  "--allow-software-keys"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["verify", str(att), "--trust", str(world.rig.trust_dir), "--nonce", nonce.hex()])
+    assert r.exit_code == 1 and "software-key" in r.output
