@@ -44,10 +44,12 @@ def main() -> None:
 
 def _register() -> None:
     from agent import (
+        cli_agent,
         cli_audit,
         cli_bootloader,
         cli_challenge,
         cli_demo,
+        cli_gate,
         cli_keys,
         cli_manifest,
         cli_measure,
@@ -55,8 +57,19 @@ def _register() -> None:
         cli_verify,
     )
 
-    for module in (cli_audit, cli_bootloader, cli_challenge, cli_demo, cli_keys, cli_manifest, cli_measure, cli_trust,
-                   cli_verify):
+    for module in (
+        cli_agent,
+        cli_audit,
+        cli_bootloader,
+        cli_challenge,
+        cli_demo,
+        cli_gate,
+        cli_keys,
+        cli_manifest,
+        cli_measure,
+        cli_trust,
+        cli_verify,
+    ):
         module.register(main)
 
 

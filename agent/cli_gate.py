@@ -1,0 +1,40 @@
+"""``flightseal gate install``: put the arming gate on the FC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from agent.gate_install import install_gate
+from agent.link import Link, LinkConfig, LinkError
+from attest.errors import FlightSealError
+
+
+@click.group("gate")
+def gate() -> None:
+    """The Lua arming gate on the flight controller."""
+
+
+@gate.command("install")
+@click.option("--mavlink", "url", required=True, help="Link to the FC (e.g. tcp:127.0.0.1:5762, /dev/ttyACM0,115200).")
+@click.option("--signing-key", "signing_key", type=click.Path(path_type=Path, dir_okay=False),
+              help="MAVLink2 signing key file, if the FC has signing set up.")
+@click.option("--heartbeat-timeout", type=click.FloatRange(1, 120), default=15.0, show_default=True)
+def install(url: str, signing_key: Path | None, heartbeat_timeout: float) -> None:
+    """Upload the gate over MAVLink FTP, enable scripting, reboot, and confirm the gate is blocking."""
+    from agent.cli_measure import load_signing_key
+
+    try:
+        key = load_signing_key(signing_key)
+        link = Link.open(LinkConfig(url, heartbeat_timeout=heartbeat_timeout, signing_key=key))
+    except LinkError as exc:
+        raise FlightSealError(f"cannot reach the FC on {url}: {exc}") from None
+    with link:
+        report = install_gate(link, lambda line: click.echo(f"  {line}"))
+    click.echo(f"gate v{report.version} installed at {report.path} (CRC32 {report.crc32:08x}); "
+               "arming is blocked until the agent delivers a pass")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(gate)

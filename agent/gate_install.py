@@ -1,0 +1,138 @@
+"""Install the Lua arming gate on the FC over MAVLink: upload, enable scripting, reboot, confirm.
+
+Refuses to do anything while the vehicle is armed (it reboots the FC). Confirms the upload by the
+FC's own CRC32 of the file, and the gate by a verdict round trip: it sends a *fail* verdict (the
+safe direction: arming stays refused) and expects the gate's ack carrying its version.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.ftp import FtpClient, FtpError, FtpNotFound
+from agent.gate import GateClient, GateError, gate_script, gate_version
+from agent.link import Link, LinkError
+from attest.errors import FlightSealError
+from attest.models import Code, Reason, Verdict
+
+GATE_NAME = "flightseal_gate.lua"
+MAV_MODE_FLAG_SAFETY_ARMED = 128
+CMD_REBOOT = 246
+PARAM_TIMEOUT_S = 2.0
+
+
+class GateInstallError(FlightSealError):
+    """The gate could not be installed or confirmed."""
+
+
+@dataclass
+class InstallReport:
+    path: str
+    crc32: int
+    version: int
+    rebooted: bool
+    scripting_enabled_now: bool
+
+
+def ardupilot_crc32(data: bytes) -> int:
+    """ArduPilot's FTP CalcFileCRC32: reflected CRC-32, initial register 0, no final XOR."""
+    return zlib.crc32(data, 0xFFFFFFFF) ^ 0xFFFFFFFF
+
+
+def _armed(link: Link) -> bool:
+    hb = link.fc_heartbeat
+    return hb is not None and bool(int(hb.base_mode) & MAV_MODE_FLAG_SAFETY_ARMED)
+
+
+def _scripts_dir(ftp: FtpClient) -> str:
+    for directory in ("APM/scripts", "scripts"):
+        try:
+            ftp.list_dir(directory)
+            return directory
+        except FtpNotFound:
+            continue
+    for parent, directory in (("APM", "APM/scripts"), ("/", "scripts")):
+        try:
+            ftp.list_dir(parent)
+        except FtpNotFound:
+            continue
+        ftp.mkdir(directory)
+        return directory
+    raise GateInstallError("the FC has neither APM/ nor a writable scripts directory (is there an SD card?)")
+
+
+def _param(link: Link, name: str) -> float | None:
+    link.send(link.mav.param_request_read_encode(link.fc[0], link.fc[1], name.encode(), -1))
+    msg = link.recv(["PARAM_VALUE"], PARAM_TIMEOUT_S, lambda m: str(m.param_id).rstrip("\x00") == name)
+    return None if msg is None else float(msg.param_value)
+
+
+def _set_param(link: Link, name: str, value: float) -> None:
+    link.send(link.mav.param_set_encode(link.fc[0], link.fc[1], name.encode(), value, 2))
+    msg = link.recv(["PARAM_VALUE"], PARAM_TIMEOUT_S, lambda m: str(m.param_id).rstrip("\x00") == name)
+    if msg is None or float(msg.param_value) != value:
+        raise GateInstallError(f"the FC did not confirm {name}={value:g}")
+
+
+def install_gate(link: Link, say: Callable[[str], None] = lambda _: None,
+                 reboot_timeout: float = 60.0) -> InstallReport:
+    if _armed(link):
+        raise GateInstallError("the vehicle is armed: disarm and land before installing the gate (it reboots the FC)")
+    script = gate_script()
+    ftp = FtpClient(link)
+    try:
+        ftp.reset_sessions()
+        directory = _scripts_dir(ftp)
+        path = f"{directory}/{GATE_NAME}"
+        say(f"uploading {len(script)} bytes to {path}")
+        ftp.write_file(path, script)
+        crc = ftp.crc32(path)
+    except FtpError as exc:
+        raise GateInstallError(f"upload over MAVLink FTP failed: {exc}") from None
+    if crc != ardupilot_crc32(script):
+        raise GateInstallError(f"{path} on the FC has CRC32 {crc:08x}, expected {ardupilot_crc32(script):08x}: "
+                               "the upload was corrupted; run the install again")
+    scr = _param(link, "SCR_ENABLE")
+    if scr is None:
+        raise GateInstallError("the FC has no SCR_ENABLE parameter: this firmware was built without Lua scripting")
+    enabled_now = scr != 1
+    if enabled_now:
+        say("setting SCR_ENABLE=1")
+        _set_param(link, "SCR_ENABLE", 1)
+    if _armed(link):
+        raise GateInstallError("the vehicle armed during the install: not rebooting; disarm and run it again")
+    say("rebooting the FC so scripting loads the gate")
+    link.command_long(CMD_REBOOT, (1.0,), timeout=1.0, retries=2)
+    time.sleep(1.0)
+    try:
+        link.reconnect(timeout=reboot_timeout)
+    except LinkError as exc:
+        raise GateInstallError(f"the FC did not come back after the reboot: {exc}") from None
+    say("FC is back; asking the gate to confirm")
+    version = _confirm(link)
+    return InstallReport(path, crc, version, True, enabled_now)
+
+
+def _confirm(link: Link, timeout: float = 20.0) -> int:
+    """A fail verdict round trip: proves the gate runs, listens to us, and blocks."""
+    deadline = time.monotonic() + timeout
+    hold = Verdict.from_reasons([Reason(Code.MEASUREMENT_MISSING, "gate installed; agent not running yet")])
+    last: Exception | None = None
+    client = GateClient(link.conn, target_system=link.fc[0], target_component=link.fc[1], on_message=link.observe)
+    while time.monotonic() < deadline:
+        try:
+            ack = client.send(hold)
+        except GateError as exc:  # scripting may still be starting
+            last = exc
+            link.poll()
+            time.sleep(0.5)
+            continue
+        if ack.gate_version != gate_version():
+            raise GateInstallError(f"the FC runs gate version {ack.gate_version}, this agent ships "
+                                   f"{gate_version()}: another copy of the gate is installed?")
+        return ack.gate_version
+    raise GateInstallError(f"the gate did not answer after the reboot ({last}); check SCR_ENABLE and the FC's "
+                           "scripting messages (Lua: …) in the GCS")
