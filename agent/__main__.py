@@ -1,0 +1,5 @@
+"""python -m agent: the flightseal command."""
+
+from agent.cli import main
+
+main()
