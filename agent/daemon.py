@@ -56,6 +56,7 @@ log = logging.getLogger("flightseal.agent")
 
 REBOOT_GAP_S = 3.0  # no FC heartbeat this long, then one again: the FC rebooted
 MANIFEST_POLL_S = 1.0
+MAV_TYPE_GCS = 6  # ground stations come and go; they are not parts of the airframe
 RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 
 
@@ -193,7 +194,7 @@ class Daemon:
         manifest = self._load_manifest()
         opts = self._options(manifest)
         self._inventory = measure(self.link, opts, self.image_cache)
-        self._scripts_crc = None
+        self._scripts_crc = self._script_crcs()  # baseline for change detection, right after measuring
         self._known_components = set(self.link.heard)
         self._seal_and_deliver(why)
 
@@ -315,17 +316,15 @@ class Daemon:
             payload = tunnel_payload(msg, self.cfg.mavlink.system_id, self.cfg.mavlink.component_id)
             if payload is not None:
                 self.responder.handle(src[0], src[1], payload)
-        if src not in self._known_components and mtype == "HEARTBEAT" and src != (
+        if src not in self._known_components and mtype == "HEARTBEAT" and int(msg.type) != MAV_TYPE_GCS and src != (
                 self.cfg.mavlink.system_id, self.cfg.mavlink.component_id):
             self._known_components.add(src)
             self._dirty = f"new component {src[0]}/{src[1]} on the bus"
 
-    def _poll_scripts(self) -> None:
-        """CRC32 of every script over FTP; a change means a full pass."""
-        if self.link is None or self._inventory is None:
-            return
-        paths = sorted(str(m.claims.get("path", "")) for m in self._inventory.measurements
-                       if m.kind.value == "script" and m.claims.get("path"))
+    def _script_crcs(self) -> dict[str, int] | None:
+        """CRC32 of every script, computed by the FC over FTP (cheap: no file transfer)."""
+        if self.link is None:
+            return None
         ftp = FtpClient(self.link)
         crcs: dict[str, int] = {}
         try:
@@ -336,11 +335,17 @@ class Daemon:
                         crcs[f"{directory}/{entry.name}"] = ftp.crc32(f"{directory}/{entry.name}")
         except FtpError as exc:
             log.warning("script check over FTP failed: %s", exc)
+            return None
+        return crcs
+
+    def _poll_scripts(self) -> None:
+        if self._inventory is None:
+            return
+        crcs = self._script_crcs()
+        if crcs is None:
             return
         if self._scripts_crc is None:
             self._scripts_crc = crcs
-            if sorted(crcs) != paths and paths:
-                self._dirty = "scripts on the FC differ from the last measurement"
         elif crcs != self._scripts_crc:
             self._dirty = "a Lua script on the FC changed"
 

@@ -41,7 +41,7 @@ os.environ.setdefault("MAVLINK20", "1")
 GATE_FC_PATH = "scripts/flightseal_gate.lua"
 AIRFRAME = "FS-Quad-1"
 DEVICE_ID = "drone-001"
-PINNED = ("ARMING_CHECK", "SCR_ENABLE")
+PINNED = ("ARMING_CHECK", "SCR_ENABLE", "FS_THR_ENABLE")
 
 
 @dataclass
@@ -193,22 +193,27 @@ class Gcs:
         self.conn.mav.command_long_send(1, 1, 400, 0, arm, 0, 0, 0, 0, 0, 0)
         deadline = time.monotonic() + timeout
         result: int | None = None
-        text = ""
+        texts: list[str] = []
         while time.monotonic() < deadline:
-            msg = self.conn.recv_match(type=["COMMAND_ACK", "STATUSTEXT"], blocking=True, timeout=0.2)
+            msg = self.conn.recv_match(type=["COMMAND_ACK", "STATUSTEXT"], blocking=True, timeout=0.3)
             if msg is None:
                 if result is not None:
-                    break
+                    break  # ArduPilot sends the "Arm: …" texts right after the ACK
                 continue
             if msg.get_type() == "COMMAND_ACK" and msg.command == 400:
                 result = int(msg.result)
                 if result == 0:
                     break
             elif msg.get_type() == "STATUSTEXT" and str(msg.text).startswith("Arm: "):
-                text = str(msg.text)
-                if result is not None:
-                    break
-        return ArmResult(result == 0, result, text)
+                texts.append(str(msg.text))
+        return ArmResult(result == 0, result, " | ".join(texts))
+
+    def set_param(self, name: str, value: float, timeout: float = 3.0) -> None:
+        self.conn.mav.param_set_send(1, 1, name.encode(), value, 2)
+        msg = self.conn.recv_match(type="PARAM_VALUE", blocking=True, timeout=timeout,
+                                   condition=f"PARAM_VALUE.param_id=='{name}'")
+        if msg is None:
+            raise TimeoutError(f"the FC did not confirm {name}={value:g}")
 
 
 @contextlib.contextmanager

@@ -62,7 +62,7 @@ def test_tampered_lua_script_refuses_arming(world: World) -> None:
 def test_changed_pinned_parameter_refuses_arming(world: World) -> None:
     world.rig.start_agent()
     world.rig.wait_verdict(passed=True)
-    world.fc.set_param("ARMING_CHECK", 0)
+    world.fc.set_param("FS_THR_ENABLE", 0)
     refused_with(world, "param-mismatch")
 
 
@@ -129,7 +129,7 @@ def test_armed_vehicle_is_never_disarmed_by_a_fail_and_next_arming_is_refused(wo
     world.rig.start_agent()
     world.rig.wait_verdict(passed=True)
     assert world.gcs.arm().accepted
-    world.fc.set_param("ARMING_CHECK", 0)
+    world.fc.set_param("FS_THR_ENABLE", 0)
     world.rig.wait_verdict(passed=False, code="param-mismatch")
     import time
 

@@ -1,0 +1,195 @@
+"""``flightseal demo``: the whole story on one machine, with real components.
+
+Flight controller: ArduPilot SITL when ``FLIGHTSEAL_SITL_BINARY`` is set, else the virtual FC
+(which runs the project's real Lua gate in lupa). Device key: a TPM 2.0 key in swtpm. Then:
+manufacturer keys 2-of-3 → root → device enrolled → gate installed over MAVLink → FC measured
+and the manifest signed for what was measured → agent running → arming **accepted** → an
+approved Lua script changed on the FC → arming **refused** → restored → a pinned parameter
+changed → arming **refused** → restored → an operator challenge verified offline → a tampered
+manifest → arming **refused**. Any step that does not behave ends the demo with exit code 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from agent.challenge import request_attestation
+from agent.gate_install import install_gate
+from agent.link import Link, LinkConfig
+from agent.steps import StepFailed, StepTable
+from agent.trustdir import TrustDir
+from attest import timeutil
+from attest.verify import VerificationResult, verify_attestation
+from hardware.quote_check import default_quote_checker
+from sim.rig import ArmResult, Gcs, Rig
+
+MISSION_SCRIPT = (b"-- mission helper approved by the manufacturer\n"
+                  b"local function update()\n  return update, 1000\nend\nreturn update, 1000\n")
+TAMPERED_SCRIPT = MISSION_SCRIPT + b"-- added after approval: sends telemetry elsewhere\n"
+TPM_HANDLE = 0x81010100
+
+
+@dataclass
+class Fc:
+    """The flight controller under test and where its files live on this host."""
+
+    kind: str
+    companion_url: str
+    gcs_url: str
+    scripts_dir: Path
+    arm_timeout: float  # SITL needs its EKF to settle before any arming is accepted
+
+
+@contextlib.contextmanager
+def _virtual_fc() -> Iterator[Fc]:
+    from sim.lua_host import LuaScriptingAuthority
+    from sim.vfc.config import VfcConfig
+    from sim.vfc.server import VirtualFC
+
+    image = b"".join(i.to_bytes(4, "little") for i in range(64 * 1024))  # stands in for the flashed image
+    with VirtualFC(VfcConfig(scripting=False, flash_image=image, scripts={"mission.lua": MISSION_SCRIPT}),
+                   authority=LuaScriptingAuthority()) as fc:
+        yield Fc("virtual FC (ArduCopter 4.7.0-dev behaviour, real Lua gate in lupa)", fc.url(1), fc.url(0),
+                 fc.scripts_dir, 10.0)
+
+
+@contextlib.contextmanager
+def _sitl() -> Iterator[Fc]:
+    from sim.sitl import Sitl, SitlConfig, free_instance
+
+    with Sitl(SitlConfig(instance=free_instance(), scripts={"mission.lua": MISSION_SCRIPT})) as sitl:
+        yield Fc(f"ArduPilot SITL ({sitl.binary})", sitl.url, f"tcp:127.0.0.1:{sitl.port(0)}", sitl.scripts_dir,
+                 100.0)
+
+
+def _arm_until(gcs: Gcs, *, accepted: bool, timeout: float, code: str = "") -> ArmResult:
+    """Try to arm until the FC answers as expected; disarm again after an accepted arm."""
+    deadline = time.monotonic() + timeout
+    last = ArmResult(False, None, "no answer")
+    while time.monotonic() < deadline:
+        last = gcs.arm()
+        if last.accepted:
+            gcs.disarm()
+            if accepted:
+                return last
+        elif not accepted and f"FlightSeal: {code}" in last.text:
+            return last
+        time.sleep(1.0)
+    raise StepFailed(f"expected arming {'accepted' if accepted else 'refused with ' + code}, got {last}")
+
+
+def run_demo(out: Path, *, use_sitl: bool | None = None) -> None:
+    from hardware.tpm import create_key
+    from sim.swtpm import Swtpm
+
+    out.mkdir(parents=True, exist_ok=True)
+    sitl = bool(os.environ.get("FLIGHTSEAL_SITL_BINARY")) if use_sitl is None else use_sitl
+    t = StepTable()
+    with contextlib.ExitStack() as stack:
+        tpm = t.run("start swtpm (TPM 2.0 emulator)", lambda: stack.enter_context(Swtpm()), lambda s: s.tcti)
+        signer = t.run("create device key in the TPM", lambda: create_key(tpm.key_uri(TPM_HANDLE)),
+                       lambda k: f"{k.public_key.keyid[:16]}… ({k.kind}, handle {TPM_HANDLE:#x})")
+        stack.callback(signer.close)
+        fc = t.run("start flight controller", lambda: stack.enter_context(_sitl() if sitl else _virtual_fc()),
+                   lambda f: f.kind)
+        rig = t.run("manufacturer keys 2-of-3, root, enroll device", lambda: Rig(out, fc.companion_url, fc.gcs_url,
+                                                                                 signer),
+                    lambda r: f"root {r.root_path}, device drone-001 ({signer.kind} key)")
+
+        def install() -> int:
+            with Link.open(LinkConfig(fc.companion_url, heartbeat_timeout=30.0)) as link:
+                return install_gate(link).version
+
+        t.run("install the Lua gate over MAVLink (upload, SCR_ENABLE, reboot)", install, lambda v: f"gate v{v}")
+        gcs = stack.enter_context(_closing(Gcs(fc.gcs_url)))
+        t.run("gate blocks arming (install check verdict, no agent yet)",
+              lambda: _arm_until(gcs, accepted=False, timeout=15, code=""), str)
+        measured = t.run("measure the FC (firmware, scripts, parameters, parts)", rig.measure_fc,
+                         lambda ms: f"{len(ms)} measurements")
+        t.run("sign manifest v1 for what was measured (keys 2 and 3)",
+              lambda: rig.sign_manifest(rig.baseline_manifest(measured)), lambda b: f"{len(b)} bytes")
+        t.run("start the agent", lambda: rig.start_agent(rig.config(tpm.key_uri(TPM_HANDLE))), lambda _: "")
+        stack.callback(rig.stop_agent)
+        t.run("agent verdict delivered to the gate", lambda: rig.wait_verdict(passed=True, timeout=60),
+              lambda d: "PASS")
+        t.run("arm: ACCEPTED", lambda: _arm_until(gcs, accepted=True, timeout=fc.arm_timeout), str)
+
+        mission = fc.scripts_dir / "mission.lua"
+        t.run("tamper: change approved scripts/mission.lua on the FC", lambda: mission.write_bytes(TAMPERED_SCRIPT),
+              lambda _: "")
+        t.run("arm: REFUSED", lambda: _refused(rig, gcs, "script-mismatch"), str)
+        t.run("restore the script", lambda: _restored(rig, lambda: mission.write_bytes(MISSION_SCRIPT)),
+              lambda _: "PASS")
+        t.run("tamper: set pinned parameter FS_THR_ENABLE=0 from the GCS",
+              lambda: gcs.set_param("FS_THR_ENABLE", 0), lambda _: "")
+        t.run("arm: REFUSED", lambda: _refused(rig, gcs, "param-mismatch"), str)
+        t.run("restore the parameter", lambda: _restored(rig, lambda: gcs.set_param("FS_THR_ENABLE", 1)),
+              lambda _: "PASS")
+
+        nonce = secrets.token_bytes(32)
+        data = t.run("operator challenge over MAVLink (fresh nonce)",
+                     lambda: request_attestation(gcs.conn, nonce, timeout=30), lambda d: f"{len(d)} bytes")
+        (out / "attestation.json").write_bytes(data)
+        result = t.run("verify offline at the ground station", lambda: _verify(rig, data, nonce), _describe)
+        (out / "verification.json").write_text(json.dumps({"passed": result.passed, "reasons": [
+            r.to_json() for r in result.reasons]}, indent=2))
+
+        t.run("tamper: approve an extra script in the manifest without re-signing",
+              lambda: _tamper_manifest(rig.manifest_path), lambda _: "signature broken")
+        t.run("arm: REFUSED", lambda: _refused(rig, gcs, "manifest-"), str)
+    click.echo(f"demo passed: {len(t.rows)} steps; attestation and files in {out}/")
+
+
+def _restored(rig: Rig, undo: Callable[[], object]) -> None:
+    undo()
+    rig.wait_verdict(passed=True, timeout=30)
+
+
+def _refused(rig: Rig, gcs: Gcs, code: str) -> ArmResult:
+    rig.wait_verdict(passed=False, code=None if code.endswith("-") else code, timeout=30)
+    return _arm_until(gcs, accepted=False, timeout=15, code=code)
+
+
+def _verify(rig: Rig, data: bytes, nonce: bytes) -> VerificationResult:
+    td = TrustDir(rig.trust_dir)
+    state = td.trusted_state()
+    result = verify_attestation(data, trust=state, devices=td.devices(state), manifest_bytes=td.manifest_bytes(),
+                                nonce=nonce, now=timeutil.now(), quote_checker=default_quote_checker())
+    if not result.passed:
+        raise StepFailed("; ".join(str(r) for r in result.reasons))
+    return result
+
+
+def _describe(r: VerificationResult) -> str:
+    p = r.predicate
+    quote = "TPM quote checked" if p is not None and p.quote is not None else "no quote"
+    return f"PASS ({r.device.key_kind if r.device else '?'} key, {quote}, {len(p.measurements) if p else 0} " \
+           "measurements)"
+
+
+def _tamper_manifest(path: Path) -> None:
+    doc = json.loads(path.read_text())
+    import base64
+
+    payload = json.loads(base64.b64decode(doc["payload"]))
+    payload["allow_unlisted_scripts"] = True
+    doc["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+    path.write_text(json.dumps(doc))
+
+
+@contextlib.contextmanager
+def _closing(g: Gcs) -> Iterator[Gcs]:
+    try:
+        yield g
+    finally:
+        g.close()
+
