@@ -27,6 +27,7 @@ DEFAULT_EXCLUSIONS: tuple[str, ...] = (
     "INS_ACC*_ID",  # sensor ids: reported as 0 until the sensors are probed
     "INS_GYR*_ID",
     "MIS_TOTAL",  # mission item count
+    "COMPASS_DEC",  # declination, set from the GPS position when COMPASS_AUTODEC=1 (seen in SITL)
 )
 
 
