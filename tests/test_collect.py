@@ -245,5 +245,23 @@ def test_measured_airframe_passes_its_manifest_and_fails_each_tampering_with_a_n
 
 
 def test_param_pck_content_matches_what_param_value_says(link: Link, fc: VirtualFC) -> None:
+    assert fc.wait_for(lambda: not fc.booting, 2)
     data = fc.files.param_pack(239)
     assert decode(data).values()["RTL_ALT"] == fc.get_param("RTL_ALT")
+
+
+def test_a_pass_right_after_a_reboot_waits_for_the_fc_to_finish_booting() -> None:
+    with VirtualFC(VfcConfig(standby_delay=1.0)) as vfc, Link.open(LinkConfig(vfc.url(1))) as lk:
+        before = by_component(measure(lk, QUICK))["fc.params"]
+        lk.reboot_fc(timeout=5)
+        hasty = measure(lk, replace(QUICK, boot_wait=0))
+        assert any(p.component == "fc" and "still booting" in p.detail for p in hasty.problems)
+        # param.pck did not add up while booting (its count was still growing): the hasty pass fell
+        # back to the PARAM protocol, whose result depends on when the count settles
+        assert by_component(hasty)["fc.params"].claims["method"] == "param-protocol"
+        lk.reboot_fc(timeout=5)
+        start = time.monotonic()
+        patient = measure(lk, QUICK)
+        assert time.monotonic() - start >= 0.7 and not any(p.component == "fc" for p in patient.problems)
+        assert by_component(patient)["fc.params"].claims["method"] == "param.pck"
+        assert by_component(patient)["fc.params"].digests == before.digests

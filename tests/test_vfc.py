@@ -30,6 +30,7 @@ def client(fc: VirtualFC) -> Iterator[RawClient]:
     c = RawClient(fc.ports[1])
     assert c.recv(["HEARTBEAT"], 3) is not None
     c.heartbeat()
+    assert fc.wait_for(lambda: not fc.booting, 2)  # as SITL, the parameter count settles once booted
     yield c
     c.close()
 
@@ -44,11 +45,27 @@ def test_nothing_is_sent_before_the_first_heartbeat() -> None:
         c.close()
 
 
-def test_heartbeat_says_quadrotor_ardupilot_booting_then_standby(fc: VirtualFC, client: RawClient) -> None:
-    boot = client.recv(["HEARTBEAT"], 2)
-    assert (boot.type, boot.autopilot) == (2, 3)
-    standby = client.recv(["HEARTBEAT"], 3, lambda m: m.system_status == 3)
-    assert standby is not None and standby.base_mode == 81 and standby.get_srcComponent() == 1
+def test_heartbeat_says_quadrotor_ardupilot_booting_then_standby() -> None:
+    with VirtualFC(VfcConfig(**FAST)) as vfc:
+        c = RawClient(vfc.ports[1])
+        boot = c.recv(["HEARTBEAT"], 2)
+        assert (boot.type, boot.autopilot, boot.base_mode, boot.system_status) == (2, 3, 89, 1)
+        standby = c.recv(["HEARTBEAT"], 3, lambda m: m.system_status == 3)
+        assert standby is not None and standby.base_mode == 81 and standby.get_srcComponent() == 1
+        c.close()
+
+
+def test_while_booting_the_parameter_count_leaves_out_scripting_as_sitl_did() -> None:
+    with VirtualFC(VfcConfig(standby_delay=0.5)) as vfc:
+        c = RawClient(vfc.ports[1])
+        c.recv(["HEARTBEAT"], 2)
+        c.send(c.mav.param_request_read_encode(1, 1, b"", 0))
+        early = c.recv(["PARAM_VALUE"], 2)
+        assert early.param_count == 1354 and vfc.booting
+        assert vfc.wait_for(lambda: not vfc.booting, 2)
+        c.send(c.mav.param_request_read_encode(1, 1, b"", 0))
+        assert c.recv(["PARAM_VALUE"], 2).param_count == 1368
+        c.close()
 
 
 def test_autopilot_version_follows_its_ack_with_the_sitl_fields(client: RawClient) -> None:
@@ -71,6 +88,7 @@ def test_unknown_message_request_fails_and_unknown_command_is_unsupported(client
 
 
 def test_param_list_sends_the_banner_then_every_parameter_in_index_order(client: RawClient) -> None:
+    client.collect(0.1)  # the boot texts
     client.send(client.mav.param_request_list_encode(1, 1))
     msgs = client.collect(1.0, ["STATUSTEXT", "PARAM_VALUE"])
     texts = [m.text for m in msgs if m.get_type() == "STATUSTEXT"]

@@ -35,6 +35,7 @@ class MeasureOptions:
 
     param_exclusions: tuple[str, ...] = paramdigest.DEFAULT_EXCLUSIONS
     pinned_params: tuple[str, ...] = ()
+    boot_wait: float = 20.0  # an FC still booting (parameter count still growing) is measured once it is up
     param_source: str = "auto"  # auto (param.pck, else PARAM protocol), ftp, mavlink
     param_timeout: float = 30.0
     max_param_bytes: int = 512 * 1024

@@ -36,10 +36,34 @@ def _timed(inv: Inventory, name: str, fn: Callable[[], T]) -> T:
         inv.timings[name] = round(time.monotonic() - start, 3)
 
 
+MAV_STATE_BOOT = 1
+
+
+def wait_booted(link: Link, timeout: float) -> bool:
+    """Wait (bounded) until the FC's heartbeat leaves MAV_STATE_BOOT.
+
+    Measured during boot, ArduPilot is in flux: right after a reboot SITL served a param.pck whose
+    header counted 1358 parameters while the scripting ones were still appearing (1368 a second
+    later), and calibration values are still 0. So a pass waits for the FC to be up.
+    """
+    deadline = time.monotonic() + timeout
+    tsys, tcomp = link.fc
+    while link.fc_heartbeat is None or link.fc_heartbeat.system_status == MAV_STATE_BOOT:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        # ask for a heartbeat rather than wait up to a second for the next 1 Hz one (SITL answers)
+        link.send(link.mav.command_long_encode(tsys, tcomp, 512, 0, 0.0, 0, 0, 0, 0, 0, 0))
+        link.recv(["HEARTBEAT"], min(remaining, 0.25), lambda m: (m.get_srcSystem(), m.get_srcComponent()) == link.fc)
+    return True
+
+
 def measure(link: Link, opts: MeasureOptions | None = None, cache: ImageCache | None = None,
             ftp_limits: FtpLimits | None = None) -> Inventory:
     opts = opts or MeasureOptions()
     inv = Inventory()
+    if not _timed(inv, "boot-wait", lambda: wait_booted(link, opts.boot_wait)):
+        inv.missing("fc", f"the FC was still booting after {opts.boot_wait:.0f} s; measured anyway")
     client = FtpClient(link, ftp_limits)
     ftp: FtpClient | None = client
     try:

@@ -41,9 +41,17 @@ def _claim_value(value: float) -> ClaimValue:
     return int(value) if value.is_integer() and abs(value) < 2**53 else value
 
 
-def from_param_pck(ftp: FtpClient, opts: MeasureOptions) -> dict[str, float]:
-    data = ftp.read_file(PCK_PATH, opts.max_param_bytes)
-    return {p.name: as_float32(p.value) for p in decode(data, MAX_PARAMS).params}
+def from_param_pck(ftp: FtpClient, opts: MeasureOptions, attempts: int = 2) -> dict[str, float]:
+    """Read and decode ``param.pck``; a file that does not add up is read once more (the parameter
+    count can still change while the FC starts scripting)."""
+    for _ in range(attempts - 1):
+        try:
+            return {p.name: as_float32(p.value) for p in decode(ftp.read_file(PCK_PATH, opts.max_param_bytes),
+                                                               MAX_PARAMS).params}
+        except ParamPackError:
+            ftp.link.recv(["NONE"], 0.5)
+    return {p.name: as_float32(p.value) for p in decode(ftp.read_file(PCK_PATH, opts.max_param_bytes),
+                                                       MAX_PARAMS).params}
 
 
 def from_param_protocol(link: Link, opts: MeasureOptions) -> dict[str, float]:
@@ -72,6 +80,10 @@ def from_param_protocol(link: Link, opts: MeasureOptions) -> dict[str, float]:
             if msg.param_index == NOTIFICATION_INDEX:
                 updates[name] = as_float32(msg.param_value)
                 continue
+            if count is not None and int(msg.param_count) != count:
+                by_index.clear()  # the FC's parameter set changed under us (still starting): begin again
+                count = None
+                link.send(link.mav.param_request_list_encode(tsys, tcomp))
             if count is None:
                 count = int(msg.param_count)
                 if count > MAX_PARAMS:

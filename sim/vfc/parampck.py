@@ -20,16 +20,18 @@ def pack_value(ap_type: int, value: float) -> bytes:
 
 
 def encode(params: Sequence[tuple[str, int, float]], read_size: int, *, total: int | None = None,
-           defaults: dict[str, float] | None = None) -> bytes:
+           announce: int | None = None, defaults: dict[str, float] | None = None) -> bytes:
     """Pack ``(name, ap_type, value)`` records in order, padded for ``read_size``-byte reads.
 
     ``defaults`` switches to the ``withdefaults=1`` form: a record carries its default when it
-    differs from the value.
+    differs from the value. ``announce`` puts another count in the header than there are records
+    (ArduPilot's cached count while parameters still appear at boot).
     """
     if read_size <= 0:
         raise ValueError("read size must be positive")
-    out = bytearray(HEADER.pack(MAGIC_WITH_DEFAULTS if defaults is not None else MAGIC, len(params),
-                                len(params) if total is None else total))
+    num = len(params) if announce is None else announce
+    out = bytearray(HEADER.pack(MAGIC_WITH_DEFAULTS if defaults is not None else MAGIC, num,
+                                num if total is None else total))
     last = ""
     for name, ap_type, value in params:
         if not 1 <= len(name) <= MAX_NAME:

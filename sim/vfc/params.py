@@ -95,8 +95,15 @@ class ParamTable:
         v = value + (0.01 if value >= 0 else -0.01)
         p.value = int(max(lo, min(hi, v)))
 
-    def pack(self, read_size: int) -> bytes:
-        return encode([(p.name, p.ap_type, p.value) for p in self.visible], read_size)
+    @property
+    def count_at_boot(self) -> int:
+        """The count ArduPilot announces while booting: scripting has not added its parameters yet
+        (SITL right after a reboot: header 1358, records 1368)."""
+        return len([p for p in self.visible if p.name not in self.scripting_only])
+
+    def pack(self, read_size: int, booting: bool = False) -> bytes:
+        announce = self.count_at_boot if booting else None
+        return encode([(p.name, p.ap_type, p.value) for p in self.visible], read_size, announce=announce)
 
 
 __all__ = ["AP_FLOAT", "AP_INT8", "AP_INT16", "AP_INT32", "Param", "ParamTable"]

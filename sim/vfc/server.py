@@ -12,7 +12,8 @@ vehicle: it accepts one client per port, parses what arrives, and sends what Ard
   unknown message ids, UNSUPPORTED for unknown commands, nothing for a command the arming
   authority blocked (Lua ``block_command``); arming asks the :class:`~sim.vfc.hooks.ArmingAuthority` and answers
   FAILED plus ``Arm: <reason>`` (severity 2), with ``PreArm: <reason>`` every pre-arm period;
-* the PARAM protocol and MAVLink FTP (:mod:`sim.vfc.ftp`);
+* the PARAM protocol and MAVLink FTP (:mod:`sim.vfc.ftp`); while booting, the announced
+  parameter count leaves out the scripting parameters, as SITL's cached count did after a reboot;
 * reboot: ACK, then 200 ms later every connection and port closes, the ports reopen, and the
   vehicle boots again with sequence numbers, heard channels and Lua state reset;
 * MAVLink2 signing: once a key is set, every channel but 0 silently drops unsigned packets;
@@ -90,7 +91,7 @@ class VirtualFC:
         self._own_root = self.config.root is None
         self.root = Path(tempfile.mkdtemp(prefix="flightseal-vfc-")) if self.config.root is None else self.config.root
         self.params = ParamTable({**self.config.params, "SCR_ENABLE": 1 if self.config.scripting else 0})
-        self.files = VehicleFiles(self.root, self._param_pack, lambda: len(self.params),
+        self.files = VehicleFiles(self.root, self._param_pack, self._param_count,
                                   flash_image=self.config.flash_image, romfs=dict(self.config.romfs),
                                   uarts_text=self._uarts_text)
         self.ftp = FtpServer(self.files, time.monotonic, self.config.ftp_link_bps)
@@ -640,7 +641,7 @@ class VirtualFC:
         p = self.params.at(index)
         if p is None:
             return
-        msg = mavlink.MAVLink_param_value_message(p.name.encode(), p.as_float(), p.mav_type, len(self.params),
+        msg = mavlink.MAVLink_param_value_message(p.name.encode(), p.as_float(), p.mav_type, self._param_count(),
                                                   reply_index & 0xFFFF)
         self._send(ch, msg)
 
@@ -656,7 +657,7 @@ class VirtualFC:
         p = self.params.get(name)
         if p is None:
             return
-        msg = mavlink.MAVLink_param_value_message(p.name.encode(), p.as_float(), p.mav_type, len(self.params),
+        msg = mavlink.MAVLink_param_value_message(p.name.encode(), p.as_float(), p.mav_type, self._param_count(),
                                                   0xFFFF)
         for ch in self._channels:
             if ch.index in self._heard:
@@ -664,7 +665,10 @@ class VirtualFC:
 
     def _param_pack(self, read_size: int) -> bytes:
         with self._lock:
-            return self.params.pack(read_size)
+            return self.params.pack(read_size, booting=self.booting)
+
+    def _param_count(self) -> int:
+        return self.params.count_at_boot if self.booting else len(self.params)
 
     def _uarts_text(self) -> bytes:
         lines = ["UARTV1"]
