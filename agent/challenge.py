@@ -26,6 +26,7 @@ from agent import challenge_wire as wire
 from attest.errors import FlightSealError, FormatError
 
 MIN_CHALLENGE_INTERVAL_S = 1.0
+CHALLENGE_RETRY_S = 1.5  # MAVLink links lose packets: repeat the challenge until an offer arrives
 
 
 class ChallengeError(FlightSealError):
@@ -57,6 +58,7 @@ class Responder:
     outbox: deque[tuple[int, int, wire.Packet]] = field(default_factory=deque)
     _last_challenge: float = -1e9
     _chunks: dict[int, list[bytes]] = field(default_factory=dict)
+    _offer: wire.Packet | None = None
 
     def handle(self, src_system: int, src_component: int, payload: bytes) -> None:
         try:
@@ -77,6 +79,12 @@ class Responder:
 
     def _challenge(self, src_system: int, src_component: int, packet: wire.Packet) -> None:
         now = self.clock()
+        if packet.session in self._chunks and self._offer is not None:
+            # the same challenge again (our answer or the challenge was lost): answer again, same bytes
+            self.outbox.append((src_system, src_component, self._offer))
+            for i, data in enumerate(self._chunks[packet.session]):
+                self.outbox.append((src_system, src_component, wire.chunk(packet.session, i, data)))
+            return
         if now - self._last_challenge < MIN_CHALLENGE_INTERVAL_S:
             self.outbox.append((src_system, src_component, wire.error(packet.session, "busy: retry in 1 s")))
             return
@@ -92,8 +100,8 @@ class Responder:
             return
         chunks = wire.split(blob)
         self._chunks = {packet.session: chunks}  # one session kept for resends
-        self.outbox.append((src_system, src_component,
-                            wire.offer(packet.session, len(blob), len(chunks), hashlib.sha256(blob).digest())))
+        self._offer = wire.offer(packet.session, len(blob), len(chunks), hashlib.sha256(blob).digest())
+        self.outbox.append((src_system, src_component, self._offer))
         for i, data in enumerate(chunks):
             self.outbox.append((src_system, src_component, wire.chunk(packet.session, i, data)))
 
@@ -111,7 +119,9 @@ def request_attestation(conn: Any, nonce: bytes, *, target_system: int = 1, targ
                         timeout: float = 30.0, resend_rounds: int = 5) -> bytes:
     """Challenge the agent through ``conn`` and return the attestation envelope bytes."""
     session = random.randrange(1, 2**32)
-    send_tunnel(conn, target_system, target_component, wire.challenge(session, nonce))
+    challenge = wire.challenge(session, nonce)
+    send_tunnel(conn, target_system, target_component, challenge)
+    next_challenge = time.monotonic() + CHALLENGE_RETRY_S
     deadline = time.monotonic() + timeout
     offer: tuple[int, int, bytes] | None = None
     chunks: dict[int, bytes] = {}
@@ -123,7 +133,10 @@ def request_attestation(conn: Any, nonce: bytes, *, target_system: int = 1, targ
                 raise ChallengeError(f"no answer from the agent ({target_system}/{target_component}) within "
                                      f"{timeout:.0f} s: is flightseal agent running and the link routed?")
             raise ChallengeError(f"transfer incomplete: {len(chunks)} of {offer[1]} chunks after {rounds} resends")
-        msg = conn.recv_match(type="TUNNEL", blocking=True, timeout=min(remaining, 1.0))
+        if offer is None and time.monotonic() >= next_challenge:
+            send_tunnel(conn, target_system, target_component, challenge)  # lost on the way: same session
+            next_challenge = time.monotonic() + CHALLENGE_RETRY_S
+        msg = conn.recv_match(type="TUNNEL", blocking=True, timeout=min(remaining, 0.5))
         if msg is None:
             if offer is not None and len(chunks) < offer[1] and rounds < resend_rounds:
                 missing = [i for i in range(offer[1]) if i not in chunks]

@@ -29,7 +29,9 @@ def free_port() -> int:
 class AgentPeer:
     """The agent's side: a real pymavlink endpoint running the Responder in a bounded thread."""
 
-    def __init__(self, attest: Any, drop: set[int] | None = None, corrupt: bool = False) -> None:
+    def __init__(self, attest: Any, drop: set[int] | None = None, corrupt: bool = False,
+                 ignore_challenges: int = 0) -> None:
+        self.ignore_challenges = ignore_challenges
         self.port = free_port()
         self.conn = mavutil.mavlink_connection(f"tcpin:127.0.0.1:{self.port}", source_system=1,
                                                source_component=191)
@@ -44,6 +46,9 @@ class AgentPeer:
         while not self.stop.is_set() and time.monotonic() < deadline:
             msg = self.conn.recv_match(type="TUNNEL", blocking=True, timeout=0.05)
             if msg is not None and (payload := tunnel_payload(msg, 1, 191)) is not None:
+                if payload[0] == wire.Op.CHALLENGE and self.ignore_challenges > 0:
+                    self.ignore_challenges -= 1  # lost on the radio
+                    continue
                 self.responder.handle(msg.get_srcSystem(), msg.get_srcComponent(), payload)
             while self.responder.outbox:
                 system, component, packet = self.responder.outbox.popleft()
@@ -122,8 +127,8 @@ def test_challenge_flood_is_rate_limited() -> None:
     calls: list[bytes] = []
     now = [100.0]
     r = Responder(lambda n: calls.append(n) or b"x", clock=lambda: now[0])
-    for _ in range(5):
-        r.handle(255, 190, wire.challenge(1, bytes(32)).encode())
+    for session in range(1, 6):
+        r.handle(255, 190, wire.challenge(session, bytes(32)).encode())
     assert len(calls) == 1
     assert any(p.op is wire.Op.ERROR for _, _, p in r.outbox)
 
@@ -136,3 +141,23 @@ def test_malformed_packets_are_ignored(payload: bytes) -> None:
     r.handle(255, 190, payload)
     assert not calls
     assert all(p.op is wire.Op.ERROR for _, _, p in r.outbox)
+
+
+def test_repeated_challenge_is_answered_again_without_signing_twice() -> None:
+    calls: list[bytes] = []
+    now = [100.0]
+    r = Responder(lambda n: calls.append(n) or b"x" * 500, clock=lambda: now[0])
+    packet = wire.challenge(7, bytes(32)).encode()
+    r.handle(255, 190, packet)
+    first = [p for _, _, p in r.outbox]
+    r.outbox.clear()
+    now[0] += 0.2
+    r.handle(255, 190, packet)
+    assert len(calls) == 1
+    assert [p for _, _, p in r.outbox] == first
+
+
+def test_lost_challenge_is_repeated_by_the_client(operator_for: Any) -> None:
+    op = operator_for(fake_attestation, ignore_challenges=1)
+    got = request_attestation(op, secrets.token_bytes(32), timeout=10)
+    assert len(got) > 3000
