@@ -181,3 +181,13 @@ def test_operator_challenge_through_the_fc_verifies_offline(world: World) -> Non
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["verify", str(att), "--trust", str(world.rig.trust_dir), "--nonce", nonce.hex()])
     assert r.exit_code == 1 and "software-key" in r.output
+
+
+def test_arming_check_zero_bypasses_the_gate_as_on_ardupilot_and_the_agent_reports_it(world: World) -> None:
+    """A known limit (ADR 0005): ArduCopter skips Lua aux auth when ARMING_CHECK=0. The manifest pins
+    ARMING_CHECK, so the agent's verdict and every attestation show the change at once."""
+    world.rig.start_agent()
+    world.rig.wait_verdict(passed=True)
+    world.fc.set_param("ARMING_CHECK", 0)
+    world.rig.wait_verdict(passed=False, code="param-mismatch")
+    assert world.gcs.arm().accepted, "ArduPilot's behaviour: with ARMING_CHECK=0 no Lua check runs"

@@ -614,7 +614,9 @@ class VirtualFC:
         if self.armed:
             self._ack(ch, msg, MAV_RESULT_ACCEPTED)
             return
-        if int(msg.param2) not in FORCE_ARM_MAGIC:  # forced: ArduPilot runs only its mandatory checks
+        checks_off = self.params.get("ARMING_CHECK") is not None and self.get_param("ARMING_CHECK") == 0
+        # forced, or ARMING_CHECK=0: ArduCopter runs only its mandatory checks, which skip Lua aux auth
+        if int(msg.param2) not in FORCE_ARM_MAGIC and not checks_off:
             ok, reason = self.authority.arming_check()
             if not ok:
                 self._ack(ch, msg, MAV_RESULT_FAILED)
