@@ -18,7 +18,7 @@ from agent.trustdir import TrustDir
 from attest import jsonio, timeutil
 from attest.errors import FormatError
 from attest.limits import LIMITS
-from attest.models import Measurement
+from attest.models import Measurement, Reason
 from attest.trust import VerifiedManifest
 from attest.verify import VerifierPolicy, verify_attestation
 from hardware.uri import load_signer
@@ -124,6 +124,7 @@ def attest(measurements_path: Path | None, url: str | None, manifest_path: Path,
         raise click.UsageError("give exactly one of --measurements FILE and --mavlink URL")
     nonce_bytes = parse_nonce(nonce_hex)
     measurements = _read_measurements(measurements_path) if measurements_path is not None else []
+    problems: list[Reason] = []
     trust = TrustedState(read_bounded(root_path, "root", LIMITS.max_root_bytes))
     now = timeutil.now()
     manifest = check_manifest(trust, read_bounded(manifest_path, "manifest", LIMITS.max_manifest_bytes), now)
@@ -133,9 +134,14 @@ def attest(measurements_path: Path | None, url: str | None, manifest_path: Path,
         for p in inv.problems:
             click.echo(f"MISSING {p.component}: {p.detail}", err=True)
         measurements = inv.measurements
+        problems = inv.problems
         now = timeutil.now()
-    sealed = seal_measurements(measurements, manifest, load_signer(key), device_id=device_id, airframe=airframe,
-                               nonce=nonce_bytes, now=now)
+    from hardware.uri import quoter_for
+
+    signer = load_signer(key)
+    sealed = seal_measurements(measurements, manifest, signer, device_id=device_id, airframe=airframe,
+                               nonce=nonce_bytes, now=now, quoter=quoter_for(signer, measurements),
+                               problems=problems)
     write_atomic(out, sealed.envelope.to_bytes())
     verdict = sealed.verdict
     click.echo(f"wrote attestation to {out}: verdict {'PASS' if verdict.passed else 'FAIL'}")

@@ -233,3 +233,28 @@ def test_tpm_predicate_with_quote_matches_published_schema(rig: Rig) -> None:
     from tests.test_schemas import schema
 
     jsonschema.validate(rig.seal().predicate.to_json(), schema("predicate.schema.json"))
+
+
+def test_flightseal_attest_with_a_tpm_key_carries_a_quote_that_verifies(rig: Rig, tpm_uri: str, tmp_path: Path) -> None:
+    from tests.test_cli_core import write_measurements
+
+    world = rig.world
+    (tmp_path / "root.json").write_bytes(world.root_bytes())
+    (tmp_path / "manifest.json").write_bytes(rig.manifest)
+    write_measurements(tmp_path / "meas.json", "0" * 64, arming_check=1)
+    rig.signer.close()
+    out = tmp_path / "att.json"
+    r = CliRunner().invoke(main, ["attest", "--measurements", str(tmp_path / "meas.json"), "--manifest",
+                                  str(tmp_path / "manifest.json"), "--root", str(tmp_path / "root.json"), "--key",
+                                  tpm_uri, "--device-id", "drone-001", "--airframe", "FS-Quad-1", "--nonce",
+                                  NONCE.hex(), "-o", str(out)])
+    assert r.exit_code == 1, r.output  # the measurements are not the approved ones: a failing verdict, sealed
+    doc = json.loads(out.read_bytes())
+    import base64
+
+    predicate = json.loads(base64.b64decode(doc["payload"]))["predicate"]
+    assert predicate["quote"]["format"] == "flightseal/tpm2-quote/v1"
+    assert predicate["key_kind"] == "tpm"
+    reasons = {c.value for c in codes(rig.verify(out.read_bytes()))}
+    assert not {c for c in reasons if c.startswith("quote")}, reasons
+    assert "script-unknown" in reasons or "firmware-mismatch" in reasons
