@@ -1,0 +1,96 @@
+"""The agent and the gate against real ArduPilot SITL: the same scenarios as on the virtual FC."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hardware.software import SoftwareSigner
+from sim.rig import Gcs, Rig, gate_scripts
+
+pytestmark = [
+    pytest.mark.sitl,
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.environ.get("FLIGHTSEAL_SITL_BINARY"),
+                       reason="FLIGHTSEAL_SITL_BINARY is not set (path of an ArduCopter SITL binary)"),
+]
+
+
+def test_demo_runs_green_on_sitl(tmp_path: Path) -> None:
+    """Accepted; tampered script, pinned parameter and manifest refused; challenge verified offline."""
+    from sim.demo import run_demo
+
+    run_demo(tmp_path / "demo", use_sitl=True)
+
+
+@pytest.fixture
+def sitl_world(tmp_path: Path) -> Iterator[tuple[Rig, Gcs]]:
+    from sim.sitl import Sitl, SitlConfig, free_instance
+
+    with Sitl(SitlConfig(instance=free_instance(), scripting=True, scripts=gate_scripts())) as sitl:
+        rig = Rig(tmp_path, sitl.url, f"tcp:127.0.0.1:{sitl.port(0)}", SoftwareSigner.generate())
+        rig.sign_manifest(rig.baseline_manifest(rig.measure_fc()))
+        gcs = Gcs(rig.gcs_url)
+        try:
+            yield rig, gcs
+        finally:
+            gcs.close()
+            rig.stop_agent()
+
+
+def arm_until_accepted(gcs: Gcs, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gcs.arm().accepted:
+            return
+        time.sleep(1.0)
+    raise AssertionError("SITL never accepted arming")
+
+
+def test_forged_pass_on_serial0_is_ignored_and_a_fail_never_disarms_on_sitl(sitl_world: tuple[Rig, Gcs]) -> None:
+    from pymavlink import mavutil
+
+    from agent.gate import Sequence, encode_verdict
+    from attest.models import Verdict
+
+    rig, gcs = sitl_world
+    forger = mavutil.mavlink_connection(rig.gcs_url, source_system=1, source_component=191)
+    try:
+        forger.wait_heartbeat(timeout=10)
+        for i in range(3):
+            forger.mav.send(encode_verdict(Verdict(passed=True), Sequence(2**30, i + 1)))
+            time.sleep(0.2)
+    finally:
+        forger.close()
+    refused = gcs.arm()
+    assert not refused.accepted and "FlightSeal: waiting" in refused.text, refused
+
+    rig.start_agent()
+    rig.wait_verdict(passed=True, timeout=60)
+    arm_until_accepted(gcs)
+    gcs.set_param("FS_THR_ENABLE", 0)
+    rig.wait_verdict(passed=False, code="param-mismatch", timeout=30)
+    time.sleep(1.0)
+    gcs.conn.mav.heartbeat_send(6, 8, 0, 0, 4)
+    hb = gcs.conn.recv_match(type="HEARTBEAT", blocking=True, timeout=3,
+                             condition="HEARTBEAT.get_srcComponent()==1")
+    assert hb is not None and hb.base_mode & 128, "a fail verdict must not disarm a flying vehicle"
+    assert gcs.disarm().accepted
+    again = gcs.arm()
+    assert not again.accepted and "FlightSeal: param-mismatch" in again.text, again
+
+
+def test_stopped_agent_lapses_to_blocked_on_sitl(sitl_world: tuple[Rig, Gcs]) -> None:
+    rig, gcs = sitl_world
+    rig.start_agent()
+    rig.wait_verdict(passed=True, timeout=60)
+    arm_until_accepted(gcs)
+    assert gcs.disarm().accepted
+    rig.stop_agent()
+    time.sleep(3.5)
+    r = gcs.arm()
+    assert not r.accepted and "FlightSeal: verdict lapsed" in r.text, r
