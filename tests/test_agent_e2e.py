@@ -10,7 +10,7 @@ import pytest
 from hardware.software import SoftwareSigner
 from sim.lua_host import LuaScriptingAuthority
 from sim.rig import Gcs, Rig, gate_scripts
-from sim.vfc.config import VfcConfig
+from sim.vfc.config import BusComponent, FirmwareInfo, VfcConfig
 from sim.vfc.server import VirtualFC
 
 IMAGE = b"\x00\x10\x00\x20 virtual FC firmware image " * 2048
@@ -23,18 +23,27 @@ class World:
     gcs: Gcs
 
 
+CAMERA = BusComponent(1, 100, 30, version=FirmwareInfo(git_hash="c0ffee00", vendor_id=0x1234, product_id=7,
+                                                           uid=0x1122334455))
+
+
+def make_world(tmp_path, parts=None, components=()) -> World:  # type: ignore[no-untyped-def]
+    fc = VirtualFC(VfcConfig(scripts=gate_scripts(), flash_image=IMAGE, prearm_period=1.0, components=components),
+                   authority=LuaScriptingAuthority()).start()
+    rig = Rig(tmp_path, fc.url(1), fc.url(0), SoftwareSigner.generate(), parts=dict(parts or {}))
+    rig.sign_manifest(rig.baseline_manifest(rig.measure_fc()))
+    return World(rig, fc, Gcs(fc.url(0)))
+
+
 @pytest.fixture
 def world(tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
-    fc = VirtualFC(VfcConfig(scripts=gate_scripts(), flash_image=IMAGE), authority=LuaScriptingAuthority()).start()
-    rig = Rig(tmp_path, fc.url(1), fc.url(0), SoftwareSigner.generate())
-    rig.sign_manifest(rig.baseline_manifest(rig.measure_fc()))
-    g = Gcs(fc.url(0))
+    w = make_world(tmp_path)
     try:
-        yield World(rig, fc, g)
+        yield w
     finally:
-        g.close()
-        rig.stop_agent()
-        fc.stop()
+        w.gcs.close()
+        w.rig.stop_agent()
+        w.fc.stop()
 
 
 def test_approved_airframe_arms(world: World) -> None:
@@ -49,7 +58,10 @@ def refused_with(world: World, code: str) -> None:
     world.rig.wait_verdict(passed=False, code=code)
     result = world.gcs.arm()
     assert not result.accepted, result
-    assert f"FlightSeal: {code}"[:42] in result.text, result
+    text = f"FlightSeal: {code}"[:42]
+    assert text in result.text, result
+    assert world.fc.wait_for(lambda: any(t == f"PreArm: {text}" for _, t in world.fc.texts), 3.0), \
+        "the pilot sees the reason in the periodic PreArm text"
 
 
 def test_tampered_lua_script_refuses_arming(world: World) -> None:
@@ -191,3 +203,67 @@ def test_arming_check_zero_bypasses_the_gate_as_on_ardupilot_and_the_agent_repor
     world.fc.set_param("ARMING_CHECK", 0)
     world.rig.wait_verdict(passed=False, code="param-mismatch")
     assert world.gcs.arm().accepted, "ArduPilot's behaviour: with ARMING_CHECK=0 no Lua check runs"
+
+
+@pytest.fixture
+def camera_world(tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    from attest.baseline import PartInfo
+
+    origin = {"unknown": None, "denied": "XX"}
+    w: World | None = None
+
+    def build(kind: str) -> World:
+        nonlocal w
+        parts = {} if origin[kind] is None else {"mavlink:1/100": PartInfo("gimbal camera", "Acme", "AC-1",
+                                                                           str(origin[kind]))}
+        w = make_world(tmp_path, parts=parts, components=(CAMERA,))
+        return w
+
+    yield build  # type: ignore[misc]
+    if w is not None:
+        w.gcs.close()
+        w.rig.stop_agent()
+        w.fc.stop()
+
+
+def test_unapproved_camera_on_the_bus_refuses_arming(camera_world) -> None:  # type: ignore[no-untyped-def]
+    w = camera_world("unknown")
+    w.rig.start_agent()
+    refused_with(w, "component-unknown")
+
+
+def test_part_from_a_denied_origin_refuses_arming(camera_world) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    w = camera_world("denied")
+    m = w.rig.baseline_manifest(w.rig.measure_fc())
+    w.rig.sign_manifest(replace(m, deny_origins=("XX",)))
+    w.rig.start_agent()
+    refused_with(w, "component-denied-origin")
+
+
+def test_replayed_earlier_pass_on_the_agent_link_is_ignored(world: World) -> None:
+    import time
+
+    from pymavlink import mavutil
+
+    from agent.gate import Sequence, encode_verdict
+    from attest.models import Verdict
+
+    world.rig.start_agent()
+    world.rig.wait_verdict(passed=True)
+    assert world.rig.daemon is not None
+    epoch = world.rig.daemon.sequence.epoch
+    world.rig.stop_agent()
+    time.sleep(3.5)  # the pass lapses
+    # someone on the agent's own link replays a pass the gate already took (same epoch, counter 1)
+    replayer = mavutil.mavlink_connection(world.rig.fc_url, source_system=1, source_component=191)
+    try:
+        replayer.wait_heartbeat(timeout=5)
+        replayer.mav.send(encode_verdict(Verdict(passed=True), Sequence(epoch, 1)))
+        ack = replayer.recv_match(type="COMMAND_ACK", blocking=True, timeout=2)
+        assert ack is not None and ack.result == 2, ack  # MAV_RESULT_DENIED: not newer than taken
+    finally:
+        replayer.close()
+    result = world.gcs.arm()
+    assert not result.accepted and "lapsed" in result.text, result
