@@ -3,7 +3,7 @@
 Why not ``pymavlink.mavftp.MAVFTP``: measured against the virtual FC and the SITL captures, it
 completes a failed operation only by idle detection (3.7 s per missing file or CalcFileCRC32),
 does not return the CRC it asked for, and aborts 239-byte bursts on a paced 921,600-baud link
-because a 500-packet burst outlasts its idle timer. See docs/adr/0005-own-mavlink-ftp-client.md.
+because a 500-packet burst outlasts its idle timer. See docs/adr/0006-own-mavlink-ftp-client.md.
 
 What this client guarantees:
 
