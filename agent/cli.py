@@ -57,19 +57,9 @@ def _register() -> None:
         cli_verify,
     )
 
-    for module in (
-        cli_agent,
-        cli_audit,
-        cli_bootloader,
-        cli_challenge,
-        cli_demo,
-        cli_gate,
-        cli_keys,
-        cli_manifest,
-        cli_measure,
-        cli_trust,
-        cli_verify,
-    ):
+    modules = (cli_agent, cli_audit, cli_bootloader, cli_challenge, cli_demo, cli_gate, cli_keys, cli_manifest,
+               cli_measure, cli_trust, cli_verify)
+    for module in modules:
         module.register(main)
 
 

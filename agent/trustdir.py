@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.files import read_bounded, write_atomic
+from agent.manifest_state import ManifestState
 from attest.enrollment import DeviceRecord
 from attest.errors import FlightSealError, FormatError
 from attest.limits import LIMITS
@@ -67,19 +68,10 @@ class TrustDir:
         return read_bounded(override or self.manifest_path, "manifest", LIMITS.max_manifest_bytes)
 
     def highest_manifest(self) -> tuple[int, str | None]:
-        if not self.state_path.exists():
-            return 0, None
-        try:
-            data = json.loads(read_bounded(self.state_path, "state", 4096))
-            return int(data["manifest_version"]), str(data["manifest_sha256"])
-        except (ValueError, KeyError, TypeError):
-            raise FormatError(f"state {self.state_path}", "is corrupt; restore it from a backup") from None
+        return ManifestState(self.state_path).load()
 
     def record_manifest(self, version: int, digest: str) -> None:
-        current, _ = self.highest_manifest()
-        if version > current:
-            body = json.dumps({"manifest_version": version, "manifest_sha256": digest}).encode()
-            write_atomic(self.state_path, body)
+        ManifestState(self.state_path).record(version, digest)
 
     @property
     def clocks_path(self) -> Path:

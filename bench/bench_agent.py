@@ -77,25 +77,6 @@ class AgentProcess:
             self.proc.kill()
 
 
-def write_config(rig: Rig, key: Path, state: Path) -> Path:
-    path = rig.workdir / "agent.toml"
-    path.write_text(f"""
-[mavlink]
-url = "{rig.fc_url}"
-[device]
-id = "drone-001"
-airframe = "FS-Quad-1"
-key = "file:{key}"
-[trust]
-root = "{rig.root_path}"
-manifest = "{rig.manifest_path}"
-state_dir = "{state}"
-[audit]
-path = "{state / 'audit.log'}"
-""")
-    return path
-
-
 @contextlib.contextmanager
 def fc(sitl: bool) -> Iterator[tuple[str, str, object]]:
     if sitl:
@@ -154,7 +135,7 @@ def main() -> None:
                 state = work / "state"
                 shutil.rmtree(state, ignore_errors=True)  # cold: no image cache, no saved state
                 for bucket in (cold, warm):
-                    agent = AgentProcess(write_config(rig, key, state))
+                    agent = AgentProcess(rig.write_config_file(f"file:{key}", state))
                     try:
                         bucket.append(agent.wait_for("deliver → watch", agent.started) - agent.started)
                         if bucket is warm:

@@ -110,6 +110,26 @@ class Rig:
             audit=AuditConfig(str(self.workdir / "state" / "audit.log")),
         )
 
+    def write_config_file(self, key_uri: str, state_dir: Path | None = None) -> Path:
+        """An agent.toml for ``flightseal agent run`` (a separate process) against this rig."""
+        state = state_dir or self.workdir / "state"
+        path = self.workdir / "agent.toml"
+        path.write_text(f"""
+[mavlink]
+url = "{self.fc_url}"
+[device]
+id = "{DEVICE_ID}"
+airframe = "{AIRFRAME}"
+key = "{key_uri}"
+[trust]
+root = "{self.root_path}"
+manifest = "{self.manifest_path}"
+state_dir = "{state}"
+[audit]
+path = "{state / 'audit.log'}"
+""")
+        return path
+
     # ---- manifest
     def measure_fc(self, opts: MeasureOptions | None = None) -> list[Measurement]:
         pinned = MeasureOptions(pinned_params=PINNED)

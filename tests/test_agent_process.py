@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from hardware.software import SoftwareSigner, write_private_key
 from sim.lua_host import LuaScriptingAuthority
@@ -15,25 +18,6 @@ from sim.vfc.config import VfcConfig
 from sim.vfc.server import VirtualFC
 
 IMAGE = b"process test image " * 1000
-
-
-def write_config(rig: Rig, key: Path) -> Path:
-    cfg = rig.workdir / "agent.toml"
-    cfg.write_text(f"""
-[mavlink]
-url = "{rig.fc_url}"
-[device]
-id = "drone-001"
-airframe = "FS-Quad-1"
-key = "file:{key}"
-[trust]
-root = "{rig.root_path}"
-manifest = "{rig.manifest_path}"
-state_dir = "{rig.workdir / 'state'}"
-[audit]
-path = "{rig.workdir / 'state' / 'audit.log'}"
-""")
-    return cfg
 
 
 def arm_until(g: Gcs, accepted: bool, timeout: float) -> str:
@@ -50,16 +34,27 @@ def arm_until(g: Gcs, accepted: bool, timeout: float) -> str:
     raise AssertionError(f"arming never became {'accepted' if accepted else 'refused'}: last {last}")
 
 
-def test_killed_agent_process_lets_the_gate_lapse(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def agent_process(tmp_path: Path, **popen: Any) -> Iterator[tuple[VirtualFC, subprocess.Popen[Any]]]:
+    """A virtual FC with the gate, an approved manifest, and `flightseal agent run` as a child process."""
     key = tmp_path / "device.pem"
     signer = SoftwareSigner.generate()
     write_private_key(key, signer)
     with VirtualFC(VfcConfig(scripts=gate_scripts(), flash_image=IMAGE), authority=LuaScriptingAuthority()) as fc:
         rig = Rig(tmp_path, fc.url(1), fc.url(0), signer)
         rig.sign_manifest(rig.baseline_manifest(rig.measure_fc()))
-        cmd = [sys.executable, "-m", "agent", "agent", "run", "--config", str(write_config(rig, key))]
-        proc = subprocess.Popen(cmd,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        cmd = [sys.executable, "-m", "agent", "agent", "run", "--config", str(rig.write_config_file(f"file:{key}"))]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+        try:
+            yield fc, proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_killed_agent_process_lets_the_gate_lapse(tmp_path: Path) -> None:
+    with agent_process(tmp_path) as (fc, proc):
         g = Gcs(fc.url(0))
         try:
             arm_until(g, True, 20)
@@ -71,21 +66,10 @@ def test_killed_agent_process_lets_the_gate_lapse(tmp_path: Path) -> None:
             assert time.monotonic() - killed_at < 4.5, "the pass must lapse within the gate's lapse time"
         finally:
             g.close()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
 
 
 def test_agent_process_stops_cleanly_on_sigterm_and_logs_transitions(tmp_path: Path) -> None:
-    key = tmp_path / "device.pem"
-    signer = SoftwareSigner.generate()
-    write_private_key(key, signer)
-    with VirtualFC(VfcConfig(scripts=gate_scripts(), flash_image=IMAGE), authority=LuaScriptingAuthority()) as fc:
-        rig = Rig(tmp_path, fc.url(1), fc.url(0), signer)
-        rig.sign_manifest(rig.baseline_manifest(rig.measure_fc()))
-        cmd = [sys.executable, "-m", "agent", "agent", "run", "--config", str(write_config(rig, key))]
-        proc = subprocess.Popen(cmd,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with agent_process(tmp_path, text=True) as (fc, proc):
         g = Gcs(fc.url(0))
         try:
             arm_until(g, True, 20)

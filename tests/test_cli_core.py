@@ -175,7 +175,7 @@ def test_verifier_remembers_manifest_version_and_refuses_rollback(project: Path)
     attest(nonce)
     run("verify", "att.json", "--trust", "trust", "--nonce", nonce, "--allow-software-keys")
     state = json.loads((project / "trust" / "state.json").read_text())
-    assert state["manifest_version"] == 1
-    (project / "trust" / "state.json").write_text(json.dumps({"manifest_version": 2, "manifest_sha256": "x"}))
+    assert state["version"] == 1
+    (project / "trust" / "state.json").write_text(json.dumps({"version": 2, "sha256": "x"}))
     r = run("verify", "att.json", "--trust", "trust", "--nonce", nonce, "--allow-software-keys", ok=1)
     assert "manifest-rollback" in r.output
