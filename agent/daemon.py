@@ -201,7 +201,8 @@ class Daemon:
     def _seal_and_deliver(self, why: str) -> None:
         assert self._inventory is not None
         self._enter(State.APPRAISE)
-        manifest = self._manifest if self._manifest is not None else self._load_manifest()
+        if self._manifest is None:
+            self._load_manifest()
         self._enter(State.SEAL)
         sealed = self._seal(secrets.token_bytes(32))
         self.status.passes += 1
@@ -210,8 +211,6 @@ class Daemon:
         self.audit.append("attestation", {"why": why, "envelope_sha256": hashlib.sha256(
             sealed.envelope.to_bytes()).hexdigest(), "verdict": sealed.verdict.to_json(),
             "manifest_version": sealed.predicate.manifest.version if sealed.predicate.manifest else None})
-        if isinstance(manifest, VerifiedManifest) and sealed.verdict.passed:
-            self.manifest_state.record(manifest.manifest.version, manifest.digest)
         verdict = sealed.verdict
         log.info("verdict %s%s", "PASS" if verdict.passed else "FAIL",
                  "" if verdict.passed else ": " + "; ".join(str(r) for r in verdict.reasons))
@@ -267,6 +266,9 @@ class Daemon:
             data = read_bounded(path, "manifest", LIMITS.max_manifest_bytes)
             highest, digest = self.manifest_state.load()
             self._manifest = check_manifest(self.trust, data, timeutil.now(), highest, digest)
+            if isinstance(self._manifest, VerifiedManifest):
+                # trusted from now on, whatever the airframe's verdict: an older one is a rollback
+                self.manifest_state.record(self._manifest.manifest.version, self._manifest.digest)
         except (OSError, FlightSealError) as exc:
             self._manifest = exc if isinstance(exc, FlightSealError) else FlightSealError(
                 f"manifest {path}: {exc.strerror or exc}")
@@ -280,6 +282,8 @@ class Daemon:
             current = None
         if current != self._manifest_stat:
             self._dirty = "manifest file changed"
+        elif isinstance(self._manifest, VerifiedManifest) and timeutil.now() >= self._manifest.manifest.expires:
+            self._dirty = "manifest expired"
 
     def _options(self, manifest: VerifiedManifest | FlightSealError) -> MeasureOptions:
         if isinstance(manifest, VerifiedManifest):

@@ -267,3 +267,28 @@ def test_replayed_earlier_pass_on_the_agent_link_is_ignored(world: World) -> Non
         replayer.close()
     result = world.gcs.arm()
     assert not result.accepted and "lapsed" in result.text, result
+
+
+def test_manifest_expiring_while_the_agent_runs_refuses_the_next_arming(world: World) -> None:
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from attest import timeutil
+
+    m = world.rig.baseline_manifest(world.rig.measure_fc())
+    world.rig.sign_manifest(replace(m, expires=timeutil.now() + timedelta(seconds=3)))
+    world.rig.start_agent()
+    world.rig.wait_verdict(passed=True)
+    refused_with(world, "manifest-expired")
+
+
+def test_newer_manifest_is_remembered_even_when_the_airframe_fails_it(world: World) -> None:
+    from dataclasses import replace
+
+    ms = world.rig.measure_fc()
+    strict = world.rig.baseline_manifest(ms, version=7)
+    world.rig.sign_manifest(replace(strict, firmware=tuple(replace(f, git_hash="deadbeef") for f in strict.firmware)))
+    world.rig.start_agent()
+    world.rig.wait_verdict(passed=False, code="firmware-mismatch")
+    world.rig.sign_manifest(world.rig.baseline_manifest(ms, version=6))  # older, though it would pass
+    refused_with(world, "manifest-rollback")
