@@ -155,11 +155,14 @@ class Daemon:
                                          heartbeat_timeout=c.heartbeat_timeout_s, signing_key=self.signing_key))
         self._last_fc_heartbeat = time.monotonic()
         self._known_components = set(self.link.heard)
+        # Every message the link receives passes through here, whoever reads it (the FTP client during a
+        # pass, the gate client waiting for its ack): a parameter change in the middle of a pass is not lost.
+        self.link.listeners.append(self._handle)
         self._scripts_crc = None
         if self.cfg.gate.enabled:
             self.gate = GateClient(self.link.conn, sequence=self.sequence,
                                    target_system=c.fc_system_id, target_component=c.fc_component_id,
-                                   keepalive_s=self.cfg.gate.keepalive_s, on_message=self._observe_and_handle)
+                                   keepalive_s=self.cfg.gate.keepalive_s, on_message=self.link.observe)
 
     def _close(self) -> None:
         if self.link is not None:
@@ -174,9 +177,7 @@ class Daemon:
                 why, self._dirty = self._dirty, None
                 self._attest_pass(why)
                 self._enter(State.WATCH)
-            msg = self.link.recv(timeout=0.05)
-            if msg is not None:
-                self._handle(msg)
+            self.link.recv(timeout=0.05)  # received messages reach _handle through the link's listener
             self._keep_alive()
             self.responder.pump(self.link.conn, budget=8)
             now = time.monotonic()
@@ -298,13 +299,10 @@ class Daemon:
         return self.base_options.param_exclusions
 
     # ---- watching
-    def _observe_and_handle(self, msg: Any) -> None:
-        if self.link is not None:
-            self.link.observe(msg)
-        self._handle(msg)
-
     def _handle(self, msg: Any) -> None:
-        assert self.link is not None
+        """Note what changed; cheap and without I/O, since it runs inside whoever is receiving."""
+        if self.link is None:
+            return
         mtype = msg.get_type()
         src = (msg.get_srcSystem(), msg.get_srcComponent())
         if mtype == "HEARTBEAT" and src == self.link.fc:

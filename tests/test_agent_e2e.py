@@ -292,3 +292,20 @@ def test_newer_manifest_is_remembered_even_when_the_airframe_fails_it(world: Wor
     world.rig.wait_verdict(passed=False, code="firmware-mismatch")
     world.rig.sign_manifest(world.rig.baseline_manifest(ms, version=6))  # older, though it would pass
     refused_with(world, "manifest-rollback")
+
+
+def test_parameter_change_read_by_another_consumer_still_marks_the_agent_dirty(world: World) -> None:
+    """While measuring, the FTP client reads the link and drops what it does not want; a parameter
+    change notified then must still reach the agent, or the verdict would stay stale."""
+    from agent.daemon import Daemon
+
+    daemon = Daemon(world.rig.config(), world.rig.device)
+    daemon._connect()
+    try:
+        assert daemon.link is not None
+        daemon._dirty = None
+        world.fc.set_param("FS_THR_ENABLE", 0)
+        daemon.link.recv(["COMMAND_ACK"], timeout=1.5)  # a collector waiting for something else
+        assert daemon._dirty == "parameter FS_THR_ENABLE changed"
+    finally:
+        daemon._close()
