@@ -172,3 +172,36 @@ def test_manifest_round_trips_through_json() -> None:
 
     m = w.manifest()
     assert Manifest.from_json(jsonio.loads(jsonio.dumps(m.to_json()), "m", 10**6)) == m
+
+
+def test_root_listing_a_key_of_the_wrong_type_is_refused() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    w = World()
+    data = w.root().to_json()
+    keyid = next(iter(data["keys"]))
+    for other in (rsa.generate_private_key(65537, 2048), ec.generate_private_key(ec.SECP384R1())):
+        pem = other.public_key().public_bytes(serialization.Encoding.PEM,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+        bad = {**data, "keys": {**data["keys"], keyid: {**data["keys"][keyid], "public": pem}}}
+        signed = dsse.sign(dsse.ROOT_PAYLOAD_TYPE, jsonio.dumps(bad), w.m_keys[:2]).to_bytes()
+        with pytest.raises(FormatError, match="P-256"):
+            TrustedState(signed)
+
+
+def test_private_key_file_of_the_wrong_type_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from attest.errors import KeyLoadError
+    from hardware.uri import load_signer
+
+    path = tmp_path / "ed.pem"
+    path.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with pytest.raises(KeyLoadError, match="ECDSA"):
+        load_signer(f"file:{path}")
+    (tmp_path / "junk.pem").write_text("not a key")
+    with pytest.raises(KeyLoadError, match="not an unencrypted PEM"):
+        load_signer(f"file:{tmp_path / 'junk.pem'}")
