@@ -1,8 +1,7 @@
 """Install the Lua arming gate on the FC over MAVLink: upload, enable scripting, reboot, confirm.
 
 Refuses to do anything while the vehicle is armed (it reboots the FC). Confirms the upload by the
-FC's own CRC32 of the file, and the gate by a verdict round trip: it sends a *fail* verdict (the
-safe direction: arming stays refused) and expects the gate's ack carrying its version.
+FC's own CRC32 of the file, and the gate by a probe it must refuse as old (see ``_confirm``).
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.ftp import FtpClient, FtpError, FtpNotFound
-from agent.gate import GateClient, GateError, gate_script, gate_version
+from agent.gate import DENIED, GATE_COMMAND, Sequence, encode_verdict, gate_script, gate_version
 from agent.link import Link, LinkError
 from attest.errors import FlightSealError
 from attest.models import Code, Reason, Verdict
@@ -117,22 +116,28 @@ def install_gate(link: Link, say: Callable[[str], None] = lambda _: None,
 
 
 def _confirm(link: Link, timeout: float = 20.0) -> int:
-    """A fail verdict round trip: proves the gate runs, listens to us, and blocks."""
+    """Prove the gate runs and listens to us without changing what it shows the pilot.
+
+    A verdict with sequence (0, 0) is never newer than anything the gate has taken, so the gate
+    answers DENIED (with its version in ``progress``) and leaves its state alone: the pilot keeps
+    reading "FlightSeal: waiting". The FC answering UNSUPPORTED itself means no gate is running.
+    """
     deadline = time.monotonic() + timeout
-    hold = Verdict.from_reasons([Reason(Code.MEASUREMENT_MISSING, "gate installed; agent not running yet")])
-    last: Exception | None = None
-    client = GateClient(link.conn, target_system=link.fc[0], target_component=link.fc[1], on_message=link.observe)
+    probe = encode_verdict(Verdict.from_reasons([Reason(Code.MEASUREMENT_MISSING, "install check")]),
+                           Sequence(0, 0), link.fc[0], link.fc[1])
+    last = "no answer"
     while time.monotonic() < deadline:
-        try:
-            ack = client.send(hold)
-        except GateError as exc:  # scripting may still be starting
-            last = exc
-            link.poll()
-            time.sleep(0.5)
+        link.send(probe)
+        ack = link.recv(["COMMAND_ACK"], 1.0, lambda m: m.command == GATE_COMMAND and
+                        (m.get_srcSystem(), m.get_srcComponent()) == link.fc)
+        if ack is None:
             continue
-        if ack.gate_version != gate_version():
-            raise GateInstallError(f"the FC runs gate version {ack.gate_version}, this agent ships "
-                                   f"{gate_version()}: another copy of the gate is installed?")
-        return ack.gate_version
+        if ack.result == DENIED:
+            if int(ack.progress) != gate_version():
+                raise GateInstallError(f"the FC runs gate version {ack.progress}, this agent ships "
+                                       f"{gate_version()}: another copy of the gate is installed?")
+            return int(ack.progress)
+        last = f"MAV_RESULT {ack.result} (scripting still starting, or no gate running)"
+        time.sleep(0.5)
     raise GateInstallError(f"the gate did not answer after the reboot ({last}); check SCR_ENABLE and the FC's "
                            "scripting messages (Lua: …) in the GCS")

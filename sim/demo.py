@@ -111,8 +111,8 @@ def run_demo(out: Path, *, use_sitl: bool | None = None) -> None:
 
         t.run("install the Lua gate over MAVLink (upload, SCR_ENABLE, reboot)", install, lambda v: f"gate v{v}")
         gcs = stack.enter_context(_closing(Gcs(fc.gcs_url)))
-        t.run("gate blocks arming (install check verdict, no agent yet)",
-              lambda: _arm_until(gcs, accepted=False, timeout=15, code=""), str)
+        t.run("gate blocks arming before any verdict",
+              lambda: _arm_until(gcs, accepted=False, timeout=15, code="waiting"), str)
         measured = t.run("measure the FC (firmware, scripts, parameters, parts)", rig.measure_fc,
                          lambda ms: f"{len(ms)} measurements")
         t.run("sign manifest v1 for what was measured (keys 2 and 3)",

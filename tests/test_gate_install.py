@@ -41,7 +41,7 @@ def test_install_uploads_enables_scripting_reboots_and_blocks(fc: VirtualFC) -> 
     g = Gcs(fc.url(0))
     try:
         result = g.arm()
-        assert not result.accepted and "FlightSeal:" in result.text, result
+        assert not result.accepted and "FlightSeal: waiting" in result.text, result
     finally:
         g.close()
 
