@@ -48,6 +48,7 @@ from attest import params as paramdigest
 from attest import timeutil
 from attest.errors import FlightSealError
 from attest.limits import LIMITS
+from attest.models import Code, Reason, Verdict
 from attest.signer import Signer
 from attest.trust import TrustedState, VerifiedManifest
 from hardware.uri import quoter_for
@@ -56,6 +57,7 @@ log = logging.getLogger("flightseal.agent")
 
 REBOOT_GAP_S = 3.0  # no FC heartbeat this long, then one again: the FC rebooted
 MANIFEST_POLL_S = 1.0
+PASS_RETRY_S = 5.0
 MAV_TYPE_GCS = 6  # ground stations come and go; they are not parts of the airframe
 RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 
@@ -110,6 +112,7 @@ class Daemon:
         self._manifest: VerifiedManifest | FlightSealError | None = None
         self._manifest_stat: tuple[int, int] | None = None
         self._dirty: str | None = "start"
+        self._retry_at = 0.0
         self._scripts_crc: dict[str, int] | None = None
         self._next_script_poll = 0.0
         self._next_manifest_poll = 0.0
@@ -173,9 +176,14 @@ class Daemon:
     def _watch(self, stop: threading.Event) -> None:
         assert self.link is not None
         while not stop.is_set():
-            if self._dirty is not None:
+            if self._dirty is not None and time.monotonic() >= self._retry_at:
                 why, self._dirty = self._dirty, None
-                self._attest_pass(why)
+                try:
+                    self._attest_pass(why)
+                except LinkLost:
+                    raise
+                except FlightSealError as exc:
+                    self._pass_failed(why, exc)
                 self._enter(State.WATCH)
             self.link.recv(timeout=0.05)  # received messages reach _handle through the link's listener
             self._keep_alive()
@@ -189,6 +197,23 @@ class Daemon:
                 self._poll_scripts()
 
     # ---- one pass
+    def _pass_failed(self, why: str, exc: FlightSealError) -> None:
+        """No attestation could be made (e.g. the TPM is unreachable): never keep an older pass alive.
+
+        The gate gets a fail verdict (it needs no signature: it only ever tightens), the failure is
+        audited, and the pass is retried after a pause.
+        """
+        log.error("attestation pass failed (%s): %s; arming blocked, retrying in %.0f s", why, exc, PASS_RETRY_S)
+        verdict = Verdict.from_reasons([Reason(Code.MEASUREMENT_MISSING, f"attestation failed: {exc}"[:200])])
+        self.audit.append("pass-failed", {"why": why, "error": str(exc)[:1000]})
+        self._dirty = f"retry after failure: {why}"
+        self._retry_at = time.monotonic() + PASS_RETRY_S
+        if self.gate is not None:
+            try:
+                self.gate.send(verdict)
+            except GateError as gate_exc:
+                self._gate_failed(str(gate_exc))
+
     def _attest_pass(self, why: str) -> None:
         assert self.link is not None
         self._enter(State.MEASURE, why)

@@ -309,3 +309,45 @@ def test_parameter_change_read_by_another_consumer_still_marks_the_agent_dirty(w
         assert daemon._dirty == "parameter FS_THR_ENABLE changed"
     finally:
         daemon._close()
+
+
+def test_tpm_lost_mid_flight_blocks_the_next_arming_instead_of_keeping_an_old_pass(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+    import time
+
+    if shutil.which("swtpm") is None:
+        pytest.skip("swtpm is not installed (scripts/install.sh installs it)")
+    from hardware.tpm import create_key
+    from sim.swtpm import Swtpm
+
+    with Swtpm() as tpm:
+        signer = create_key(tpm.key_uri(0x81010100))
+        w = World(*_world_parts(tmp_path, signer))
+        try:
+            w.rig.start_agent()
+            w.rig.wait_verdict(passed=True)
+            assert w.gcs.arm().accepted and w.gcs.disarm().accepted
+            tpm.stop()  # the TPM goes away; the next change cannot be sealed
+            w.fc.set_param("FS_THR_ENABLE", 0)
+            deadline = time.monotonic() + 15
+            while True:
+                result = w.gcs.arm()
+                if result.accepted:
+                    w.gcs.disarm()
+                elif "FlightSeal: measurement-missing" in result.text:
+                    break
+                assert time.monotonic() < deadline, f"the old pass was kept alive: {result}"
+                time.sleep(0.3)
+            assert b'"kind":"pass-failed"' in (tmp_path / "state" / "audit.log").read_bytes()
+        finally:
+            w.gcs.close()
+            w.rig.stop_agent()
+            w.fc.stop()
+
+
+def _world_parts(tmp_path, signer):  # type: ignore[no-untyped-def]
+    fc = VirtualFC(VfcConfig(scripts=gate_scripts(), flash_image=IMAGE, prearm_period=1.0),
+                   authority=LuaScriptingAuthority()).start()
+    rig = Rig(tmp_path, fc.url(1), fc.url(0), signer)
+    rig.sign_manifest(rig.baseline_manifest(rig.measure_fc()))
+    return rig, fc, Gcs(fc.url(0))
