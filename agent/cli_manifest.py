@@ -176,6 +176,46 @@ def set_(path: Path, min_release: int | None, strengths: tuple[str, ...], board_
     _edit(path, change, f"updated {path}")
 
 
+@manifest.command("baseline")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--measurements", "measurements_path", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="Inventory of a trusted reference airframe (`flightseal measure --json`).")
+@click.option("--release", type=click.IntRange(0), required=True, help="Release counter of the measured firmware.")
+@click.option("--require-script", "required", multiple=True, help="FC path of a script that must be present.")
+@click.option("--pin", "pins", multiple=True, help="Parameter to pin to its measured value.")
+@click.option("--part", "parts", multiple=True, metavar="ID=NAME,VENDOR,MODEL,ORIGIN",
+              help="Approve a measured part, e.g. 'mavlink:1/100=gimbal,Acme,AC-1,JP'.")
+def baseline_cmd(path: Path, measurements_path: Path, release: int, required: tuple[str, ...], pins: tuple[str, ...],
+                 parts: tuple[str, ...]) -> None:
+    """Re-baseline: approve exactly what was measured, bump the version; then sign with a threshold."""
+    from agent.cli_verify import read_measurements
+    from attest.baseline import PartInfo, baseline
+
+    part_info: dict[str, PartInfo] = {}
+    for item in parts:
+        ident, _, rest = item.partition("=")
+        fields = rest.split(",")
+        if not ident or len(fields) != 4:
+            raise click.BadParameter(f"{item!r}: use ID=NAME,VENDOR,MODEL,ORIGIN", param_hint="--part")
+        part_info[ident] = PartInfo(*fields)
+    measured = read_measurements(measurements_path)
+    unknown = sorted(set(part_info) - {m.component for m in measured})
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)} was not measured in {measurements_path}", param_hint="--part")
+    _, current = read_manifest(path)
+    updated, notes = baseline(current, measured, release=release, parts=part_info, required_scripts=required,
+                              pin=pins)
+    updated = dataclasses.replace(updated, version=current.version + 1)
+    # parse the result back: the same closed-schema checks as any manifest (e.g. a bad origin code)
+    Manifest.from_json(jsonio.loads(jsonio.dumps(updated.to_json()), "manifest", LIMITS.max_manifest_bytes))
+    write_manifest(path, updated)
+    for note in notes:
+        click.echo(f"  note: {note}")
+    click.echo(f"baselined {path} as v{updated.version} from {measurements_path}: {len(updated.firmware)} firmware, "
+               f"{len(updated.scripts)} scripts, {len(updated.components)} parts; sign it with a threshold of "
+               "manifest keys")
+
+
 @manifest.command("show")
 @click.argument("path", type=click.Path(path_type=Path))
 def show(path: Path) -> None:

@@ -123,7 +123,7 @@ def attest(measurements_path: Path | None, url: str | None, manifest_path: Path,
     if (measurements_path is None) == (url is None):
         raise click.UsageError("give exactly one of --measurements FILE and --mavlink URL")
     nonce_bytes = parse_nonce(nonce_hex)
-    measurements = _read_measurements(measurements_path) if measurements_path is not None else []
+    measurements = read_measurements(measurements_path) if measurements_path is not None else []
     problems: list[Reason] = []
     trust = TrustedState(read_bounded(root_path, "root", LIMITS.max_root_bytes))
     now = timeutil.now()
@@ -151,7 +151,7 @@ def attest(measurements_path: Path | None, url: str | None, manifest_path: Path,
         raise CheckFailed("")
 
 
-def _read_measurements(path: Path) -> list[Measurement]:
+def read_measurements(path: Path) -> list[Measurement]:
     raw = jsonio.loads(read_bounded(path, "measurements", LIMITS.max_envelope_bytes), f"measurements {path}",
                        LIMITS.max_envelope_bytes)
     items = jsonio.expect_list(raw, f"measurements {path}", "(top level)", LIMITS.max_measurements)

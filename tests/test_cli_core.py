@@ -179,3 +179,39 @@ def test_verifier_remembers_manifest_version_and_refuses_rollback(project: Path)
     (project / "trust" / "state.json").write_text(json.dumps({"version": 2, "sha256": "x"}))
     r = run("verify", "att.json", "--trust", "trust", "--nonce", nonce, "--allow-software-keys", ok=1)
     assert "manifest-rollback" in r.output
+
+
+def test_rebaseline_from_a_measured_inventory_is_one_command_then_signing(project: Path) -> None:
+    meas = json.loads((project / "meas.json").read_text())
+    meas[0]["claims"]["git_hash"] = "abcdef12"  # the fleet moved to a new firmware build
+    meas.append({"component": "mavlink:1/100", "kind": "component", "digests": {}, "source": "mavlink:HEARTBEAT",
+                 "strength": "observed", "claims": {"type": "camera", "hardware_id": "cam-1"}})
+    (project / "new.json").write_text(json.dumps(meas))
+    r = run("manifest", "baseline", "manifest.json", "--measurements", "new.json", "--release", "13",
+            "--require-script", "scripts/flightseal.lua", "--pin", "ARMING_CHECK",
+            "--part", "mavlink:1/100=gimbal camera,Acme,AC-1,JP")
+    assert "as v2" in r.output and "1 parts" in r.output
+    run("sign", "manifest.json", "--key", "file:m1.pem")
+    run("sign", "manifest.json", "--key", "file:m2.pem")
+    run("manifest", "verify", "manifest.json", "--root", "root.json")
+    (project / "trust" / "manifest.json").write_bytes((project / "manifest.json").read_bytes())
+    (project / "meas.json").write_text(json.dumps(meas))
+    nonce = run("nonce").output.strip()
+    attest(nonce)
+    v = run("verify", "att.json", "--trust", "trust", "--nonce", nonce, "--allow-software-keys")
+    assert v.output.startswith("PASS"), v.output
+
+
+def test_rebaseline_refuses_a_bad_origin_code_and_an_unmeasured_part(project: Path) -> None:
+    meas = json.loads((project / "meas.json").read_text())
+    meas.append({"component": "mavlink:1/100", "kind": "component", "digests": {}, "source": "mavlink:HEARTBEAT",
+                 "strength": "observed", "claims": {"type": "camera"}})
+    (project / "meas.json").write_text(json.dumps(meas))
+    before = (project / "manifest.json").read_bytes()
+    r = run("manifest", "baseline", "manifest.json", "--measurements", "meas.json", "--release", "2",
+            "--part", "mavlink:1/100=cam,Acme,AC-1,Japan", ok=2)
+    assert "origin" in r.output
+    r = run("manifest", "baseline", "manifest.json", "--measurements", "meas.json", "--release", "2",
+            "--part", "mavlink:1/101=cam,Acme,AC-1,JP", ok=2)
+    assert "mavlink:1/101 was not measured" in r.output
+    assert (project / "manifest.json").read_bytes() == before
