@@ -18,11 +18,13 @@ from attest.limits import LIMITS
 
 def _no_duplicates(what: str):  # type: ignore[no-untyped-def]
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                raise FormatError(what, "duplicate key in JSON object", key)
-            out[key] = value
+        out = dict(pairs)
+        if len(out) != len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    raise FormatError(what, "duplicate key in JSON object", key)
+                seen.add(key)
         return out
 
     return hook
