@@ -15,8 +15,9 @@ One thread does everything, so there is one order of events to reason about:
   manifest file, the FC rebooting, the link coming back. It also answers operator challenges.
 
 If the daemon stops or crashes, nothing refreshes the pass and the gate lapses to blocked by
-itself within its lapse time. The daemon never disarms, and never sends anything while the
-vehicle is armed except the verdict (which the gate applies only to the next arming).
+itself within its lapse time. The daemon never disarms and never measures an armed vehicle: a change
+seen in flight sends a fail verdict at once (the gate applies it only to the next arming) and the
+pass runs after disarm.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ log = logging.getLogger("flightseal.agent")
 REBOOT_GAP_S = 3.0  # no FC heartbeat this long, then one again: the FC rebooted
 MANIFEST_POLL_S = 1.0
 PASS_RETRY_S = 5.0
+MAV_MODE_FLAG_SAFETY_ARMED = 128
 MAV_TYPE_GCS = 6  # ground stations come and go; they are not parts of the airframe
 RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 
@@ -113,6 +115,7 @@ class Daemon:
         self._manifest_stat: tuple[int, int] | None = None
         self._dirty: str | None = "start"
         self._retry_at = 0.0
+        self._deferred: str | None = None
         self._scripts_crc: dict[str, int] | None = None
         self._next_script_poll = 0.0
         self._next_manifest_poll = 0.0
@@ -176,8 +179,11 @@ class Daemon:
     def _watch(self, stop: threading.Event) -> None:
         assert self.link is not None
         while not stop.is_set():
-            if self._dirty is not None and time.monotonic() >= self._retry_at:
+            if self._dirty is not None and self._fc_armed():
+                self._defer_while_armed(self._dirty)
+            elif self._dirty is not None and time.monotonic() >= self._retry_at:
                 why, self._dirty = self._dirty, None
+                self._deferred = None
                 try:
                     self._attest_pass(why)
                 except LinkLost:
@@ -195,6 +201,26 @@ class Daemon:
             if now >= self._next_script_poll:
                 self._next_script_poll = now + self.cfg.measure.script_poll_s
                 self._poll_scripts()
+
+    # ---- in flight
+    def _fc_armed(self) -> bool:
+        hb = self.link.fc_heartbeat if self.link is not None else None
+        return hb is not None and bool(int(hb.base_mode) & MAV_MODE_FLAG_SAFETY_ARMED)
+
+    def _defer_while_armed(self, why: str) -> None:
+        """Never measure a flying vehicle (FTP reads load its link and CPU); but never let a stale pass
+        allow the next arming either: the gate gets a fail at once, the pass runs after disarm."""
+        if self._deferred == why:
+            return
+        self._deferred = why
+        log.warning("%s while armed: arming after landing is blocked until re-attested", why)
+        self.audit.append("deferred-in-flight", {"why": why})
+        if self.gate is not None:
+            verdict = Verdict.from_reasons([Reason(Code.MEASUREMENT_MISSING, f"changed in flight: {why}"[:200])])
+            try:
+                self.gate.send(verdict)
+            except GateError as exc:
+                self._gate_failed(str(exc))
 
     # ---- one pass
     def _pass_failed(self, why: str, exc: FlightSealError) -> None:

@@ -137,19 +137,25 @@ def test_stopped_agent_lets_the_gate_lapse_to_blocked(world: World) -> None:
     assert not result.accepted and "lapsed" in result.text, result
 
 
-def test_armed_vehicle_is_never_disarmed_by_a_fail_and_next_arming_is_refused(world: World) -> None:
-    world.rig.start_agent()
-    world.rig.wait_verdict(passed=True)
-    assert world.gcs.arm().accepted
-    world.fc.set_param("FS_THR_ENABLE", 0)
-    world.rig.wait_verdict(passed=False, code="param-mismatch")
+def test_armed_vehicle_is_never_measured_nor_disarmed_and_next_arming_is_refused(world: World) -> None:
     import time
 
-    time.sleep(1.0)
-    assert world.fc.armed, "a fail verdict in flight must not disarm"
+    world.rig.start_agent()
+    daemon = world.rig.wait_verdict(passed=True)
+    assert world.gcs.arm().accepted
+    time.sleep(1.2)  # the FC's next heartbeat tells the agent it is armed
+    passes = daemon.status.passes
+    world.fc.set_param("FS_THR_ENABLE", 0)
+    time.sleep(2.0)
+    assert world.fc.armed, "a change in flight must not disarm"
+    assert daemon.status.passes == passes, "an armed vehicle must not be measured"
     assert world.gcs.disarm().accepted
+    quick = world.gcs.arm()  # re-arming at once, before the agent re-attested, is refused too
+    assert not quick.accepted and "FlightSeal:" in quick.text, quick
+    world.rig.wait_verdict(passed=False, code="param-mismatch")
     result = world.gcs.arm()
     assert not result.accepted and "param-mismatch" in result.text, result
+    assert b'"kind":"deferred-in-flight"' in (world.rig.workdir / "state" / "audit.log").read_bytes()
 
 
 def test_forged_pass_from_the_gcs_link_is_ignored(world: World) -> None:
@@ -327,6 +333,7 @@ def test_tpm_lost_mid_flight_blocks_the_next_arming_instead_of_keeping_an_old_pa
             w.rig.start_agent()
             w.rig.wait_verdict(passed=True)
             assert w.gcs.arm().accepted and w.gcs.disarm().accepted
+            time.sleep(1.2)  # the FC's next heartbeat tells the agent it is on the ground again
             tpm.stop()  # the TPM goes away; the next change cannot be sealed
             w.fc.set_param("FS_THR_ENABLE", 0)
             deadline = time.monotonic() + 15
@@ -338,7 +345,10 @@ def test_tpm_lost_mid_flight_blocks_the_next_arming_instead_of_keeping_an_old_pa
                     break
                 assert time.monotonic() < deadline, f"the old pass was kept alive: {result}"
                 time.sleep(0.3)
-            assert b'"kind":"pass-failed"' in (tmp_path / "state" / "audit.log").read_bytes()
+            audit = tmp_path / "state" / "audit.log"
+            while b'"kind":"pass-failed"' not in audit.read_bytes():
+                assert time.monotonic() < deadline, "the failed pass was not audited"
+                time.sleep(0.1)
         finally:
             w.gcs.close()
             w.rig.stop_agent()
