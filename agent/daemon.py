@@ -28,7 +28,6 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -39,17 +38,18 @@ from agent.challenge import Responder, tunnel_payload
 from agent.collectors.base import Inventory, MeasureOptions
 from agent.collectors.imagecache import ImageCache
 from agent.collectors.measure import measure
+from agent.collectors.scripts import list_scripts
 from agent.config import AgentConfig
 from agent.files import read_bounded
 from agent.ftp import FtpClient, FtpError
-from agent.gate import GateClient, GateError, GateNotRunning, SequenceSource
+from agent.gate import GateClient, GateError, SequenceSource
 from agent.link import Link, LinkConfig, LinkError, LinkLost
 from agent.manifest_state import ManifestState
 from attest import params as paramdigest
 from attest import timeutil
 from attest.errors import FlightSealError
 from attest.limits import LIMITS
-from attest.models import Code, Reason, Verdict
+from attest.models import Code, Kind, Reason, Verdict
 from attest.signer import Signer
 from attest.trust import TrustedState, VerifiedManifest
 from hardware.uri import quoter_for
@@ -116,7 +116,7 @@ class Daemon:
         self._dirty: str | None = "start"
         self._retry_at = 0.0
         self._deferred: str | None = None
-        self._scripts_crc: dict[str, int] | None = None
+        self._scripts_crc: dict[str, int | None] | None = None
         self._next_script_poll = 0.0
         self._next_manifest_poll = 0.0
         self._last_fc_heartbeat = 0.0
@@ -246,7 +246,7 @@ class Daemon:
         manifest = self._load_manifest()
         opts = self._options(manifest)
         self._inventory = measure(self.link, opts, self.image_cache)
-        self._scripts_crc = self._script_crcs()  # baseline for change detection, right after measuring
+        self._scripts_crc = self._measured_script_crcs()
         self._known_components = set(self.link.heard)
         self._seal_and_deliver(why)
 
@@ -282,10 +282,7 @@ class Daemon:
             return
         try:
             self.gate.send(self.status.last.verdict)
-        except GateNotRunning as exc:
-            self._gate_failed(str(exc))
-            return
-        except GateError as exc:
+        except GateError as exc:  # GateNotRunning and GateTimeout included: logged once, retried by keep-alive
             self._gate_failed(str(exc))
             return
         self.status.gate_acks += 1
@@ -374,32 +371,35 @@ class Daemon:
             self._known_components.add(src)
             self._dirty = f"new component {src[0]}/{src[1]} on the bus"
 
-    def _script_crcs(self) -> dict[str, int] | None:
-        """CRC32 of every script, computed by the FC over FTP (cheap: no file transfer)."""
-        if self.link is None:
-            return None
-        ftp = FtpClient(self.link)
-        crcs: dict[str, int] = {}
-        try:
-            directory = self._scripts_dir(ftp)
-            if directory is not None:
-                for entry in ftp.list_dir(directory)[: self.base_options.max_scripts]:
-                    if not entry.is_dir and entry.name.endswith(".lua"):
-                        crcs[f"{directory}/{entry.name}"] = ftp.crc32(f"{directory}/{entry.name}")
-        except FtpError as exc:
-            log.warning("script check over FTP failed: %s", exc)
-            return None
-        return crcs
+    def _measured_script_crcs(self) -> dict[str, int | None]:
+        """The FC-format CRC32 of each script as the last pass read it (None: it could not be read).
+
+        Derived from the measured bytes, so a change between reading a script and polling it is seen.
+        """
+        assert self._inventory is not None
+        out: dict[str, int | None] = {}
+        for m in self._inventory.measurements:
+            path = str(m.claims.get("path", ""))
+            if m.kind is Kind.SCRIPT and m.claims.get("dir") in self.base_options.scripts_dirs and path != "*":
+                crc = m.digests.get("crc32")
+                out[path] = int(crc, 16) if crc else None
+        return out
 
     def _poll_scripts(self) -> None:
-        if self._inventory is None:
+        """The FC's CRC32 of every script over FTP (no file transfer); a change means a full pass."""
+        if self.link is None or self._scripts_crc is None:
             return
-        crcs = self._script_crcs()
-        if crcs is None:
+        ftp = FtpClient(self.link)
+        try:
+            directory = self._scripts_dir(ftp)
+            paths = list_scripts(ftp, directory, self.base_options) if directory is not None else []
+            current = {path: ftp.crc32(path) for path in paths}
+        except FtpError as exc:
+            log.warning("script check over FTP failed: %s", exc)
             return
-        if self._scripts_crc is None:
-            self._scripts_crc = crcs
-        elif crcs != self._scripts_crc:
+        measured = self._scripts_crc
+        if set(current) != set(measured) or any(
+                crc is not None and current[path] != crc for path, crc in measured.items()):
             self._dirty = "a Lua script on the FC changed"
 
     def _scripts_dir(self, ftp: FtpClient) -> str | None:
@@ -420,12 +420,3 @@ class Daemon:
         self.audit.append("challenge", {"nonce": nonce.hex(), "envelope_sha256": hashlib.sha256(data).hexdigest(),
                                         "verdict": sealed.verdict.to_json()})
         return data
-
-
-def run_daemon(cfg: AgentConfig, signer: Signer, stop: threading.Event, **kw: Any) -> Daemon:
-    daemon = Daemon(cfg, signer, **kw)
-    daemon.run(stop)
-    return daemon
-
-
-Clock = Callable[[], float]

@@ -7,11 +7,11 @@ FC's own CRC32 of the file, and the gate by a probe it must refuse as old (see `
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.ftp import FtpClient, FtpError, FtpNotFound
+from agent.ftpwire import crc32_ardupilot
 from agent.gate import DENIED, GATE_COMMAND, Sequence, encode_verdict, gate_script, gate_version
 from agent.link import Link, LinkError
 from attest.errors import FlightSealError
@@ -34,11 +34,6 @@ class InstallReport:
     version: int
     rebooted: bool
     scripting_enabled_now: bool
-
-
-def ardupilot_crc32(data: bytes) -> int:
-    """ArduPilot's FTP CalcFileCRC32: reflected CRC-32, initial register 0, no final XOR."""
-    return zlib.crc32(data, 0xFFFFFFFF) ^ 0xFFFFFFFF
 
 
 def _armed(link: Link) -> bool:
@@ -91,8 +86,8 @@ def install_gate(link: Link, say: Callable[[str], None] = lambda _: None,
         crc = ftp.crc32(path)
     except FtpError as exc:
         raise GateInstallError(f"upload over MAVLink FTP failed: {exc}") from None
-    if crc != ardupilot_crc32(script):
-        raise GateInstallError(f"{path} on the FC has CRC32 {crc:08x}, expected {ardupilot_crc32(script):08x}: "
+    if crc != crc32_ardupilot(script):
+        raise GateInstallError(f"{path} on the FC has CRC32 {crc:08x}, expected {crc32_ardupilot(script):08x}: "
                                "the upload was corrupted; run the install again")
     scr = _param(link, "SCR_ENABLE")
     if scr is None:

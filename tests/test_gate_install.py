@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from agent.cli import main
+from agent.ftpwire import crc32_ardupilot as ardupilot_crc32
 from agent.gate import gate_script
-from agent.gate_install import ardupilot_crc32
 from sim.lua_host import LuaScriptingAuthority
 from sim.rig import Gcs
 from sim.vfc.config import VfcConfig

@@ -47,11 +47,20 @@ def _failed(component: str, path: str, directory: str, error: str) -> Measuremen
                        {"path": path, "dir": directory, "error": error[:200]})
 
 
+def list_scripts(ftp: FtpClient, directory: str, opts: MeasureOptions) -> list[str]:
+    """FC paths of every file measured under ``directory`` (raises FtpNotFound when it is absent).
+
+    Shared with the agent's change poll, so both look at exactly the same files.
+    """
+    files: list[tuple[str, int]] = []
+    _walk(ftp, directory, "", 0, files, opts)
+    return sorted(f"{directory}/{rel}" for rel, _ in files)
+
+
 def _measure_dir(ftp: FtpClient, directory: str, opts: MeasureOptions, inv: Inventory, romfs: bool = False) -> bool:
     """Measure one scripts directory; False when it does not exist."""
-    files: list[tuple[str, int]] = []
     try:
-        _walk(ftp, directory, "", 0, files, opts)
+        paths = list_scripts(ftp, directory, opts)
     except FtpNotFound:
         return False
     except FtpError as exc:
@@ -62,8 +71,7 @@ def _measure_dir(ftp: FtpClient, directory: str, opts: MeasureOptions, inv: Inve
         inv.missing(f"{PREFIX}*", f"cannot list {directory}: {exc}")
         inv.measurements.append(_failed(f"{PREFIX}*", "*", directory, str(exc)))
         return True
-    for rel, _listed_size in sorted(files):
-        path = f"{directory}/{rel}"
+    for path in paths:
         component = f"{PREFIX}{path}"
         try:
             data = ftp.read_file(path, opts.max_script_bytes)
