@@ -19,7 +19,8 @@ import select
 import struct
 import threading
 import tty
-from types import TracebackType
+
+from sim.service import Service
 
 INSYNC, EOC, OK, FAILED, INVALID = 0x12, 0x20, 0x10, 0x11, 0x13
 GET_SYNC, GET_DEVICE, GET_CRC, GET_SN, GET_CHIP = 0x21, 0x22, 0x29, 0x2B, 0x2C
@@ -48,7 +49,7 @@ def bl_crc32(data: bytes, state: int = 0) -> int:
     return state
 
 
-class BootloaderEmulator:
+class BootloaderEmulator(Service):
     """A board in its bootloader, at :attr:`port` (a pty slave path) until :meth:`stop`."""
 
     def __init__(self, flash: bytes, *, board_id: int, flash_size: int, board_rev: int = 0, bl_rev: int = 5,
@@ -67,14 +68,6 @@ class BootloaderEmulator:
         self._thread: threading.Thread | None = None
         self._master = self._slave = -1
         self.port = ""
-
-    def __enter__(self) -> BootloaderEmulator:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     def start(self) -> None:
         self._master, self._slave = os.openpty()

@@ -18,16 +18,16 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import quote
 
+from sim.service import Service
 from sim.swtpm import SimError
 
 DEFAULT_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 TOOL_TIMEOUT = 30.0
 
 
-class SoftHsm:
+class SoftHsm(Service):
     """A SoftHSM2 configuration and token directory of its own."""
 
     def __init__(self, module: str = DEFAULT_MODULE, *, activate: bool = True) -> None:
@@ -47,14 +47,6 @@ class SoftHsm:
     def env(self) -> dict[str, str]:
         """Environment for a subprocess that should see these tokens."""
         return {**os.environ, "SOFTHSM2_CONF": str(self.conf)}
-
-    def __enter__(self) -> SoftHsm:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     def start(self) -> None:
         if shutil.which("softhsm2-util") is None:

@@ -17,9 +17,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from attest.errors import FlightSealError
+from sim.service import Service
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -48,7 +48,7 @@ def _free_port_pair() -> int:
     raise SimError("no two adjacent free TCP ports on 127.0.0.1 for swtpm")
 
 
-class Swtpm:
+class Swtpm(Service):
     """One swtpm process and its state directory."""
 
     def __init__(self, *, pcr_banks: str = "sha256", create_ek: bool = True) -> None:
@@ -71,14 +71,6 @@ class Swtpm:
         if self._dir is None:
             raise SimError("swtpm is not started")
         return self._dir / "state"
-
-    def __enter__(self) -> Swtpm:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     def start(self) -> None:
         for tool in ("swtpm", "swtpm_setup"):
