@@ -108,12 +108,16 @@ def add_script(path: Path, fc_path: str, local: Path, required: bool) -> None:
 @click.option("--origin", required=True, help="ISO 3166-1 alpha-2 country of origin.")
 @click.option("--hardware-id", "hardware_ids", multiple=True)
 @click.option("--firmware-sha256", "firmware_sha256", multiple=True)
+@click.option("--firmware-crc64", "firmware_crc64", multiple=True,
+              help="Approved DroneCAN firmware image CRC (16 hex digits, as `flightseal measure` shows it).")
 def add_component(path: Path, name: str, selector: str, vendor: str, model: str, origin: str,
-                  hardware_ids: tuple[str, ...], firmware_sha256: tuple[str, ...]) -> None:
+                  hardware_ids: tuple[str, ...], firmware_sha256: tuple[str, ...],
+                  firmware_crc64: tuple[str, ...]) -> None:
     """Approve a part (camera, radio, ESC, GPS...)."""
     entry = ApprovedComponent.from_json({"name": name, "selector": selector, "vendor": vendor, "model": model,
                                          "origin": origin, "hardware_ids": list(hardware_ids),
-                                         "firmware_sha256": list(firmware_sha256)}, "component")
+                                         "firmware_sha256": list(firmware_sha256),
+                                         "firmware_crc64": list(firmware_crc64)}, "component")
     _edit(path, lambda m: dataclasses.replace(m, components=(*m.components, entry)), f"approved component {name}")
 
 

@@ -204,6 +204,10 @@ def _components(components: list[Measurement], manifest: Manifest) -> list[Reaso
         elif entry.firmware_sha256 and m.digests.get("sha256") not in entry.firmware_sha256:
             out.append(Reason(Code.COMPONENT_MISMATCH, f"{entry.name}: firmware is not an approved build",
                               m.component))
+        elif entry.firmware_crc64 and m.digests.get("crc64") not in entry.firmware_crc64:
+            got = m.digests.get("crc64")
+            out.append(Reason(Code.COMPONENT_MISMATCH, f"{entry.name}: firmware image CRC "
+                              f"{got if got else '(not reported)'} is not an approved build", m.component))
     return out
 
 

@@ -76,8 +76,10 @@ def baseline(base: Manifest, measurements: Sequence[Measurement], *, release: in
             notes.append(f"{m.component} left out: give its vendor, model and origin to approve it")
             continue
         hw = str(m.claims.get("hardware_id", ""))
+        crc64 = m.digests.get("crc64")
         components.append(ApprovedComponent(info.name, m.component, info.vendor, info.model, info.origin,
-                                            hardware_ids=(hw,) if hw else ()))
+                                            hardware_ids=(hw,) if hw else (),
+                                            firmware_crc64=(crc64,) if crc64 else ()))
 
     min_strength = dict(base.min_strength)
     for m in by_kind[Kind.FIRMWARE_IMAGE][:1]:

@@ -20,6 +20,7 @@ from attest.models import Kind, Strength
 
 MANIFEST_TYPE = "flightseal/manifest"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_HEX = re.compile(r"^[0-9a-f]+$")
 _W = "manifest"
 
 
@@ -27,6 +28,13 @@ def _sha256(value: Any, field: str) -> str:
     text = jsonio.expect_str(value, _W, field, 64)
     if not _SHA256.match(text):
         raise FormatError(_W, "must be 64 lower-case hex digits (SHA-256)", field)
+    return text
+
+
+def _crc64(value: Any, field: str) -> str:
+    text = jsonio.expect_str(value, _W, field, 16)
+    if len(text) != 16 or not _HEX.match(text):
+        raise FormatError(_W, "must be 16 lower-case hex digits (a DroneCAN image CRC)", field)
     return text
 
 
@@ -116,16 +124,20 @@ class ApprovedComponent:
     origin: str
     hardware_ids: tuple[str, ...] = ()
     firmware_sha256: tuple[str, ...] = ()
+    firmware_crc64: tuple[str, ...] = ()  # DroneCAN image CRCs (GetNodeInfo software_version.image_crc)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "selector": self.selector, "vendor": self.vendor, "model": self.model,
-                "origin": self.origin, "hardware_ids": list(self.hardware_ids),
-                "firmware_sha256": list(self.firmware_sha256)}
+        out = {"name": self.name, "selector": self.selector, "vendor": self.vendor, "model": self.model,
+               "origin": self.origin, "hardware_ids": list(self.hardware_ids),
+               "firmware_sha256": list(self.firmware_sha256)}
+        if self.firmware_crc64:  # absent when unused: manifests signed before it existed keep their bytes
+            out["firmware_crc64"] = list(self.firmware_crc64)
+        return out
 
     @classmethod
     def from_json(cls, data: Any, f: str) -> ApprovedComponent:
         o = jsonio.expect_object(data, _W, {"name", "selector", "vendor", "model", "origin"},
-                                 {"hardware_ids", "firmware_sha256"}, f)
+                                 {"hardware_ids", "firmware_sha256", "firmware_crc64"}, f)
         origin = jsonio.expect_str(o["origin"], _W, f"{f}.origin", 2)
         if not re.match(r"^[A-Z]{2}$", origin):
             raise FormatError(_W, "must be an ISO 3166-1 alpha-2 country code", f"{f}.origin")
@@ -139,6 +151,9 @@ class ApprovedComponent:
             firmware_sha256=tuple(_sha256(d, f"{f}.firmware_sha256[{i}]")
                                   for i, d in enumerate(jsonio.expect_list(o.get("firmware_sha256", []), _W,
                                                                            f"{f}.firmware_sha256", 64))),
+            firmware_crc64=tuple(_crc64(d, f"{f}.firmware_crc64[{i}]")
+                                 for i, d in enumerate(jsonio.expect_list(o.get("firmware_crc64", []), _W,
+                                                                          f"{f}.firmware_crc64", 64))),
         )
 
 

@@ -18,7 +18,9 @@ from attest.limits import LIMITS
 ClaimValue = str | int | float | bool
 
 _HEX = re.compile(r"^[0-9a-f]+$")
-DIGEST_ALGORITHMS = {"sha256": 64, "sha512": 128, "crc32": 8}
+# crc64 is DroneCAN's firmware image CRC (CRC-64-WE), the only image identity a DroneCAN node reports;
+# like crc32 it names a build, it does not resist a forger.
+DIGEST_ALGORITHMS = {"sha256": 64, "sha512": 128, "crc32": 8, "crc64": 16}
 
 
 class Strength(enum.IntEnum):

@@ -8,7 +8,7 @@ import pytest
 
 from attest.appraise import appraise
 from attest.errors import FormatError
-from attest.manifest import Airframe
+from attest.manifest import Airframe, ApprovedComponent, Manifest
 from attest.models import Code, Kind, Measurement, Reason, Strength, Verdict
 from tests.factory import PARAMS, World, camera, measurements
 
@@ -141,6 +141,37 @@ def test_approved_part_whose_origin_is_later_denied_is_refused() -> None:
 def test_component_reporting_another_vendor_is_mismatch() -> None:
     ms = measurements(components=[camera(vendor="Acme Clone")])
     assert codes(appraise(ms, World().manifest())) == [Code.COMPONENT_MISMATCH]
+
+
+def gps(crc64: str | None) -> Measurement:
+    claims: dict[str, str | int | float | bool] = {"type": "dronecan", "vendor": "acme", "model": "com.acme.gps",
+                                                   "hardware_id": "00" * 16}
+    return Measurement("dronecan:1/42", Kind.COMPONENT, {"crc64": crc64} if crc64 else {}, "dronecan:GetNodeInfo",
+                       Strength.SELF_REPORTED, claims)
+
+
+def manifest_with_gps(*crcs: str) -> Manifest:
+    m = World().manifest()
+    entry = ApprovedComponent("GPS", "dronecan:*", "acme", "com.acme.gps", "JP", firmware_crc64=crcs)
+    return replace(m, components=(*m.components, entry))
+
+
+def test_dronecan_part_with_an_approved_image_crc_passes() -> None:
+    v = appraise(measurements(components=[camera(), gps("1122334455667788")]),
+                 manifest_with_gps("aaaaaaaaaaaaaaaa", "1122334455667788"))
+    assert v.passed, v.reasons
+
+
+def test_dronecan_part_with_another_image_crc_is_a_mismatch_naming_the_crc() -> None:
+    v = appraise(measurements(components=[camera(), gps("0000000000000bad")]), manifest_with_gps("1122334455667788"))
+    assert codes(v) == [Code.COMPONENT_MISMATCH]
+    assert "0000000000000bad" in v.reasons[0].detail and v.reasons[0].component == "dronecan:1/42"
+
+
+def test_dronecan_part_that_does_not_report_its_image_crc_fails_when_one_is_pinned() -> None:
+    v = appraise(measurements(components=[camera(), gps(None)]), manifest_with_gps("1122334455667788"))
+    assert codes(v) == [Code.COMPONENT_MISMATCH]
+    assert "not reported" in v.reasons[0].detail
 
 
 def test_every_reason_is_collected_not_just_the_first() -> None:

@@ -215,3 +215,17 @@ def test_rebaseline_refuses_a_bad_origin_code_and_an_unmeasured_part(project: Pa
             "--part", "mavlink:1/101=cam,Acme,AC-1,JP", ok=2)
     assert "mavlink:1/101 was not measured" in r.output
     assert (project / "manifest.json").read_bytes() == before
+
+
+def test_rebaseline_pins_a_dronecan_part_to_its_measured_image_crc(project: Path) -> None:
+    meas = json.loads((project / "meas.json").read_text())
+    meas.append({"component": "dronecan:1/42", "kind": "component", "digests": {"crc64": "1122334455667788"},
+                 "source": "dronecan:GetNodeInfo", "strength": "self-reported",
+                 "claims": {"type": "dronecan", "model": "com.acme.gps", "vendor": "acme", "hardware_id": "ab" * 16}})
+    (project / "meas.json").write_text(json.dumps(meas))
+    run("manifest", "baseline", "manifest.json", "--measurements", "meas.json", "--release", "2",
+        "--part", "dronecan:1/42=gps,acme,com.acme.gps,JP")
+    out = run("manifest", "show", "manifest.json").output
+    shown = json.loads(out[:out.rindex("signatures:")])
+    gps = [c for c in shown["components"] if c["selector"] == "dronecan:1/42"]
+    assert gps and gps[0]["firmware_crc64"] == ["1122334455667788"] and gps[0]["hardware_ids"] == ["ab" * 16]

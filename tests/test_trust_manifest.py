@@ -205,3 +205,19 @@ def test_private_key_file_of_the_wrong_type_is_a_clear_error(tmp_path) -> None: 
     (tmp_path / "junk.pem").write_text("not a key")
     with pytest.raises(KeyLoadError, match="not an unencrypted PEM"):
         load_signer(f"file:{tmp_path / 'junk.pem'}")
+
+
+def test_component_image_crc_must_be_16_hex_digits() -> None:
+    from attest.manifest import Manifest
+
+    data = World().manifest().to_json()
+    data["components"][0]["firmware_crc64"] = ["1122334455667788"]
+    assert Manifest.from_json(data).components[0].firmware_crc64 == ("1122334455667788",)
+    for bad in ("11223344556677", "112233445566778G", "1122334455667788AA".lower(), 7):
+        data["components"][0]["firmware_crc64"] = [bad]
+        with pytest.raises(FormatError, match="firmware_crc64"):
+            Manifest.from_json(data)
+
+
+def test_a_component_without_image_crcs_keeps_its_old_json() -> None:
+    assert "firmware_crc64" not in World().manifest().to_json()["components"][0]
