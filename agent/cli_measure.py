@@ -118,16 +118,17 @@ def run_measure(url: str, *, policy: ParamPolicy | None, system_id: int, compone
 def _short(m: dict[str, Any]) -> str:
     claims = m["claims"]
     keys = ("version", "git_hash", "board_id", "uid", "path", "count", "method", "type", "model", "vendor",
-            "hardware_id", "size", "os", "agent_version")
-    return " ".join(f"{k}={claims[k]}" for k in keys if k in claims and claims[k] != "")[:100]
+            "hardware_id", "sw_version", "vcs_commit", "size", "os", "agent_version")
+    return " ".join(f"{k}={claims[k]}" for k in keys if k in claims and claims[k] != "")[:160]
 
 
 def print_table(inv: Inventory) -> None:
     rows = [m.to_json() for m in inv.measurements]
     width = max([len(r["component"]) for r in rows] + [9])
-    click.echo(f"{'component':<{width}}  {'kind':<14}  {'sha256':<16}  {'strength':<20}  source / claims")
+    click.echo(f"{'component':<{width}}  {'kind':<14}  {'digest':<16}  {'strength':<20}  source / claims")
     for r in rows:
-        sha = r["digests"].get("sha256", "-")[:16]
+        # a SHA-256 prefix, else a DroneCAN part's whole image CRC (what --firmware-crc64 takes)
+        sha = r["digests"].get("sha256", "")[:16] or r["digests"].get("crc64", "-")
         click.echo(f"{r['component']:<{width}}  {r['kind']:<14}  {sha:<16}  {r['strength']:<20}  {r['source']}")
         detail = _short(r)
         if detail:

@@ -55,6 +55,8 @@ class MeasureConfig:
     scripts_dir: str = ""  # FC scripts directory over FTP; empty = the FC's default
     flash_read: bool = True  # read @SYS/flash.bin where the FC serves it
     script_poll_s: float = 5.0  # how often the FC's scripts are checked (CRC32 over FTP) for changes
+    dronecan: bool = True  # measure the FC's DroneCAN nodes (GetNodeInfo through MAVLink CAN forwarding)
+    dronecan_node_id: int = 127  # our node id on the CAN bus while asking; must be free on the bus
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,8 @@ def parse(text: str, where: str = "config") -> AgentConfig:
             raise FormatError(where, "is required", f"device.{key}")
     if not 1 <= cfg.mavlink.system_id <= 255 or not 1 <= cfg.mavlink.component_id <= 255:
         raise FormatError(where, "system and component ids are 1..255", "mavlink")
+    if not 1 <= cfg.measure.dronecan_node_id <= 127:
+        raise FormatError(where, "a DroneCAN node id is 1..127", "measure.dronecan_node_id")
     if cfg.gate.keepalive_s <= 0 or cfg.gate.keepalive_s > 2.0:
         raise FormatError(where, "must be in (0, 2] s so a pass never lapses at the gate (3 s)", "gate.keepalive_s")
     return cfg

@@ -105,7 +105,8 @@ class Daemon:
         self.base_options = measure_options or MeasureOptions(
             flash_read=cfg.measure.flash_read,
             firmware_file=Path(cfg.measure.firmware_image) if cfg.measure.firmware_image else None,
-            scripts_dirs=(cfg.measure.scripts_dir,) if cfg.measure.scripts_dir else MeasureOptions().scripts_dirs)
+            scripts_dirs=(cfg.measure.scripts_dir,) if cfg.measure.scripts_dir else MeasureOptions().scripts_dirs,
+            dronecan=cfg.measure.dronecan, dronecan_node_id=cfg.measure.dronecan_node_id)
         self.status = Status()
         self.responder = Responder(self._answer_challenge)
         self.link: Link | None = None

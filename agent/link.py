@@ -117,8 +117,6 @@ class HeardComponent:
     messages: int = 0
     heartbeat: Any = None
     autopilot_version: Any = None
-    node_status: Any = None
-    node_info: Any = None
     types: set[str] = field(default_factory=set)
 
 
@@ -355,10 +353,6 @@ class Link:
                 self.fc_heartbeat = msg
         elif mtype == "AUTOPILOT_VERSION":
             entry.autopilot_version = msg
-        elif mtype == "UAVCAN_NODE_STATUS":
-            entry.node_status = msg
-        elif mtype == "UAVCAN_NODE_INFO":
-            entry.node_info = msg
         for listener in self.listeners:
             listener(msg)
 

@@ -10,7 +10,7 @@ import pytest
 from hardware.software import SoftwareSigner
 from sim.lua_host import LuaScriptingAuthority
 from sim.rig import Gcs, Rig, gate_scripts
-from sim.vfc.config import BusComponent, FirmwareInfo, VfcConfig
+from sim.vfc.config import BusComponent, DroneCanNode, FirmwareInfo, VfcConfig
 from sim.vfc.server import VirtualFC
 
 IMAGE = b"\x00\x10\x00\x20 virtual FC firmware image " * 2048
@@ -27,12 +27,18 @@ CAMERA = BusComponent(1, 100, 30, version=FirmwareInfo(git_hash="c0ffee00", vend
                                                            uid=0x1122334455))
 
 
-def make_world(tmp_path, parts=None, components=()) -> World:  # type: ignore[no-untyped-def]
-    fc = VirtualFC(VfcConfig(scripts=gate_scripts(), flash_image=IMAGE, prearm_period=1.0, components=components),
-                   authority=LuaScriptingAuthority()).start()
+def make_world(tmp_path, parts=None, components=(), dronecan=()) -> World:  # type: ignore[no-untyped-def]
+    fc = VirtualFC(VfcConfig(scripts=gate_scripts(), flash_image=IMAGE, prearm_period=1.0, components=components,
+                             dronecan_nodes=dronecan), authority=LuaScriptingAuthority()).start()
     rig = Rig(tmp_path, fc.url(1), fc.url(0), SoftwareSigner.generate(), parts=dict(parts or {}))
     rig.sign_manifest(rig.baseline_manifest(rig.measure_fc()))
     return World(rig, fc, Gcs(fc.url(0)))
+
+
+def close(w: World) -> None:
+    w.gcs.close()
+    w.rig.stop_agent()
+    w.fc.stop()
 
 
 @pytest.fixture
@@ -41,9 +47,7 @@ def world(tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
     try:
         yield w
     finally:
-        w.gcs.close()
-        w.rig.stop_agent()
-        w.fc.stop()
+        close(w)
 
 
 def test_approved_airframe_arms(world: World) -> None:
@@ -227,9 +231,7 @@ def camera_world(tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
 
     yield build  # type: ignore[misc]
     if w is not None:
-        w.gcs.close()
-        w.rig.stop_agent()
-        w.fc.stop()
+        close(w)
 
 
 def test_unapproved_camera_on_the_bus_refuses_arming(camera_world) -> None:  # type: ignore[no-untyped-def]
@@ -361,3 +363,40 @@ def _world_parts(tmp_path, signer):  # type: ignore[no-untyped-def]
     rig = Rig(tmp_path, fc.url(1), fc.url(0), signer)
     rig.sign_manifest(rig.baseline_manifest(rig.measure_fc()))
     return rig, fc, Gcs(fc.url(0))
+
+
+GPS = DroneCanNode(42, "com.acme.gps", bytes(range(16)), (2, 1), (1, 4), 0x1A2B3C4D, 0x1122334455667788)
+
+
+@pytest.fixture
+def gps_world(tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    from attest.baseline import PartInfo
+
+    w = make_world(tmp_path, parts={"dronecan:1/42": PartInfo("GNSS", "acme", "com.acme.gps", "JP")},
+                   dronecan=(GPS,))
+    try:
+        yield w
+    finally:
+        close(w)
+
+
+def test_approved_dronecan_gps_arms(gps_world: World) -> None:
+    gps_world.rig.start_agent()
+    gps_world.rig.wait_verdict(passed=True)
+    assert gps_world.gcs.arm().accepted
+
+
+def test_dronecan_gps_reflashed_with_unapproved_firmware_refuses_arming(gps_world: World) -> None:
+    from dataclasses import replace
+
+    assert gps_world.fc.can_bus is not None
+    gps_world.fc.can_bus.nodes[42] = replace(GPS, image_crc=0x0BADC0DE0BADC0DE)  # same part, other build
+    gps_world.rig.start_agent()
+    refused_with(gps_world, "component-mismatch")
+
+
+def test_unapproved_dronecan_node_refuses_arming(gps_world: World) -> None:
+    assert gps_world.fc.can_bus is not None
+    gps_world.fc.can_bus.nodes[77] = DroneCanNode(77, "org.unknown.tracker", bytes(16), sw_version=(9, 9))
+    gps_world.rig.start_agent()
+    refused_with(gps_world, "component-unknown")

@@ -50,6 +50,18 @@ def test_measure_prints_a_table(fc: VirtualFC) -> None:
     assert "measurements in" in r.stdout
 
 
+def test_table_shows_a_dronecan_parts_image_crc_as_manifest_add_component_takes_it() -> None:
+    from sim.vfc import DroneCanNode
+
+    node = DroneCanNode(42, "com.acme.gps", sw_version=(1, 4), vcs_commit=0x1A2B3C4D, image_crc=0x1122334455667788)
+    with VirtualFC(VfcConfig(scripts={"flightseal.lua": GATE}, flash_image=os.urandom(3000), standby_delay=0.1,
+                             dronecan_nodes=(node,))) as vfc:
+        out = run("measure", "--mavlink", vfc.url(1)).output
+    row = next(line for line in out.splitlines() if line.startswith("dronecan:1/42"))
+    assert "1122334455667788" in row and "self-reported" in row and "dronecan:GetNodeInfo" in row
+    assert "model=com.acme.gps" in out and "vcs_commit=1a2b3c4d" in out
+
+
 def test_what_cannot_be_measured_is_listed_and_exits_1() -> None:
     with VirtualFC(VfcConfig()) as vfc:
         r = run("measure", "--mavlink", vfc.url(1), ok=1)

@@ -184,20 +184,22 @@ def test_parts_on_the_bus_are_measured_and_ground_stations_are_not() -> None:
     config = VfcConfig(components=(BusComponent(1, 100, 30, version=camera_fw), BusComponent(1, 154, 26),
                                    BusComponent(51, 68, 0, heartbeat=False), BusComponent(255, 190, 6)),
                        dronecan_nodes=(DroneCanNode(125, "com.cubepilot.here3", bytes(range(16)), (2, 1), (1, 13),
-                                                    0xAB12CD34),))
+                                                    0xAB12CD34, 0x1122334455667788),))
     with VirtualFC(config) as vfc, Link.open(LinkConfig(vfc.url(1))) as lk:
         start = time.monotonic()
         got = by_component(measure(lk, replace(QUICK, listen_time=1.2)))
         assert time.monotonic() - start < 4.0
     camera, gimbal, radio, gps = (got["mavlink:1/100"], got["mavlink:1/154"], got["mavlink:51/68"],
-                                  got["dronecan:125"])
+                                  got["dronecan:1/125"])
     assert camera.claims["type"] == "camera" and camera.claims["vendor_id"] == 0x2DAE
     assert camera.claims["hardware_id"] == "c0ffee" and camera.strength is Strength.SELF_REPORTED
     assert gimbal.claims["type"] == "gimbal" and gimbal.strength is Strength.OBSERVED  # did not answer: bounded
     assert radio.claims["type"] == "radio"
     assert gps.claims["model"] == "com.cubepilot.here3" and gps.claims["vendor"] == "cubepilot"
     assert gps.claims["hardware_id"] == bytes(range(16)).hex() and gps.claims["sw_version"] == "1.13"
-    assert gps.claims["vcs_commit"] == "ab12cd34"
+    assert gps.claims["vcs_commit"] == "ab12cd34" and gps.digests == {"crc64": "1122334455667788"}
+    assert gps.strength is Strength.SELF_REPORTED and gps.source == "dronecan:GetNodeInfo"
+    assert not any(c.startswith("dronecan:1/10") for c in got), "the FC's own node is not a part"
     assert "mavlink:255/190" not in got and "mavlink:1/1" not in got and "mavlink:1/191" not in got
     assert all(m.kind is Kind.COMPONENT for c, m in got.items() if c.startswith(("mavlink:", "dronecan:")))
 

@@ -27,6 +27,8 @@ MINIMAL = '[device]\nid = "d"\nairframe = "a"\nkey = "file:k.pem"\n'
     (MINIMAL + "[mavlnk]\n", "[mavlnk]"),
     (MINIMAL + "[mavlink]\nsystem_id = '1'\n", "mavlink.system_id"),
     (MINIMAL + "[gate]\nkeepalive_s = 5\n", "gate.keepalive_s"),
+    (MINIMAL + "[measure]\ndronecan_node_id = 0\n", "measure.dronecan_node_id"),
+    (MINIMAL + "[measure]\ndronecan = \"yes\"\n", "measure.dronecan"),
     ('[device]\nid = "d"\nairframe = "a"\n', "device.key"),
     (MINIMAL + "[mavlink]\nallow_serial0 = 1\n", "mavlink.allow_serial0"),
 ])

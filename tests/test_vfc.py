@@ -369,3 +369,49 @@ def test_stop_closes_every_port(fc: VirtualFC) -> None:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
 
+
+
+# ---- DroneCAN through MAVLink CAN forwarding (recorded on SITL with CAN_P1_DRIVER 1, CAN_D1_PROTOCOL 1)
+
+def _ack(c: RawClient, command: int) -> int:
+    ack = c.recv(["COMMAND_ACK"], 2, lambda m: m.command == command)
+    assert ack is not None
+    return int(ack.result)
+
+
+def test_without_can_forwarding_is_refused_and_node_info_unsupported_as_sitl(client: RawClient) -> None:
+    client.command(32000, 1)  # MAV_CMD_CAN_FORWARD bus 1: SITL without CAN_P1_DRIVER has no bus
+    assert _ack(client, 32000) == 4  # MAV_RESULT_FAILED
+    client.command(5200)  # MAV_CMD_UAVCAN_GET_NODE_INFO: ArduPilot does not implement it
+    assert _ack(client, 5200) == 3  # UNSUPPORTED
+    assert not client.collect(1.2, ["UAVCAN_NODE_STATUS", "UAVCAN_NODE_INFO"])
+
+
+def test_can_forwarding_follows_ap_mavlinkcan() -> None:
+    from sim.vfc import DroneCanNode
+
+    with VirtualFC(VfcConfig(dronecan_nodes=(DroneCanNode(42, "com.acme.gps"),), **FAST)) as vfc:
+        c = RawClient(vfc.ports[1])
+        assert c.recv(["HEARTBEAT"], 3) is not None
+        assert vfc.params.get("CAN_D1_UC_NODE") is not None, "the DroneCAN driver's parameters appear"
+        c.command(32000, 2)
+        assert _ack(c, 32000) == 4, "bus 2 is not configured"
+        c.command(32000, 1)
+        assert _ack(c, 32000) == 0
+        frames = c.collect(1.5, ["CAN_FRAME"])
+        assert frames and all(f.bus == 0 and f.id & 0x8000_0000 for f in frames), "bus 0-based, extended flag"
+        assert all(f.target_system == 1 and f.target_component == 191 for f in frames), "sent to who asked"
+        sources = {f.id & 0x7F for f in frames}
+        assert {10, 42} <= sources, "the FC's own node (CAN_D1_UC_NODE 10) and node 42 broadcast NodeStatus"
+        # a GetNodeInfo request from node 127 to node 42 (single frame, tail byte only), bus 0-based
+        c.send(c.mav.can_frame_encode(1, 1, 0, 1, 0x1E01AAFF | 0x8000_0000, [0xC5, 0, 0, 0, 0, 0, 0, 0]))
+        reply = c.collect(1.0, ["CAN_FRAME"])
+        answer = [f for f in reply if f.id & 0x1FFF_FFFF == 0x1E017FAA]
+        assert len(answer) > 1 and answer[0].data[7] & 0x80 and answer[-1].data[answer[-1].len - 1] & 0x40
+        c.send(c.mav.can_filter_modify_encode(1, 1, 1, 0, 1, [1] + [0] * 15))  # bus 1-based here
+        time.sleep(0.1)
+        assert not [f for f in c.collect(1.3, ["CAN_FRAME"]) if not f.id & 0x80], "NodeStatus filtered out"
+        c.command(32000, 0)
+        assert _ack(c, 32000) == 0
+        assert not c.collect(1.2, ["CAN_FRAME"])
+        c.close()

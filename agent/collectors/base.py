@@ -53,6 +53,8 @@ class MeasureOptions:
     listen_time: float = 1.2  # components: hear the bus at least this long (heartbeats are 1 Hz)
     component_reply_timeout: float = 0.5
     include_gcs: bool = False
+    dronecan: bool = True  # scan the FC's DroneCAN buses through MAVLink CAN forwarding
+    dronecan_node_id: int = 127  # our node id on the CAN bus while asking GetNodeInfo (must be free)
     companion_config: Path | None = None
     progress: Progress | None = None
 
@@ -68,6 +70,7 @@ class Inventory:
     measurements: list[Measurement] = field(default_factory=list)
     problems: list[Reason] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    fc_params: dict[str, float] | None = None  # the FC's parameters, for collectors that need its setup
 
     def missing(self, component: str, detail: str) -> None:
         self.problems.append(Reason(Code.MEASUREMENT_MISSING, detail, component))

@@ -6,14 +6,17 @@ source of every packet it receives. Each part becomes a ``component`` measuremen
 * ``mavlink:SYS/COMP``: claims ``type`` (MAV_TYPE name, or ``radio`` for a SiK radio heard only
   through RADIO_STATUS), ``autopilot``, and, if it answers AUTOPILOT_VERSION within a bounded
   wait, ``vendor_id``/``product_id``, ``hardware_id`` (its uid2 or uid), ``git_hash``, ``version``;
-* ``dronecan:NODE``: UAVCAN_NODE_STATUS / UAVCAN_NODE_INFO sent by the FC with the node id as
-  component id; claims ``type`` ``dronecan``, ``model`` (the node name), ``vendor`` (the
-  organisation label of a reverse-DNS name: ``com.cubepilot.here3`` → ``cubepilot``),
-  ``hardware_id`` (the 16-byte unique id in hex), ``sw_version``, ``vcs_commit``.
+* ``dronecan:BUS/NODE``: each node on the FC's DroneCAN buses, heard through ArduPilot's MAVLink
+  CAN forwarding and asked GetNodeInfo (``agent/dronecan.py``); claims ``type`` ``dronecan``,
+  ``model`` (the node name), ``vendor`` (the organisation label of a reverse-DNS name:
+  ``com.cubepilot.here3`` → ``cubepilot``), ``hardware_id`` (the 16-byte unique id in hex),
+  ``hw_version``, ``sw_version``, ``vcs_commit``, and the firmware image CRC as a ``crc64``
+  digest. The FC's own node (``CAN_Dn_UC_NODE``) is the FC, not a part, and is left out.
 
 Not measured: the FC itself, the agent itself, and ground stations (MAV_TYPE_GCS), which are not
-part of the airframe and come and go (``include_gcs`` measures them too). No digest: MAVLink
-does not carry a component's firmware hash (DroneCAN's image CRC is not in UAVCAN_NODE_INFO).
+part of the airframe and come and go (``include_gcs`` measures them too). MAVLink parts carry no
+digest: MAVLink does not report a component's firmware hash. DroneCAN nodes report an image CRC,
+which names a build but, like everything a part says about itself, is only as honest as the part.
 """
 
 from __future__ import annotations
@@ -21,13 +24,16 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agent.collectors.base import MeasureOptions
+from agent import dronecan
+from agent.collectors.base import Inventory, MeasureOptions
 from agent.collectors.firmware import identity_claims
+from agent.dronecan_wire import NodeInfo
 from agent.link import HeardComponent, Link
 from attest.models import ClaimValue, Kind, Measurement, Strength
 
 MAV_TYPE_GCS = 6
-CMD_UAVCAN_GET_NODE_INFO = 5200
+MAX_CAN_BUSES = 2  # CAN_P1, CAN_P2 (HAL_NUM_CAN_IFACES on ArduPilot's boards and SITL)
+DRONECAN_PROTOCOL = 1  # CAN_Dn_PROTOCOL
 RADIO_IDS = (ord("3"), ord("D"))  # SiK radios inject RADIO_STATUS as 51/68
 
 
@@ -39,26 +45,59 @@ def _mav_type_name(value: int) -> str:
     return name.removeprefix("MAV_TYPE_").lower()
 
 
-def _dronecan(entry: HeardComponent) -> Measurement:
-    claims: dict[str, ClaimValue] = {"type": "dronecan", "node_id": entry.component}
-    strength = Strength.OBSERVED
-    info = entry.node_info
-    if info is not None:
-        name = bytes(info.name).split(b"\0", 1)[0].decode("ascii", "replace") if not isinstance(info.name, str) \
-            else info.name
-        labels = name.split(".")
-        claims["model"] = name
-        if len(labels) >= 3:
-            claims["vendor"] = labels[1]
-        claims["hardware_id"] = bytes(info.hw_unique_id).hex()
-        claims["hw_version"] = f"{info.hw_version_major}.{info.hw_version_minor}"
-        claims["sw_version"] = f"{info.sw_version_major}.{info.sw_version_minor}"
-        claims["vcs_commit"] = f"{int(info.sw_vcs_commit):08x}"
-        strength = Strength.SELF_REPORTED
-    if entry.node_status is not None:
-        claims["health"] = int(entry.node_status.health)
-    return Measurement(f"dronecan:{entry.component}", Kind.COMPONENT, {}, "mavlink:UAVCAN_NODE_INFO"
-                       if info is not None else "mavlink:UAVCAN_NODE_STATUS", strength, claims)
+def _dronecan(bus: int, node: int, info: NodeInfo | None, error: str | None) -> Measurement:
+    claims: dict[str, ClaimValue] = {"type": "dronecan", "bus": bus, "node_id": node}
+    digests: dict[str, str] = {}
+    if info is None:
+        if error:
+            claims["error"] = error[:200]
+        return Measurement(f"dronecan:{bus}/{node}", Kind.COMPONENT, {}, "dronecan:NodeStatus", Strength.OBSERVED,
+                           claims)
+    labels = info.name.split(".")
+    claims["model"] = info.name
+    if len(labels) >= 3:
+        claims["vendor"] = labels[1]
+    claims["hardware_id"] = info.unique_id.hex()
+    claims["hw_version"] = f"{info.hw_version[0]}.{info.hw_version[1]}"
+    claims["sw_version"] = f"{info.sw_version[0]}.{info.sw_version[1]}"
+    if info.vcs_commit is not None:
+        claims["vcs_commit"] = f"{info.vcs_commit:08x}"
+    if info.image_crc is not None:
+        digests["crc64"] = f"{info.image_crc:016x}"
+    claims["health"] = info.health
+    return Measurement(f"dronecan:{bus}/{node}", Kind.COMPONENT, digests, "dronecan:GetNodeInfo",
+                       Strength.SELF_REPORTED, claims)
+
+
+def dronecan_buses(params: dict[str, float] | None) -> list[tuple[int, int | None]]:
+    """(bus, the FC's own node id) for each CAN bus whose driver speaks DroneCAN.
+
+    Without the FC's parameters every bus is tried and no node is left out as the FC's own (an
+    FC node then shows up as a part the manifest does not approve: fail closed, not silent).
+    """
+    if params is None:
+        return [(bus, None) for bus in range(1, MAX_CAN_BUSES + 1)]
+    out = []
+    for bus in range(1, MAX_CAN_BUSES + 1):
+        driver = int(params.get(f"CAN_P{bus}_DRIVER", 0))
+        if driver < 1 or int(params.get(f"CAN_D{driver}_PROTOCOL", 0)) != DRONECAN_PROTOCOL:
+            continue
+        node = params.get(f"CAN_D{driver}_UC_NODE")
+        out.append((bus, int(node) if node is not None else None))
+    return out
+
+
+def collect_dronecan(link: Link, opts: MeasureOptions, params: dict[str, float] | None) -> list[Measurement]:
+    out: list[Measurement] = []
+    for bus, fc_node in dronecan_buses(params):
+        result = dronecan.scan(link, bus=bus, local_node=opts.dronecan_node_id, listen=opts.listen_time,
+                               reply_timeout=opts.component_reply_timeout)
+        if result is None:
+            continue
+        for node, info in sorted(result.nodes.items()):
+            if node != fc_node:
+                out.append(_dronecan(bus, node, info, result.errors.get(node)))
+    return out
 
 
 def _mavlink(entry: HeardComponent, version: Any) -> Measurement:
@@ -85,25 +124,14 @@ def _mavlink(entry: HeardComponent, version: Any) -> Measurement:
     return Measurement(f"mavlink:{entry.system}/{entry.component}", Kind.COMPONENT, {}, source, strength, claims)
 
 
-def collect_components(link: Link, opts: MeasureOptions) -> list[Measurement]:
+def collect_components(link: Link, opts: MeasureOptions, inv: Inventory | None = None) -> list[Measurement]:
     wait_until = link.opened_at + opts.listen_time
     while (remaining := wait_until - time.monotonic()) > 0:
         link.recv(None, remaining)
-    fc_sys = link.fc[0]
     own = (link.config.system_id, link.config.component_id)
-    nodes = [e for e in link.heard.values() if e.system == fc_sys and e.node_status is not None]
-    if nodes:
-        ack = link.command_long(CMD_UAVCAN_GET_NODE_INFO, timeout=opts.component_reply_timeout, retries=1)
-        if ack is not None and ack.result == 0:
-            end = time.monotonic() + opts.component_reply_timeout
-            while (remaining := end - time.monotonic()) > 0 and any(n.node_info is None for n in nodes):
-                link.recv(["UAVCAN_NODE_INFO"], remaining)
     out: list[Measurement] = []
     for key, entry in sorted(link.heard.items()):
         if key in (link.fc, own):
-            continue
-        if entry.node_status is not None or entry.node_info is not None:
-            out.append(_dronecan(entry))
             continue
         hb = entry.heartbeat
         if hb is not None and int(hb.type) == MAV_TYPE_GCS and not opts.include_gcs:
@@ -113,4 +141,6 @@ def collect_components(link: Link, opts: MeasureOptions) -> list[Measurement]:
             version = link.request_message(148, "AUTOPILOT_VERSION", target=key,
                                            timeout=opts.component_reply_timeout, retries=1)
         out.append(_mavlink(entry, version))
+    if opts.dronecan:
+        out += collect_dronecan(link, opts, inv.fc_params if inv is not None else None)
     return out

@@ -100,7 +100,7 @@ def measure(link: Link, opts: MeasureOptions | None = None, cache: ImageCache | 
             inv.missing(IMAGE, str(exc))
     else:
         inv.missing(IMAGE, "not measured: the firmware identity is unknown")
-    inv.measurements.extend(_timed(inv, "components", lambda: collect_components(link, opts)))
+    inv.measurements.extend(_timed(inv, "components", lambda: collect_components(link, opts, inv)))
     try:
         inv.measurements.extend(_timed(inv, "companion", lambda: collect_companion(opts)))
     except CollectError as exc:

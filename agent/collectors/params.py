@@ -128,6 +128,7 @@ def collect_params(link: Link, ftp: FtpClient | None, opts: MeasureOptions, inv:
         except CollectError as exc:
             inv.missing(COMPONENT, "; ".join([*notes, str(exc)]))
             return None
+    inv.fc_params = values
     exclusions = tuple(opts.param_exclusions)
     claims: dict[str, ClaimValue] = {"exclude": ",".join(exclusions), "count": len(values),
                                      "method": "param.pck" if source.startswith("mavlink-ftp") else "param-protocol"}

@@ -57,14 +57,17 @@ class BusComponent:
 
 @dataclass(frozen=True)
 class DroneCanNode:
-    """A DroneCAN node the FC reports as UAVCAN_NODE_STATUS (1 Hz) and UAVCAN_NODE_INFO."""
+    """A node on the FC's first DroneCAN bus: NodeStatus at 1 Hz, answers GetNodeInfo (sim/vfc/can.py)."""
 
     node_id: int
     name: str
     hw_unique_id: bytes = bytes(16)
     hw_version: tuple[int, int] = (1, 0)
     sw_version: tuple[int, int] = (1, 0)
-    vcs_commit: int = 0
+    vcs_commit: int | None = 0
+    image_crc: int | None = None
+    health: int = 0
+    answers: bool = True  # False: a node that broadcasts NodeStatus but never answers GetNodeInfo
 
 
 @dataclass

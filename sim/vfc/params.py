@@ -18,6 +18,7 @@ from agent.collectors.parampck import AP_FLOAT, AP_INT8, AP_INT16, AP_INT32, MAV
 from sim.vfc.parampck import encode
 
 DATA_FILE = "copter-4.7.0-params.json"
+CAN_DATA_FILE = "copter-4.7.0-can1-params.json"  # what appears once CAN bus 1 runs DroneCAN
 _LIMITS = {AP_INT8: (-128, 127), AP_INT16: (-32768, 32767), AP_INT32: (-2**31, 2**31 - 1)}
 
 
@@ -42,11 +43,23 @@ def load_seed() -> tuple[list[Param], frozenset[str]]:
     return params, frozenset(doc["scripting_only"])
 
 
+def with_can_bus1(params: list[Param]) -> list[Param]:
+    """The table SITL has when booted with CAN_P1_DRIVER 1: bus and DroneCAN driver parameters added."""
+    doc = json.loads(resources.files("sim.vfc").joinpath("data", CAN_DATA_FILE).read_text())
+    out = list(params)
+    for group in doc["groups"]:
+        at = next(i for i, p in enumerate(out) if p.name == group["after"]) + 1
+        out[at:at] = [Param(str(n), int(t), v if int(t) == AP_FLOAT else int(v)) for n, t, v in group["params"]]
+    return out
+
+
 class ParamTable:
     """Name → typed value, in token order; what is visible depends on SCR_ENABLE at boot."""
 
     def __init__(self, overrides: dict[str, float] | None = None) -> None:
         seed, self.scripting_only = load_seed()
+        if (overrides or {}).get("CAN_P1_DRIVER", 0) >= 1:  # decided at boot, as ArduPilot allocates drivers
+            seed = with_can_bus1(seed)
         self._all = seed
         self._by_name = {p.name: p for p in seed}
         for name, value in (overrides or {}).items():

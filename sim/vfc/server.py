@@ -40,6 +40,8 @@ from typing import Any
 from pymavlink.dialects.v20 import ardupilotmega as mavlink
 
 from agent.ftpwire import FtpPacket
+from sim.vfc.can import EFF_FLAG, CanBus, Forwarding, can_frame_message
+from sim.vfc.can import Frame as CanFrame
 from sim.vfc.config import BusComponent, FirmwareInfo, VfcConfig
 from sim.vfc.files import VehicleFiles
 from sim.vfc.ftp import FtpServer, Reply, Request
@@ -56,7 +58,8 @@ CMD_REQUEST_AUTOPILOT_CAPABILITIES = 520
 CMD_REBOOT = 246
 CMD_ARM_DISARM = 400
 CMD_DO_SET_MODE = 176
-CMD_UAVCAN_GET_NODE_INFO = 5200
+CMD_CAN_FORWARD = 32000
+FC_NODE_DEFAULT = 10  # CAN_D1_UC_NODE's default (AP_DRONECAN_DEFAULT_NODE)
 MSG_AUTOPILOT_VERSION = 148
 MSG_HEARTBEAT = 0
 LOOP_PERIOD = 0.01
@@ -90,7 +93,12 @@ class VirtualFC:
         self._sel = selectors.DefaultSelector()
         self._own_root = self.config.root is None
         self.root = Path(tempfile.mkdtemp(prefix="flightseal-vfc-")) if self.config.root is None else self.config.root
-        self.params = ParamTable({**self.config.params, "SCR_ENABLE": 1 if self.config.scripting else 0})
+        can = {"CAN_P1_DRIVER": 1, "CAN_D1_PROTOCOL": 1} if self.config.dronecan_nodes else {}
+        self.params = ParamTable({**can, **self.config.params, "SCR_ENABLE": 1 if self.config.scripting else 0})
+        fc_node = self.params.get("CAN_D1_UC_NODE")
+        self.can_bus = CanBus(self.config.dronecan_nodes, int(fc_node.value) if fc_node else FC_NODE_DEFAULT) \
+            if self.config.dronecan_nodes else None
+        self.can_forwarding = Forwarding(buses=1 if self.can_bus is not None else 0)
         self.files = VehicleFiles(self.root, self._param_pack, self._param_count,
                                   flash_image=self.config.flash_image, romfs=dict(self.config.romfs),
                                   uarts_text=self._uarts_text)
@@ -498,10 +506,15 @@ class VirtualFC:
             else:
                 msg = mavlink.MAVLink_radio_status_message(200, 190, 100, 40, 38, 0, 0)
             self._broadcast(msg, (comp.sysid, comp.compid))
-        uptime = int(now - self._boot_time)
-        for node in self.config.dronecan_nodes:
-            status = mavlink.MAVLink_uavcan_node_status_message(int(now * 1e6), uptime, 0, 0, 0, 0)
-            self._broadcast(status, (self.config.sysid, node.node_id))
+        if self.can_bus is not None:
+            self._can_out(self.can_bus.node_status(now))
+
+    def _can_out(self, frames: list[CanFrame]) -> None:
+        for frame in frames:
+            target = self.can_forwarding.target(frame)
+            if target is not None:
+                channel, client = target
+                self._send(channel, can_frame_message(mavlink, client, frame))
 
     # ---- messages in
     def _handle(self, ch: _Channel, msg: Any) -> None:
@@ -536,6 +549,12 @@ class VirtualFC:
         elif mtype == "FILE_TRANSFER_PROTOCOL" and self.config.ftp_enabled:
             self.ftp.push(Request(ch.index, msg.get_srcSystem(), msg.get_srcComponent(),
                                   FtpPacket.unpack(msg.payload)))
+        elif mtype == "CAN_FILTER_MODIFY":
+            self.can_forwarding.modify_filter(int(msg.bus), int(msg.operation), list(msg.ids[:int(msg.num_ids)]))
+        elif mtype == "CAN_FRAME" and self.can_bus is not None and int(msg.bus) == self.can_bus.bus \
+                and int(msg.id) & EFF_FLAG and 0 < int(msg.len) <= 8:
+            frame = CanFrame(int(msg.bus), int(msg.id) & 0x1FFF_FFFF, bytes(msg.data[:int(msg.len)]))
+            self._can_out(self.can_bus.receive(frame))
         elif mtype == "SETUP_SIGNING" and not self.armed:
             self._setup_signing(bytes(msg.secret_key))
 
@@ -585,15 +604,9 @@ class VirtualFC:
                 self._broadcast(self._heartbeat())
             else:
                 self._ack(ch, msg, MAV_RESULT_FAILED)
-        elif cmd == CMD_UAVCAN_GET_NODE_INFO and self.config.dronecan_nodes:  # SITL has no CAN: UNSUPPORTED
-            self._ack(ch, msg, MAV_RESULT_ACCEPTED)
-            now = time.monotonic()
-            for node in self.config.dronecan_nodes:
-                info = mavlink.MAVLink_uavcan_node_info_message(
-                    int(now * 1e6), int(now - self._boot_time), node.name.encode()[:80], node.hw_version[0],
-                    node.hw_version[1], list(node.hw_unique_id[:16].ljust(16, b"\0")), node.sw_version[0],
-                    node.sw_version[1], node.vcs_commit)
-                self._send(ch, info, (self.config.sysid, node.node_id))
+        elif cmd == CMD_CAN_FORWARD:
+            ok = self.can_forwarding.command(ch, (msg.get_srcSystem(), msg.get_srcComponent()), msg.param1)
+            self._ack(ch, msg, MAV_RESULT_ACCEPTED if ok else MAV_RESULT_FAILED)
         else:
             self._ack(ch, msg, MAV_RESULT_UNSUPPORTED)
 
