@@ -57,6 +57,7 @@ class MeasureConfig:
     script_poll_s: float = 5.0  # how often the FC's scripts are checked (CRC32 over FTP) for changes
     dronecan: bool = True  # measure the FC's DroneCAN nodes (GetNodeInfo through MAVLink CAN forwarding)
     dronecan_node_id: int = 127  # our node id on the CAN bus while asking; must be free on the bus
+    dronecan_poll_s: float = 10.0  # how often (disarmed) the DroneCAN buses are checked for new or restarted nodes
 
 
 @dataclass(frozen=True)

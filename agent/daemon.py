@@ -35,11 +35,12 @@ from typing import Any
 from agent.attestation import Sealed, check_manifest, seal_measurements
 from agent.audit import AuditLog
 from agent.challenge import Responder, tunnel_payload
-from agent.collectors.base import Inventory, MeasureOptions
+from agent.collectors.base import DroneCanBus, Inventory, MeasureOptions
 from agent.collectors.imagecache import ImageCache
 from agent.collectors.measure import measure
 from agent.collectors.scripts import list_scripts
 from agent.config import AgentConfig
+from agent.dronecan import node_statuses
 from agent.files import read_bounded
 from agent.ftp import FtpClient, FtpError
 from agent.gate import GateClient, GateError, SequenceSource
@@ -119,6 +120,8 @@ class Daemon:
         self._deferred: str | None = None
         self._scripts_crc: dict[str, int | None] | None = None
         self._next_script_poll = 0.0
+        self._next_dronecan_poll = 0.0
+        self._dronecan: list[DroneCanBus] = []  # the buses the last pass scanned, with node uptimes
         self._next_manifest_poll = 0.0
         self._last_fc_heartbeat = 0.0
         self._known_components: set[tuple[int, int]] = set()
@@ -202,6 +205,10 @@ class Daemon:
             if now >= self._next_script_poll:
                 self._next_script_poll = now + self.cfg.measure.script_poll_s
                 self._poll_scripts()
+            if now >= self._next_dronecan_poll and self._dirty is None:
+                self._next_dronecan_poll = now + self.cfg.measure.dronecan_poll_s
+                if not self._fc_armed():  # forwarding a CAN bus loads the link: never in flight
+                    self._poll_dronecan()
 
     # ---- in flight
     def _fc_armed(self) -> bool:
@@ -249,6 +256,8 @@ class Daemon:
         self._inventory = measure(self.link, opts, self.image_cache)
         self._scripts_crc = self._measured_script_crcs()
         self._known_components = set(self.link.heard)
+        self._dronecan = list(self._inventory.dronecan)
+        self._next_dronecan_poll = time.monotonic() + self.cfg.measure.dronecan_poll_s
         self._seal_and_deliver(why)
 
     def _seal_and_deliver(self, why: str) -> None:
@@ -402,6 +411,29 @@ class Daemon:
         if set(current) != set(measured) or any(
                 crc is not None and current[path] != crc for path, crc in measured.items()):
             self._dirty = "a Lua script on the FC changed"
+
+    def _poll_dronecan(self) -> None:
+        """One round of NodeStatus per DroneCAN bus: a node that appeared, vanished or restarted
+        (its uptime went back: re-flashed, swapped, power-cycled) means a full pass."""
+        if self.link is None:
+            return
+        for known in self._dronecan:
+            now = node_statuses(self.link, bus=known.bus, local_node=self.base_options.dronecan_node_id,
+                                listen=self.base_options.listen_time)
+            if now is None:
+                self._dirty = f"DroneCAN bus {known.bus} is no longer forwarded"
+                return
+            before = {n: t for n, t in known.uptimes.items() if n != known.fc_node}
+            after = {n: t for n, t in now.items() if n != known.fc_node}
+            if set(after) != set(before):
+                changed = sorted(set(after) ^ set(before))
+                self._dirty = f"DroneCAN node(s) {', '.join(map(str, changed))} on bus {known.bus} came or went"
+                return
+            restarted = sorted(n for n, t in after.items() if t < before[n])
+            if restarted:
+                self._dirty = f"DroneCAN node(s) {', '.join(map(str, restarted))} on bus {known.bus} restarted"
+                return
+            known.uptimes.update(now)
 
     def _scripts_dir(self, ftp: FtpClient) -> str | None:
         for directory in self.base_options.scripts_dirs:

@@ -47,6 +47,7 @@ class DroneCanScan:
     bus: int
     nodes: dict[int, NodeInfo | None] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)  # node → why its answer was unusable
+    uptimes: dict[int, int] = field(default_factory=dict)  # node → NodeStatus uptime (s), for the watch
 
 
 class _Forwarding:
@@ -56,12 +57,12 @@ class _Forwarding:
         self.link, self.bus = link, bus
         self.refreshed = time.monotonic()
 
-    def start(self, timeout: float) -> bool:
+    def start(self, timeout: float, type_ids: list[int]) -> bool:
         ack = self.link.command_long(CMD_CAN_FORWARD, [float(self.bus)], timeout=timeout, retries=2)
         self.refreshed = time.monotonic()
         if ack is None or int(ack.result) != MAV_RESULT_ACCEPTED:
             return False
-        self._filter([GET_NODE_INFO_ID, NODE_STATUS_ID])
+        self._filter(type_ids)
         return True
 
     def stop(self, timeout: float) -> None:
@@ -114,7 +115,7 @@ def scan(link: Link, *, bus: int = 1, local_node: int = 127, listen: float = 1.2
          retries: int = 2) -> DroneCanScan | None:
     """Nodes on DroneCAN bus ``bus`` (1-based, as CAN_Pn) and their GetNodeInfo; None if the FC has no such bus."""
     fwd = _Forwarding(link, bus)
-    if not fwd.start(reply_timeout):
+    if not fwd.start(reply_timeout, [GET_NODE_INFO_ID, NODE_STATUS_ID]):
         return None
     result = DroneCanScan(bus)
     try:
@@ -137,11 +138,31 @@ def scan(link: Link, *, bus: int = 1, local_node: int = 127, listen: float = 1.2
     return result
 
 
+def node_statuses(link: Link, *, bus: int = 1, local_node: int = 127, listen: float = 1.2,
+                  timeout: float = 0.5) -> dict[int, int] | None:
+    """Node → uptime from one round of NodeStatus broadcasts (no questions asked); None: no such bus.
+
+    The daemon's watch between passes: a node that appears or disappears, or whose uptime went
+    back (it restarted: re-flashed, swapped, power-cycled), calls for a new pass.
+    """
+    fwd = _Forwarding(link, bus)
+    if not fwd.start(timeout, [NODE_STATUS_ID]):
+        return None
+    result = DroneCanScan(bus)
+    try:
+        _listen(fwd, result, local_node, listen)
+    finally:
+        fwd.stop(timeout)
+    return result.uptimes
+
+
 def _listen(fwd: _Forwarding, result: DroneCanScan, local_node: int, listen: float) -> None:
-    for cid, _ in fwd.frames(listen):
+    for cid, data in fwd.frames(listen):
         if not cid.service and cid.type_id == NODE_STATUS_ID and cid.source not in (0, local_node) \
                 and len(result.nodes) < MAX_NODES:
             result.nodes.setdefault(cid.source, None)
+            if len(data) == 8 and data[-1] & 0xC0 == 0xC0:  # NodeStatus: 7 bytes, one frame
+                result.uptimes[cid.source] = int.from_bytes(data[:4], "little")
 
 
 def _ask(fwd: _Forwarding, node: int, local_node: int, transfer_id: int, timeout: float) -> NodeInfo | None:

@@ -11,6 +11,7 @@ exactly as on an airframe. Prints the pass's measurements and problems as JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ os.environ.setdefault("MAVLINK20", "1")
 import dronecan
 
 from agent.collectors import MeasureOptions, measure
+from agent.dronecan import node_statuses
 from agent.link import Link, LinkConfig
 from sim.sitl import Sitl, SitlConfig
 
@@ -79,10 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with Link.open(LinkConfig(sitl.url, heartbeat_timeout=30)) as link:
                 inv = measure(link, MeasureOptions(flash_read=False))
+                statuses = node_statuses(link, bus=1)  # the daemon's watch, right after the pass
         finally:
             nodes.stop()
     json.dump({"measurements": inv.to_json(), "problems": [str(p) for p in inv.problems],
-               "timings": inv.timings}, sys.stdout)
+               "timings": inv.timings, "scanned": [dataclasses.asdict(b) for b in inv.dronecan],
+               "statuses": statuses}, sys.stdout)
     return 0
 
 

@@ -106,7 +106,7 @@ class Rig:
             device=DeviceConfig(DEVICE_ID, AIRFRAME, device_key_uri or "in-process"),
             trust=TrustConfig(str(self.root_path), str(self.manifest_path), str(self.workdir / "state")),
             gate=GateConfig(keepalive_s=1.0),
-            measure=MeasureConfig(flash_read=True, script_poll_s=1.0),
+            measure=MeasureConfig(flash_read=True, script_poll_s=1.0, dronecan_poll_s=2.0),
             audit=AuditConfig(str(self.workdir / "state" / "audit.log")),
         )
 

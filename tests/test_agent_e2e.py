@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -390,13 +391,32 @@ def test_dronecan_gps_reflashed_with_unapproved_firmware_refuses_arming(gps_worl
     from dataclasses import replace
 
     assert gps_world.fc.can_bus is not None
-    gps_world.fc.can_bus.nodes[42] = replace(GPS, image_crc=0x0BADC0DE0BADC0DE)  # same part, other build
+    gps_world.fc.can_bus.put(replace(GPS, image_crc=0x0BADC0DE0BADC0DE))  # same part, other build
     gps_world.rig.start_agent()
     refused_with(gps_world, "component-mismatch")
 
 
 def test_unapproved_dronecan_node_refuses_arming(gps_world: World) -> None:
     assert gps_world.fc.can_bus is not None
-    gps_world.fc.can_bus.nodes[77] = DroneCanNode(77, "org.unknown.tracker", bytes(16), sw_version=(9, 9))
+    gps_world.fc.can_bus.put(DroneCanNode(77, "org.unknown.tracker", bytes(16), sw_version=(9, 9)))
     gps_world.rig.start_agent()
     refused_with(gps_world, "component-unknown")
+
+
+def test_dronecan_node_plugged_in_after_a_pass_refuses_the_next_arming(gps_world: World) -> None:
+    gps_world.rig.start_agent()
+    gps_world.rig.wait_verdict(passed=True)
+    assert gps_world.fc.can_bus is not None
+    gps_world.fc.can_bus.put(DroneCanNode(77, "org.unknown.tracker", bytes(16)))  # no MAVLink traffic at all
+    refused_with(gps_world, "component-unknown")
+
+
+def test_dronecan_part_reflashed_after_a_pass_is_seen_by_its_restart(gps_world: World) -> None:
+    from dataclasses import replace
+
+    gps_world.rig.start_agent()
+    gps_world.rig.wait_verdict(passed=True)
+    time.sleep(2.5)  # the node has been up a while: its restart is a step back in uptime
+    assert gps_world.fc.can_bus is not None
+    gps_world.fc.can_bus.put(replace(GPS, image_crc=0x0BADC0DE0BADC0DE))  # same id, other build, uptime 0
+    refused_with(gps_world, "component-mismatch")

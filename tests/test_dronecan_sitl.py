@@ -14,6 +14,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,15 +39,29 @@ GPS_CRC = "1122334455667788"
 
 
 @pytest.fixture(scope="module")
-def measured() -> dict[str, Measurement]:
+def run() -> dict[str, Any]:
     with LoopbackNamespace() as ns:
         r = subprocess.run([*ns.prefix(), sys.executable, "-m", "sim.dronecan_sitl",
                             "--node", f"42:com.acme.gps:{GPS_CRC}", "--node", "55:org.evil.tracker:00000000deadbeef"],
                            cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
-    doc = json.loads(r.stdout)
+    doc: dict[str, Any] = json.loads(r.stdout)
     assert doc["problems"] == [], doc["problems"]
-    return {m.component: m for m in map(Measurement.from_json, doc["measurements"])}
+    return doc
+
+
+@pytest.fixture(scope="module")
+def measured(run: dict[str, Any]) -> dict[str, Measurement]:
+    return {m.component: m for m in map(Measurement.from_json, run["measurements"])}
+
+
+def test_the_watch_hears_every_node_and_uptimes_only_go_forward(run: dict[str, Any]) -> None:
+    (scanned,) = run["scanned"]
+    assert scanned["bus"] == 1 and scanned["fc_node"] == 10
+    before = {int(k): v for k, v in scanned["uptimes"].items()}
+    after = {int(k): v for k, v in run["statuses"].items()}
+    assert set(before) == set(after) == {10, 42, 55}
+    assert all(after[n] >= before[n] for n in before), (before, after)
 
 
 def test_every_dronecan_node_is_measured_but_the_fc_itself(measured: dict[str, Measurement]) -> None:

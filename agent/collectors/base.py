@@ -63,6 +63,15 @@ class MeasureOptions:
         return Path(value) if value else None
 
 
+@dataclass(frozen=True)
+class DroneCanBus:
+    """One scanned DroneCAN bus: the FC's own node id there, and each node heard with its uptime."""
+
+    bus: int
+    fc_node: int | None
+    uptimes: dict[int, int]
+
+
 @dataclass
 class Inventory:
     """The result of one pass: measurements, what could not be measured, and how long each part took."""
@@ -71,6 +80,7 @@ class Inventory:
     problems: list[Reason] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     fc_params: dict[str, float] | None = None  # the FC's parameters, for collectors that need its setup
+    dronecan: list[DroneCanBus] = field(default_factory=list)  # what each DroneCAN bus held (the daemon's watch)
 
     def missing(self, component: str, detail: str) -> None:
         self.problems.append(Reason(Code.MEASUREMENT_MISSING, detail, component))

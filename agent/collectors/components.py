@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from agent import dronecan
-from agent.collectors.base import Inventory, MeasureOptions
+from agent.collectors.base import DroneCanBus, Inventory, MeasureOptions
 from agent.collectors.firmware import identity_claims
 from agent.dronecan_wire import NodeInfo
 from agent.link import HeardComponent, Link
@@ -87,13 +87,15 @@ def dronecan_buses(params: dict[str, float] | None) -> list[tuple[int, int | Non
     return out
 
 
-def collect_dronecan(link: Link, opts: MeasureOptions, params: dict[str, float] | None) -> list[Measurement]:
+def collect_dronecan(link: Link, opts: MeasureOptions, inv: Inventory | None) -> list[Measurement]:
     out: list[Measurement] = []
-    for bus, fc_node in dronecan_buses(params):
+    for bus, fc_node in dronecan_buses(inv.fc_params if inv is not None else None):
         result = dronecan.scan(link, bus=bus, local_node=opts.dronecan_node_id, listen=opts.listen_time,
                                reply_timeout=opts.component_reply_timeout)
         if result is None:
             continue
+        if inv is not None:
+            inv.dronecan.append(DroneCanBus(bus, fc_node, dict(result.uptimes)))
         for node, info in sorted(result.nodes.items()):
             if node != fc_node:
                 out.append(_dronecan(bus, node, info, result.errors.get(node)))
@@ -142,5 +144,5 @@ def collect_components(link: Link, opts: MeasureOptions, inv: Inventory | None =
                                            timeout=opts.component_reply_timeout, retries=1)
         out.append(_mavlink(entry, version))
     if opts.dronecan:
-        out += collect_dronecan(link, opts, inv.fc_params if inv is not None else None)
+        out += collect_dronecan(link, opts, inv)
     return out

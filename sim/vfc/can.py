@@ -51,6 +51,18 @@ class CanBus:
         self.fc_node, self.bus = fc_node, bus
         self._transfer_ids: dict[int, int] = {}
         self._boot = time.monotonic()
+        self._node_boot: dict[int, float] = {}  # nodes put on the bus later start their uptime then
+
+    def put(self, node: DroneCanNode) -> None:
+        """Plug a node in, or replace one (re-flashed, swapped): its uptime starts again at 0."""
+        self._node_boot[node.node_id] = time.monotonic()
+        self.nodes[node.node_id] = node
+
+    def remove(self, node_id: int) -> None:
+        self.nodes.pop(node_id, None)
+
+    def _uptime(self, node_id: int, now: float) -> int:
+        return int(now - self._node_boot.get(node_id, self._boot))
 
     def _next_tid(self, node: int) -> int:
         tid = self._transfer_ids.get(node, 0)
@@ -61,7 +73,8 @@ class CanBus:
         """One NodeStatus broadcast from every node, the FC's first (each node sends one a second)."""
         out: list[Frame] = []
         for node_id, health in [(self.fc_node, 0), *[(n.node_id, n.health) for n in list(self.nodes.values())]]:
-            status = dronecan.uavcan.protocol.NodeStatus(uptime_sec=int(now - self._boot), health=health, mode=0)
+            status = dronecan.uavcan.protocol.NodeStatus(uptime_sec=self._uptime(node_id, now), health=health,
+                                                         mode=0)
             out += _frames(transport.Transfer(transfer_id=self._next_tid(node_id), source_node_id=node_id,
                                               payload=status, transfer_priority=PRIORITY_LOW), self.bus)
         return out
@@ -85,7 +98,7 @@ class CanBus:
 
     def _node_info(self, node: DroneCanNode) -> Any:
         r = dronecan.uavcan.protocol.GetNodeInfo.Response()
-        r.status.uptime_sec = int(time.monotonic() - self._boot)
+        r.status.uptime_sec = self._uptime(node.node_id, time.monotonic())
         r.status.health = node.health
         r.software_version.major, r.software_version.minor = node.sw_version
         flags = (1 if node.vcs_commit is not None else 0) | (2 if node.image_crc is not None else 0)
