@@ -419,7 +419,7 @@ class Daemon:
             return
         for known in self._dronecan:
             now = node_statuses(self.link, bus=known.bus, local_node=self.base_options.dronecan_node_id,
-                                listen=self.base_options.listen_time)
+                                listen=self.base_options.dronecan_listen)
             if now is None:
                 self._dirty = f"DroneCAN bus {known.bus} is no longer forwarded"
                 return

@@ -27,6 +27,7 @@ from agent.dronecan_wire import (
     DroneCanError,
     NodeInfo,
     Reassembly,
+    Tail,
     decode_node_info,
     get_node_info_request,
 )
@@ -38,6 +39,7 @@ CAN_FILTER_REPLACE = 0
 CAN_FILTER_MAX_IDS = 16
 FORWARD_REFRESH_S = 2.0  # well inside ArduPilot's 5 s forwarding timeout
 MAX_NODES = 127
+FRAME_TYPES = ["CAN_FRAME", "CANFD_FRAME"]  # a node on a CAN FD bus answers in FD frames, forwarded as CANFD_FRAME
 
 
 @dataclass
@@ -81,19 +83,19 @@ class _Forwarding:
         self.link.send(self.link.mav.can_filter_modify_encode(fc[0], fc[1], self.bus, CAN_FILTER_REPLACE,
                                                               len(type_ids), ids))
 
-    def frame(self, timeout: float) -> tuple[CanId, bytes] | None:
-        """The next forwarded 29-bit frame of our bus, or None when ``timeout`` runs out."""
+    def frame(self, timeout: float) -> tuple[CanId, bytes, bool] | None:
+        """The next forwarded 29-bit frame of our bus (id, data, is CAN FD), or None when ``timeout`` runs out."""
         if time.monotonic() - self.refreshed > FORWARD_REFRESH_S:
             fc = self.link.fc
             self.link.send(self.link.mav.command_long_encode(fc[0], fc[1], CMD_CAN_FORWARD, 0, float(self.bus),
                                                              0, 0, 0, 0, 0, 0))
             self.refreshed = time.monotonic()
-        msg = self.link.recv(["CAN_FRAME"], timeout, self._ours)
+        msg = self.link.recv(FRAME_TYPES, timeout, self._ours)
         if msg is None:
             return None
-        return CanId.parse(int(msg.id)), bytes(msg.data[:int(msg.len)])
+        return CanId.parse(int(msg.id)), bytes(msg.data[:int(msg.len)]), msg.get_type() == "CANFD_FRAME"
 
-    def frames(self, timeout: float) -> Iterator[tuple[CanId, bytes]]:
+    def frames(self, timeout: float) -> Iterator[tuple[CanId, bytes, bool]]:
         """Forwarded frames until ``timeout`` runs out (the caller may stop early)."""
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
@@ -102,8 +104,9 @@ class _Forwarding:
                 yield got
 
     def _ours(self, msg: Any) -> bool:
+        most = 64 if msg.get_type() == "CANFD_FRAME" else 8
         return (msg.get_srcSystem(), msg.get_srcComponent()) == self.link.fc and int(msg.bus) == self.bus - 1 \
-            and bool(int(msg.id) & EFF_FLAG) and 0 < int(msg.len) <= 8
+            and bool(int(msg.id) & EFF_FLAG) and 0 < int(msg.len) <= most
 
     def send(self, can_id: int, data: bytes) -> None:
         fc = self.link.fc
@@ -157,7 +160,7 @@ def node_statuses(link: Link, *, bus: int = 1, local_node: int = 127, listen: fl
 
 
 def _listen(fwd: _Forwarding, result: DroneCanScan, local_node: int, listen: float) -> None:
-    for cid, data in fwd.frames(listen):
+    for cid, data, _ in fwd.frames(listen):
         if not cid.service and cid.type_id == NODE_STATUS_ID and cid.source not in (0, local_node) \
                 and len(result.nodes) < MAX_NODES:
             result.nodes.setdefault(cid.source, None)
@@ -168,11 +171,13 @@ def _listen(fwd: _Forwarding, result: DroneCanScan, local_node: int, listen: flo
 def _ask(fwd: _Forwarding, node: int, local_node: int, transfer_id: int, timeout: float) -> NodeInfo | None:
     fwd.send(*get_node_info_request(local_node, node, transfer_id))
     reassembly = Reassembly(GET_NODE_INFO_SIGNATURE)
-    for cid, data in fwd.frames(timeout):
+    fd = False
+    for cid, data, frame_fd in fwd.frames(timeout):
         if not (cid.service and not cid.request and cid.type_id == GET_NODE_INFO_ID and cid.source == node
                 and cid.destination == local_node):
             continue
+        fd = (fd and not Tail.parse(data[-1]).start) or frame_fd
         payload = reassembly.feed(data)
         if payload is not None:
-            return decode_node_info(node, payload)
+            return decode_node_info(node, payload, fd)
     return None

@@ -21,8 +21,8 @@ ID_MASK = 0x1FFF_FFFF
 NODE_STATUS_ID = 341
 GET_NODE_INFO_ID = 1
 GET_NODE_INFO_SIGNATURE = 0xEE468A8121C46A9E
-FRAME_PAYLOAD = 7  # a classic CAN frame carries 8 bytes: 7 of payload and the tail byte
-MAX_TRANSFER = 7 + 15 + 2 + 16 + 1 + 255 + 80 + 2  # largest GetNodeInfo response, with its CRC
+FRAME_PAYLOAD = 7  # a classic CAN frame carries 8 bytes: 7 of payload and the tail byte (CAN FD: up to 63)
+MAX_TRANSFER = 7 + 15 + 2 + 16 + 1 + 255 + 80 + 2 + 64  # largest GetNodeInfo response, CRC, CAN FD padding
 
 
 class DroneCanError(ValueError):
@@ -161,8 +161,13 @@ class NodeInfo:
     name: str
 
 
-def decode_node_info(node_id: int, payload: bytes) -> NodeInfo:
-    """Decode a ``uavcan.protocol.GetNodeInfo`` response (every field is byte-aligned)."""
+def decode_node_info(node_id: int, payload: bytes, fd: bool = False) -> NodeInfo:
+    """Decode a ``uavcan.protocol.GetNodeInfo`` response.
+
+    Every field up to the name is byte-aligned. The name is the last field: on classic CAN it
+    takes the rest of the payload (tail array optimisation); in a CAN FD transfer that
+    optimisation is off, so it has a 7-bit length first, and every byte after it straddles two.
+    """
     fixed = 7 + 15 + 2 + 16 + 1
     if len(payload) < fixed:
         raise DroneCanError(f"GetNodeInfo response from node {node_id} is {len(payload)} bytes, "
@@ -175,7 +180,7 @@ def decode_node_info(node_id: int, payload: bytes) -> NodeInfo:
     if len(payload) < fixed + cert_len:
         raise DroneCanError(f"GetNodeInfo response from node {node_id}: certificate runs past the end")
     certificate = payload[41:41 + cert_len]
-    raw_name = payload[41 + cert_len:]
+    raw_name = _fd_name(node_id, payload[41 + cert_len:]) if fd else payload[41 + cert_len:]
     if len(raw_name) > 80:
         raise DroneCanError(f"GetNodeInfo response from node {node_id}: name longer than 80 bytes")
     return NodeInfo(node_id=node_id, uptime_s=uptime, health=bits >> 6, mode=(bits >> 3) & 0x7,
@@ -183,3 +188,15 @@ def decode_node_info(node_id: int, payload: bytes) -> NodeInfo:
                     image_crc=crc if flags & 2 else None, hw_version=(hw_major, hw_minor),
                     unique_id=bytes(unique_id), certificate=bytes(certificate),
                     name=raw_name.decode("ascii", "replace"))
+
+
+def _fd_name(node_id: int, rest: bytes) -> bytes:
+    """A DSDL ``uint8[<=80]`` with its 7-bit length prefix, bits packed most significant first."""
+    total = len(rest) * 8
+    if total < 7:
+        raise DroneCanError(f"GetNodeInfo response from node {node_id}: name length missing")
+    bits = int.from_bytes(rest, "big")
+    length = bits >> (total - 7)
+    if length > 80 or 7 + 8 * length > total:
+        raise DroneCanError(f"GetNodeInfo response from node {node_id}: name of {length} bytes does not fit")
+    return bytes((bits >> (total - 7 - 8 * (i + 1))) & 0xFF for i in range(length))

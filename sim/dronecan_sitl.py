@@ -46,11 +46,11 @@ def node_info(name: str, image_crc: int, unique_id: bytes) -> Any:
 class Nodes:
     """pydronecan nodes spinning in one thread until :meth:`stop`."""
 
-    def __init__(self, specs: list[tuple[int, str, int]]) -> None:
+    def __init__(self, specs: list[tuple[int, str, int, bool]]) -> None:
         self.nodes = [dronecan.make_node(MCAST_BUS1, node_id=nid, node_status_interval=1.0,
-                                         node_info=node_info(name, crc, bytes([nid]) * 16),
+                                         node_info=node_info(name, crc, bytes([nid]) * 16), send_canfd=fd,
                                          mode=dronecan.uavcan.protocol.NodeStatus().MODE_OPERATIONAL)
-                      for nid, name, crc in specs]
+                      for nid, name, crc, fd in specs]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, name="dronecan-nodes", daemon=True)
         self._thread.start()
@@ -67,14 +67,15 @@ class Nodes:
             node.close()
 
 
-def parse_node(text: str) -> tuple[int, str, int]:
-    nid, name, crc = text.split(":")
-    return int(nid), name, int(crc, 16)
+def parse_node(text: str) -> tuple[int, str, int, bool]:
+    """ID:NAME:IMAGE_CRC_HEX, with :fd for a node that sends CAN FD frames."""
+    nid, name, crc, *fd = text.split(":")
+    return int(nid), name, int(crc, 16), fd == ["fd"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--node", action="append", default=[], type=parse_node, help="ID:NAME:IMAGE_CRC_HEX")
+    parser.add_argument("--node", action="append", default=[], type=parse_node, help="ID:NAME:IMAGE_CRC_HEX[:fd]")
     args = parser.parse_args(argv)
     with Sitl(SitlConfig(params=CAN_PARAMS)) as sitl:
         nodes = Nodes(args.node)

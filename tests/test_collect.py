@@ -204,6 +204,32 @@ def test_parts_on_the_bus_are_measured_and_ground_stations_are_not() -> None:
     assert all(m.kind is Kind.COMPONENT for c, m in got.items() if c.startswith(("mavlink:", "dronecan:")))
 
 
+def test_a_dronecan_node_answering_in_can_fd_frames_is_measured_the_same() -> None:
+    node = DroneCanNode(42, "com.acme.gps", bytes(range(16)), sw_version=(1, 4), image_crc=0x1122334455667788,
+                        canfd=True)
+    with VirtualFC(VfcConfig(dronecan_nodes=(node,))) as vfc, Link.open(LinkConfig(vfc.url(1))) as lk:
+        got = by_component(measure(lk, QUICK))
+    gps = got["dronecan:1/42"]
+    assert gps.digests == {"crc64": "1122334455667788"} and gps.claims["model"] == "com.acme.gps"
+
+
+def test_a_node_that_never_answers_is_still_a_part_on_the_bus() -> None:
+    node = DroneCanNode(42, "com.acme.gps", answers=False)
+    with VirtualFC(VfcConfig(dronecan_nodes=(node,))) as vfc, Link.open(LinkConfig(vfc.url(1))) as lk:
+        start = time.monotonic()
+        got = by_component(measure(lk, QUICK))
+        assert time.monotonic() - start < 8.0, "bounded: two unanswered questions, then on"
+    gps = got["dronecan:1/42"]
+    assert gps.strength is Strength.OBSERVED and gps.digests == {} and gps.source == "dronecan:NodeStatus"
+
+
+def test_an_fc_without_dronecan_gets_no_can_forwarding_request() -> None:
+    with VirtualFC(VfcConfig()) as vfc, Link.open(LinkConfig(vfc.url(1))) as lk:
+        measure(lk, QUICK)
+    assert not [c for c in vfc.commands if c == 32000], "its parameters say there is no DroneCAN bus"
+    assert not [r for r in vfc.received if r[1] in ("CAN_FRAME", "CAN_FILTER_MODIFY")]
+
+
 def test_companion_digest_covers_the_agent_config(link: Link, tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
     config.write_text("[device]\nid = 'a'\n")

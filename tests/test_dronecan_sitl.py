@@ -42,7 +42,8 @@ GPS_CRC = "1122334455667788"
 def run() -> dict[str, Any]:
     with LoopbackNamespace() as ns:
         r = subprocess.run([*ns.prefix(), sys.executable, "-m", "sim.dronecan_sitl",
-                            "--node", f"42:com.acme.gps:{GPS_CRC}", "--node", "55:org.evil.tracker:00000000deadbeef"],
+                            "--node", f"42:com.acme.gps:{GPS_CRC}", "--node", "55:org.evil.tracker:00000000deadbeef",
+                            "--node", "56:com.acme.fdnode:00000000cafef00d:fd"],
                            cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     doc: dict[str, Any] = json.loads(r.stdout)
@@ -60,18 +61,20 @@ def test_the_watch_hears_every_node_and_uptimes_only_go_forward(run: dict[str, A
     assert scanned["bus"] == 1 and scanned["fc_node"] == 10
     before = {int(k): v for k, v in scanned["uptimes"].items()}
     after = {int(k): v for k, v in run["statuses"].items()}
-    assert set(before) == set(after) == {10, 42, 55}
+    assert set(before) == set(after) == {10, 42, 55, 56}
     assert all(after[n] >= before[n] for n in before), (before, after)
 
 
 def test_every_dronecan_node_is_measured_but_the_fc_itself(measured: dict[str, Measurement]) -> None:
     nodes = sorted(c for c in measured if c.startswith("dronecan:"))
-    assert nodes == ["dronecan:1/42", "dronecan:1/55"], "node 10 is SITL's own (CAN_D1_UC_NODE)"
+    assert nodes == ["dronecan:1/42", "dronecan:1/55", "dronecan:1/56"], "node 10 is SITL's own (CAN_D1_UC_NODE)"
     gps = measured["dronecan:1/42"]
     assert gps.digests == {"crc64": GPS_CRC} and gps.source == "dronecan:GetNodeInfo"
     assert gps.claims["model"] == "com.acme.gps" and gps.claims["vendor"] == "acme"
     assert gps.claims["sw_version"] == "1.4" and gps.claims["vcs_commit"] == "1a2b3c4d"
     assert gps.claims["hardware_id"] == "2a" * 16
+    fd = measured["dronecan:1/56"]  # answers in CAN FD frames: forwarded as CANFD_FRAME, no tail array optimisation
+    assert fd.digests == {"crc64": "00000000cafef00d"} and fd.claims["model"] == "com.acme.fdnode"
 
 
 def test_appraisal_refuses_an_unapproved_node_and_a_reflashed_part(measured: dict[str, Measurement]) -> None:
@@ -82,7 +85,8 @@ def test_appraisal_refuses_an_unapproved_node_and_a_reflashed_part(measured: dic
     anything_else = ApprovedComponent("any", "mavlink:*", "", "", "JP")
     v = appraise(ms, replace(base, components=(ok_gps, anything_else)))
     comp = [r for r in v.reasons if r.component.startswith("dronecan:")]
-    assert [(r.code, r.component) for r in comp] == [(Code.COMPONENT_UNKNOWN, "dronecan:1/55")]
+    assert [(r.code, r.component) for r in comp] == [(Code.COMPONENT_UNKNOWN, "dronecan:1/55"),
+                                                      (Code.COMPONENT_UNKNOWN, "dronecan:1/56")]
     other_build = replace(ok_gps, firmware_crc64=("0" * 16,))
     v = appraise(ms, replace(base, components=(other_build, anything_else)))
     assert (Code.COMPONENT_MISMATCH, "dronecan:1/42") in [(r.code, r.component) for r in v.reasons]

@@ -140,5 +140,15 @@ def test_reassembly_of_arbitrary_frames_raises_only_its_own_error(frames: list[b
             payload = r.feed(data)
             if payload is not None:
                 decode_node_info(1, payload)
+                decode_node_info(1, payload, fd=True)
         except DroneCanError:
             pass
+
+
+def test_a_can_fd_answer_decodes_the_same_and_its_padding_is_not_part_of_the_name() -> None:
+    t = transport.Transfer(transfer_id=9, source_node_id=42, dest_node_id=127, payload=node_info_response(),
+                           transfer_priority=30, service_not_message=True, request_not_response=False, canfd=True)
+    frames = [(f.message_id, bytes(f.bytes)) for f in t.to_frames()]
+    assert any(len(d) > 8 for _, d in frames), "FD frames carry more than 8 bytes"
+    info = decode_node_info(42, reassemble(frames) or b"", fd=True)
+    assert info.name == "com.acme.gps" and info.image_crc == 0x1122334455667788

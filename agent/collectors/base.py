@@ -55,6 +55,7 @@ class MeasureOptions:
     include_gcs: bool = False
     dronecan: bool = True  # scan the FC's DroneCAN buses through MAVLink CAN forwarding
     dronecan_node_id: int = 127  # our node id on the CAN bus while asking GetNodeInfo (must be free)
+    dronecan_listen: float = 1.2  # every node sends NodeStatus at least once a second
     companion_config: Path | None = None
     progress: Progress | None = None
 

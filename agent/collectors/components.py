@@ -90,7 +90,7 @@ def dronecan_buses(params: dict[str, float] | None) -> list[tuple[int, int | Non
 def collect_dronecan(link: Link, opts: MeasureOptions, inv: Inventory | None) -> list[Measurement]:
     out: list[Measurement] = []
     for bus, fc_node in dronecan_buses(inv.fc_params if inv is not None else None):
-        result = dronecan.scan(link, bus=bus, local_node=opts.dronecan_node_id, listen=opts.listen_time,
+        result = dronecan.scan(link, bus=bus, local_node=opts.dronecan_node_id, listen=opts.dronecan_listen,
                                reply_timeout=opts.component_reply_timeout)
         if result is None:
             continue

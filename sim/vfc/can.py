@@ -37,10 +37,11 @@ class Frame:
     bus: int  # 0-based, as in CAN_FRAME
     can_id: int  # 29-bit identifier, without the extended flag
     data: bytes
+    fd: bool = False  # a CAN FD frame: forwarded as CANFD_FRAME
 
 
 def _frames(transfer: Any, bus: int) -> list[Frame]:
-    return [Frame(bus, f.message_id, bytes(f.bytes)) for f in transfer.to_frames()]
+    return [Frame(bus, f.message_id, bytes(f.bytes), bool(f.canfd)) for f in transfer.to_frames()]
 
 
 class CanBus:
@@ -94,7 +95,7 @@ class CanBus:
         return _frames(transport.Transfer(transfer_id=t.transfer_id, source_node_id=node.node_id,
                                           dest_node_id=t.source_node_id, payload=self._node_info(node),
                                           transfer_priority=PRIORITY_LOW, service_not_message=True,
-                                          request_not_response=False), self.bus)
+                                          request_not_response=False, canfd=node.canfd), self.bus)
 
     def _node_info(self, node: DroneCanNode) -> Any:
         r = dronecan.uavcan.protocol.GetNodeInfo.Response()
@@ -163,5 +164,8 @@ def _type_id(can_id: int) -> int:
 
 
 def can_frame_message(mavlink: Any, client: tuple[int, int], frame: Frame) -> Any:
+    if frame.fd:
+        return mavlink.MAVLink_canfd_frame_message(client[0], client[1], frame.bus, len(frame.data),
+                                                   frame.can_id | EFF_FLAG, list(frame.data.ljust(64, b"\0")))
     return mavlink.MAVLink_can_frame_message(client[0], client[1], frame.bus, len(frame.data),
                                              frame.can_id | EFF_FLAG, list(frame.data.ljust(8, b"\0")))

@@ -68,6 +68,7 @@ class DroneCanNode:
     image_crc: int | None = None
     health: int = 0
     answers: bool = True  # False: a node that broadcasts NodeStatus but never answers GetNodeInfo
+    canfd: bool = False  # answers in CAN FD frames (the FC forwards them as CANFD_FRAME)
 
 
 @dataclass

@@ -122,6 +122,7 @@ class VirtualFC:
         self.texts: deque[tuple[int, str]] = deque(maxlen=4096)
         self.received: deque[tuple[int, str, int, int]] = deque(maxlen=4096)
         self.events: deque[str] = deque(maxlen=1024)
+        self.commands: deque[int] = deque(maxlen=1024)  # command ids received for the FC itself
 
     # ---- lifecycle
     def start(self) -> VirtualFC:
@@ -577,6 +578,7 @@ class VirtualFC:
 
     def _command(self, ch: _Channel, msg: Any) -> None:
         cmd = msg.command
+        self.commands.append(cmd)
         if self.authority.is_command_blocked(cmd):
             return
         if cmd in (CMD_REQUEST_MESSAGE, CMD_REQUEST_AUTOPILOT_CAPABILITIES):
