@@ -278,7 +278,12 @@ class Link:
         if self.conn is None or self._lost:
             raise LinkLost(f"the connection to the flight controller on {self.config.url} closed")
         with self._send_lock:
-            self.conn.mav.send(msg)
+            try:
+                self.conn.mav.send(msg)
+            except OSError as exc:
+                self._lost = True
+                raise LinkLost(f"the connection to the flight controller on {self.config.url} broke "
+                               f"({exc.strerror or exc}); reconnect") from None
 
     def send_heartbeat(self) -> None:
         self.send(self.mav.heartbeat_encode(MAV_TYPE_ONBOARD_CONTROLLER, MAV_AUTOPILOT_INVALID, 0, 0,
@@ -299,7 +304,12 @@ class Link:
             if self._lost:
                 raise LinkLost(f"the flight controller closed the connection on {self.config.url} "
                                "(rebooted or unplugged); reconnect")
-            msg = self.conn.recv_msg()
+            try:
+                msg = self.conn.recv_msg()
+            except OSError as exc:  # reset by peer: SITL re-executing on reboot resets a fresh connection
+                self._lost = True
+                raise LinkLost(f"the connection to the flight controller on {self.config.url} was reset "
+                               f"({exc.strerror or exc}); reconnect") from None
             if msg is not None:
                 if msg.get_type() == "BAD_DATA":
                     continue

@@ -66,6 +66,38 @@ def test_nothing_listening_is_a_clear_error_within_the_bound() -> None:
     assert time.monotonic() - start < 2.0
 
 
+def test_a_connection_reset_by_the_fc_is_a_lost_link_not_a_traceback() -> None:
+    """Seen on SITL: a connection made while SITL re-executes after a reboot is reset by the peer."""
+    import socket
+    import struct
+    import threading
+
+    from pymavlink.dialects.v20 import ardupilotmega as mavlink
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def fc_then_reset() -> None:
+        conn, _ = server.accept()
+        hb = mavlink.MAVLink_heartbeat_message(2, 3, 81, 0, 3, 3).pack(mavlink.MAVLink(None, 1, 1))
+        conn.sendall(hb)
+        time.sleep(0.3)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
+        conn.close()
+
+    t = threading.Thread(target=fc_then_reset, daemon=True)
+    t.start()
+    try:
+        with Link.open(LinkConfig(f"tcp:127.0.0.1:{port}", heartbeat_timeout=2)) as link:
+            with pytest.raises(LinkLost, match=r"reset|closed"):
+                link.recv(["NONE"], 2)
+            with pytest.raises(LinkLost):
+                link.send_heartbeat()
+    finally:
+        t.join(timeout=2)
+        server.close()
+
+
 def test_reboot_closes_the_link_and_reconnect_finds_the_fc_again(fc: VirtualFC) -> None:
     with Link.open(LinkConfig(fc.url(1))) as link:
         ack = link.command_long(246, [1])
