@@ -87,15 +87,14 @@ def dronecan_buses(params: dict[str, float] | None) -> list[tuple[int, int | Non
     return out
 
 
-def collect_dronecan(link: Link, opts: MeasureOptions, inv: Inventory | None) -> list[Measurement]:
+def collect_dronecan(link: Link, opts: MeasureOptions, inv: Inventory) -> list[Measurement]:
     out: list[Measurement] = []
-    for bus, fc_node in dronecan_buses(inv.fc_params if inv is not None else None):
+    for bus, fc_node in dronecan_buses(inv.fc_params):
         result = dronecan.scan(link, bus=bus, local_node=opts.dronecan_node_id, listen=opts.dronecan_listen,
                                reply_timeout=opts.component_reply_timeout)
         if result is None:
             continue
-        if inv is not None:
-            inv.dronecan.append(DroneCanBus(bus, fc_node, dict(result.uptimes)))
+        inv.dronecan.append(DroneCanBus(bus, fc_node, dict(result.uptimes)))
         for node, info in sorted(result.nodes.items()):
             if node != fc_node:
                 out.append(_dronecan(bus, node, info, result.errors.get(node)))
@@ -126,7 +125,7 @@ def _mavlink(entry: HeardComponent, version: Any) -> Measurement:
     return Measurement(f"mavlink:{entry.system}/{entry.component}", Kind.COMPONENT, {}, source, strength, claims)
 
 
-def collect_components(link: Link, opts: MeasureOptions, inv: Inventory | None = None) -> list[Measurement]:
+def collect_components(link: Link, opts: MeasureOptions, inv: Inventory) -> list[Measurement]:
     wait_until = link.opened_at + opts.listen_time
     while (remaining := wait_until - time.monotonic()) > 0:
         link.recv(None, remaining)
