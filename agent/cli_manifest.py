@@ -18,6 +18,7 @@ import click
 from agent.cli_common import CheckFailed
 from agent.files import read_bounded, write_atomic
 from attest import dsse, jsonio, timeutil
+from attest import params as paramdigest
 from attest.errors import FlightSealError, FormatError
 from attest.limits import LIMITS
 from attest.manifest import Airframe, ApprovedComponent, Firmware, Manifest, ParamPolicy, Script
@@ -144,6 +145,29 @@ def pin_param(path: Path, name: str, value: float) -> None:
     _edit(path, change, f"pinned {name} = {value:g}")
 
 
+@manifest.command("exclude-param")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--add", "add", multiple=True, metavar="PATTERN", help="Stop judging these (glob, e.g. 'MAV[1-9]_*').")
+@click.option("--remove", "remove", multiple=True, metavar="PATTERN", help="Judge these again.")
+def exclude_param(path: Path, add: tuple[str, ...], remove: tuple[str, ...]) -> None:
+    """Change which parameters the approved set leaves out (volatile ones; ADR 0011 has the defaults)."""
+    def change(m: Manifest) -> Manifest:
+        unknown = [p for p in remove if p not in m.params.exclude]
+        if unknown:
+            raise click.BadParameter(f"{', '.join(unknown)} is not excluded (see `manifest show`)",
+                                     param_hint="--remove")
+        if remove and m.params.values:
+            raise click.BadParameter("the manifest approves parameter values measured without these parameters; "
+                                     "remove the exclusion, then re-baseline (`measure --manifest`, `manifest "
+                                     "baseline`) so their values are approved too", param_hint="--remove")
+        exclude = tuple(dict.fromkeys(p for p in (*m.params.exclude, *add) if p not in remove))
+        values = paramdigest.included(m.params.values, exclude)
+        return dataclasses.replace(m, params=dataclasses.replace(m.params, exclude=exclude, values=values))
+    if not add and not remove:
+        raise click.UsageError("give --add PATTERN or --remove PATTERN")
+    _edit(path, change, f"parameter exclusions: added {list(add)}, removed {list(remove)}")
+
+
 @manifest.command("set")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--min-release", type=click.IntRange(0), help="Refuse approved firmware below this release.")
@@ -193,7 +217,7 @@ def baseline_cmd(path: Path, measurements_path: Path, release: int, required: tu
                  parts: tuple[str, ...]) -> None:
     """Re-baseline: approve exactly what was measured, bump the version; then sign with a threshold."""
     from agent.cli_verify import read_measurements
-    from attest.baseline import PartInfo, baseline
+    from attest.baseline import BaselineError, PartInfo, baseline
 
     part_info: dict[str, PartInfo] = {}
     for item in parts:
@@ -207,26 +231,40 @@ def baseline_cmd(path: Path, measurements_path: Path, release: int, required: tu
     if unknown:
         raise click.BadParameter(f"{', '.join(unknown)} was not measured in {measurements_path}", param_hint="--part")
     _, current = read_manifest(path)
-    updated, notes = baseline(current, measured, release=release, parts=part_info, required_scripts=required,
-                              pin=pins)
+    try:
+        updated, notes = baseline(current, measured, release=release, parts=part_info, required_scripts=required,
+                                  pin=pins)
+    except BaselineError as exc:  # nothing is written: a pin asked for is never dropped silently
+        raise click.BadParameter(str(exc), param_hint=f"--{exc.option}") from None
     updated = dataclasses.replace(updated, version=current.version + 1)
     # parse the result back: the same closed-schema checks as any manifest (e.g. a bad origin code)
     Manifest.from_json(jsonio.loads(jsonio.dumps(updated.to_json()), "manifest", LIMITS.max_manifest_bytes))
     write_manifest(path, updated)
     for note in notes:
         click.echo(f"  note: {note}")
+    p = updated.params
+    approved = (f"{len(p.values)} parameter values" if p.values else "the parameter digest") + (
+        f" ({len(p.exclude)} exclusion patterns), {len(p.pinned)} pinned")
     click.echo(f"baselined {path} as v{updated.version} from {measurements_path}: {len(updated.firmware)} firmware, "
-               f"{len(updated.scripts)} scripts, {len(updated.components)} parts; sign it with a threshold of "
-               "manifest keys")
+               f"{len(updated.scripts)} scripts, {len(updated.components)} parts, {approved}; sign it with a "
+               "threshold of manifest keys")
 
 
 @manifest.command("show")
 @click.argument("path", type=click.Path(path_type=Path))
-def show(path: Path) -> None:
+@click.option("--full", is_flag=True, help="List every approved parameter value too.")
+def show(path: Path, full: bool) -> None:
     """Print the manifest's content and who signed it."""
     env, m = read_manifest(path)
-    click.echo(jsonio.pretty(m.to_json()).rstrip())
+    data = m.to_json()
+    if m.params.values and not full:
+        data["params"]["values"] = f"({len(m.params.values)} approved values; --full lists them)"
+    click.echo(jsonio.pretty(data).rstrip())
     click.echo(f"signatures: {', '.join(s.keyid[:16] + '…' for s in env.signatures) or 'none'}")
+    p = m.params
+    judged = (f"{len(p.values)} approved values, named when they differ" if p.values
+              else "a digest only (re-baseline to name what differs)" if p.digest else "not judged")
+    click.echo(f"parameters: {judged}; {len(p.pinned)} pinned; not judged (volatile): {', '.join(p.exclude) or 'none'}")
 
 
 @manifest.command("verify")

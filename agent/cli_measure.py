@@ -97,14 +97,17 @@ def _progress() -> Callable[[str, int, int | None], None]:
     return show
 
 
-def run_measure(url: str, *, policy: ParamPolicy | None, system_id: int, component_id: int,
+def run_measure(url: str, *, policy: ParamPolicy | None, all_params: bool, system_id: int, component_id: int,
                 heartbeat_timeout: float, signing_key_path: Path | None, param_source: str, no_flash_read: bool,
                 firmware_file: Path | None, image_cache: Path | None) -> Inventory:
-    """Open the link, run one pass, close. Shared by ``measure`` and ``attest --mavlink``."""
-    policy = policy or ParamPolicy()
-    opts = MeasureOptions(param_exclusions=tuple(policy.exclude), pinned_params=tuple(sorted(policy.pinned)),
-                          param_source=param_source, flash_read=not no_flash_read, firmware_file=firmware_file,
-                          progress=_progress() if sys.stderr.isatty() else None)
+    """Open the link, run one pass, close. Shared by ``measure`` and ``attest --mavlink``.
+
+    ``all_params`` claims every parameter value (an inventory to baseline and pin from); otherwise
+    only the pinned ones and those that differ from the approved set are named.
+    """
+    opts = MeasureOptions(param_source=param_source, flash_read=not no_flash_read, firmware_file=firmware_file,
+                          param_claims="all" if all_params else "differences",
+                          progress=_progress() if sys.stderr.isatty() else None).for_params(policy or ParamPolicy())
     config = LinkConfig(url, system_id=system_id, component_id=component_id, heartbeat_timeout=heartbeat_timeout,
                         signing_key=load_signing_key(signing_key_path))
     cache = ImageCache(image_cache) if image_cache is not None else None
@@ -148,7 +151,7 @@ def measure_cmd(url: str, as_json: bool, manifest_path: Path | None, **kw: Any) 
     """Measure firmware, scripts, parameters, bus components and the companion over MAVLink."""
     policy = unverified_param_policy(manifest_path) if manifest_path is not None else None
     start = time.monotonic()
-    inv = run_measure(url, policy=policy, **kw)
+    inv = run_measure(url, policy=policy, all_params=True, **kw)
     if sys.stderr.isatty():
         click.echo("\r", err=True, nl=False)
     if as_json:

@@ -130,7 +130,7 @@ def attest(measurements_path: Path | None, url: str | None, manifest_path: Path,
     manifest = check_manifest(trust, read_bounded(manifest_path, "manifest", LIMITS.max_manifest_bytes), now)
     if url is not None:
         policy = manifest.manifest.params if isinstance(manifest, VerifiedManifest) else None
-        inv = run_measure(url, policy=policy, **link_options)
+        inv = run_measure(url, policy=policy, all_params=False, **link_options)
         for p in inv.problems:
             click.echo(f"MISSING {p.component}: {p.detail}", err=True)
         measurements = inv.measurements

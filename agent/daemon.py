@@ -28,7 +28,7 @@ import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -292,7 +292,7 @@ class Daemon:
             return
         try:
             self.gate.send(self.status.last.verdict)
-        except GateError as exc:  # GateNotRunning and GateTimeout included: logged once, retried by keep-alive
+        except GateError as exc:  # GateTimeout included: logged once, retried by keep-alive
             self._gate_failed(str(exc))
             return
         self.status.gate_acks += 1
@@ -346,9 +346,7 @@ class Daemon:
 
     def _options(self, manifest: VerifiedManifest | FlightSealError) -> MeasureOptions:
         if isinstance(manifest, VerifiedManifest):
-            policy = manifest.manifest.params
-            return replace(self.base_options, param_exclusions=tuple(policy.exclude),
-                           pinned_params=tuple(sorted(policy.pinned)))
+            return self.base_options.for_params(manifest.manifest.params)
         return self.base_options
 
     def _exclusions(self) -> tuple[str, ...]:

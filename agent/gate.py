@@ -1,8 +1,10 @@
-"""The agent's side of the arming-gate protocol (docs/adr/0005-gate-protocol.md).
+"""The agent's side of the arming-gate protocol (docs/adr/0005-gate-protocol.md, transport in 0012).
 
-A verdict travels as one COMMAND_INT with command MAV_CMD_USER_1 to the FC, where the Lua gate
+A verdict travels as one TUNNEL message to the FC, where the Lua gate
 (agent/lua/flightseal_gate.lua) takes it only from our channel and ids and only with a sequence
-newer than any it took since the FC booted, and answers with a COMMAND_ACK. A pass lapses on the
+newer than any it took since the FC booted, and answers with a COMMAND_ACK. A fail verdict
+carries the text the pilot reads (``FlightSeal: param FS_THR_ENABLE``), so the gate needs no
+table of reason codes. A pass lapses on the
 FC after a few seconds, so the agent repeats the current verdict (with a new sequence) well within
 that time; if the agent stops, the gate blocks arming by itself.
 
@@ -14,6 +16,7 @@ what a gate reports in a DENIED ack, so it grows across agent restarts without t
 from __future__ import annotations
 
 import re
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,13 +27,15 @@ from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 
 from agent.files import read_bounded, write_atomic
 from attest.errors import FlightSealError, FormatError
-from attest.models import Code, Verdict
+from attest.models import Verdict
 
 GATE_SCRIPT_PATH = Path(__file__).parent / "lua" / "flightseal_gate.lua"
 GATE_SCRIPT_MAX_BYTES = 64 * 1024
 
-GATE_COMMAND = mavlink2.MAV_CMD_USER_1  # 31010, blocked on the FC by the gate
-MAGIC = 0x465331  # "FS1": param1, exact in a float32
+GATE_COMMAND = mavlink2.MAV_CMD_USER_1  # 31010: the command the gate's COMMAND_ACKs are about
+TUNNEL_TYPE = 0xF5E2  # FlightSeal gate verdict (private range; the challenge is 0xF5E1)
+MAGIC = b"FSV2"
+GATE_TEXT_MAX = 41  # ArduPilot keeps 42 bytes of aux auth text, NUL included
 VERDICT_PASS = 1
 VERDICT_FAIL = 2
 EPOCH_BASE = 1735689600  # 2025-01-01T00:00:00Z
@@ -39,7 +44,6 @@ INT32_MAX = 2**31 - 1
 ACCEPTED = mavlink2.MAV_RESULT_ACCEPTED
 DENIED = mavlink2.MAV_RESULT_DENIED  # sequence not newer: ignored; result_param2 = the gate's epoch
 FAILED = mavlink2.MAV_RESULT_FAILED  # malformed verdict from us: the gate blocks
-UNSUPPORTED = mavlink2.MAV_RESULT_UNSUPPORTED  # the FC answered itself: no gate running
 
 
 class GateError(FlightSealError):
@@ -50,18 +54,9 @@ class GateTimeout(GateError):
     """No acknowledgement from the gate in time."""
 
 
-class GateNotRunning(GateError):
-    """The FC handled the gate command itself: the gate script is not running (or scripting is off)."""
-
-
-def code_index(code: Code) -> int:
-    """1-based position of ``code`` in attest.models.Code: the number the gate's table is indexed by."""
-    return list(Code).index(code) + 1
-
-
 def gate_text(verdict: Verdict) -> str | None:
     """What the gate shows after ``PreArm: `` for this verdict (None: it allows arming)."""
-    return None if verdict.passed else verdict.pilot_text
+    return None if verdict.passed else verdict.pilot_text[:GATE_TEXT_MAX]
 
 
 def gate_script() -> bytes:
@@ -126,16 +121,19 @@ class SequenceSource:
             self._set_epoch(gate_epoch + 1)
 
 
+def verdict_payload(kind: int, seq: Sequence, text: str) -> bytes:
+    """The gate's TUNNEL payload: magic, kind, epoch, counter, text length, text (ADR 0012)."""
+    raw = text.encode("ascii", "replace")
+    return MAGIC + struct.pack("<BiiB", kind, seq.epoch, seq.counter, len(raw)) + raw
+
+
 def encode_verdict(verdict: Verdict, seq: Sequence, target_system: int = 1,
                    target_component: int = 1) -> Any:
-    """The COMMAND_INT that carries ``verdict`` (pymavlink message; send with ``conn.mav.send``)."""
-    if verdict.passed:
-        kind, code = VERDICT_PASS, 0
-    else:
-        kind, code = VERDICT_FAIL, code_index(verdict.reasons[0].code)
-    return mavlink2.MAVLink_command_int_message(
-        target_system, target_component, 0, GATE_COMMAND, 0, 0,
-        float(MAGIC), float(kind), float(code), 0.0, seq.epoch, seq.counter, 0.0)
+    """The TUNNEL message that carries ``verdict`` (pymavlink message; send with ``conn.mav.send``)."""
+    text = gate_text(verdict)
+    data = verdict_payload(VERDICT_PASS if text is None else VERDICT_FAIL, seq, text or "")
+    return mavlink2.MAVLink_tunnel_message(target_system, target_component, TUNNEL_TYPE, len(data),
+                                           list(data.ljust(128, b"\0")))
 
 
 @dataclass(frozen=True)
@@ -215,16 +213,14 @@ class GateClient:
             if self._on_message is not None:
                 self._on_message(msg)
         raise GateTimeout(f"no ack from the arming gate within {self._ack_timeout:.1f} s for verdict "
-                          f"{seq.epoch}.{seq.counter}; is the gate installed and the link on the right port?")
+                          f"{seq.epoch}.{seq.counter}: is the gate installed and running (`flightseal gate install`, "
+                          "SCR_ENABLE=1) and the agent on the FC port the gate listens to?")
 
     def _match(self, msg: Any, seq: Sequence) -> GateAck | None:
         if msg.get_type() != "COMMAND_ACK" or msg.command != GATE_COMMAND:
             return None
         if (msg.get_srcSystem(), msg.get_srcComponent()) != self._target:
             return None
-        if msg.result == UNSUPPORTED and msg.progress == 0:
-            raise GateNotRunning("the FC answered the gate command itself: the FlightSeal gate script is not "
-                                 "running (SCR_ENABLE=1 and scripts/flightseal_gate.lua needed)")
         if msg.result == DENIED:
             if msg.result_param2 < seq.epoch:
                 return None  # about an older verdict of ours

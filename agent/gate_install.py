@@ -115,7 +115,7 @@ def _confirm(link: Link, timeout: float = 20.0) -> int:
 
     A verdict with sequence (0, 0) is never newer than anything the gate has taken, so the gate
     answers DENIED (with its version in ``progress``) and leaves its state alone: the pilot keeps
-    reading "FlightSeal: waiting". The FC answering UNSUPPORTED itself means no gate is running.
+    reading "FlightSeal: waiting". An FC without the gate does not answer at all.
     """
     deadline = time.monotonic() + timeout
     probe = encode_verdict(Verdict.from_reasons([Reason(Code.MEASUREMENT_MISSING, "install check")]),
@@ -135,4 +135,5 @@ def _confirm(link: Link, timeout: float = 20.0) -> int:
         last = f"MAV_RESULT {ack.result} (scripting still starting, or no gate running)"
         time.sleep(0.5)
     raise GateInstallError(f"the gate did not answer after the reboot ({last}); check SCR_ENABLE and the FC's "
-                           "scripting messages (Lua: …) in the GCS")
+                           "scripting messages (Lua: …) in the GCS (a gate older than this agent does not answer "
+                           "its verdicts either)")

@@ -20,8 +20,9 @@ from attest.errors import (
     SignatureError,
     ThresholdError,
 )
+from attest.limits import LIMITS
 from attest.manifest import ApprovedComponent, Firmware, Manifest
-from attest.models import Code, Kind, Measurement, Reason, Verdict
+from attest.models import PARAM_COMPONENT_PREFIX, Code, Kind, Measurement, Reason, Verdict
 
 
 def manifest_failure(exc: FlightSealError) -> Reason:
@@ -145,25 +146,77 @@ def _scripts(scripts: list[Measurement], manifest: Manifest) -> list[Reason]:
 
 def _params(measured: list[Measurement], manifest: Manifest) -> list[Reason]:
     policy = manifest.params
-    if not policy.pinned and not policy.digest:
+    approved_digest = policy.approved_digest
+    if not policy.pinned and approved_digest is None:
         return []
     if not measured:
         return [Reason(Code.MEASUREMENT_MISSING, "FC parameters were not measured", "fc.params")]
     m = measured[0]
+    claimed = param_claims(m)
+    out = [r for name, want in sorted(policy.pinned.items()) if (r := _pinned(name, want, claimed)) is not None]
+    if approved_digest is None:
+        return out
+    if m.claims.get("exclude") != ",".join(policy.exclude):
+        return [*out, Reason(Code.PARAM_MISMATCH, "parameter digest was computed with other exclusions", m.component)]
+    if m.digests.get("sha256") == approved_digest:
+        return out
+    if not policy.values:
+        return [*out, Reason(Code.PARAM_MISMATCH, "parameter set differs from the approved set", m.component)]
+    return out + _named_differences(m, claimed, policy.values, policy.exclude, set(policy.pinned))
+
+
+def param_claims(m: Measurement) -> dict[str, float | None]:
+    """The parameter values a measurement names (``param.NAME``); ``None``: the FC lacks it."""
+    out: dict[str, float | None] = {}
+    for key, value in m.claims.items():
+        if key.startswith("param.") and not isinstance(value, bool):
+            out[key[6:]] = None if isinstance(value, str) else float(value)
+    return out
+
+
+def _pinned(name: str, want: float, claimed: dict[str, float | None]) -> Reason | None:
+    got = claimed.get(name)
+    where = PARAM_COMPONENT_PREFIX + name
+    if got is None:
+        return Reason(Code.PARAM_PINNED, f"pinned parameter {name} is absent", where)
+    if not paramdigest.same_value(got, want):
+        return Reason(Code.PARAM_PINNED, f"{name} is {paramdigest.canonical_value(got)}, pinned to "
+                      f"{paramdigest.canonical_value(want)}", where)
+    return None
+
+
+def _named_differences(m: Measurement, claimed: dict[str, float | None], approved: dict[str, float],
+                       exclude: tuple[str, ...], pinned: set[str]) -> list[Reason]:
+    """One reason per parameter that differs, checked against the measured digest (ADR 0010).
+
+    The approved values with the named changes applied must hash to the measured digest; if they
+    do, the names are every difference there is. If not, the measurement left some out (too many
+    to name, or made without the approved values) and a reason says so.
+    """
+    full = m.claims.get("count") == len(claimed) and None not in claimed.values()
+    changes = paramdigest.included({n: v for n, v in claimed.items() if v is not None} if full else {}, exclude)
+    rebuilt = changes if full else paramdigest.apply(approved, {n: v for n, v in claimed.items()
+                                                               if not paramdigest.is_excluded(n, exclude)})
+    named = paramdigest.differences(approved, rebuilt, exclude)
+    unpinned = [(name, got) for name, got in named.items() if name not in pinned]  # pins: param-pinned
+    bound = LIMITS.max_named_param_differences
     out = []
-    for name, want in sorted(policy.pinned.items()):
-        got = m.claims.get(f"param.{name}")
-        if got is None or isinstance(got, str):
-            out.append(Reason(Code.PARAM_MISMATCH, f"pinned parameter {name} is absent", m.component))
-        elif not paramdigest.same_value(float(got), want):
-            out.append(Reason(Code.PARAM_MISMATCH, f"{name} is {paramdigest.canonical_value(float(got))}, "
-                              f"pinned to {paramdigest.canonical_value(want)}", m.component))
-    if policy.digest:
-        if m.claims.get("exclude") != ",".join(policy.exclude):
-            out.append(Reason(Code.PARAM_MISMATCH, "parameter digest was computed with other exclusions",
-                              m.component))
-        elif m.digests.get("sha256") != policy.digest:
-            out.append(Reason(Code.PARAM_MISMATCH, "parameter set differs from the approved set", m.component))
+    for name, got in unpinned[:bound]:
+        want = approved.get(name)
+        if got is None:
+            detail = f"{name} is absent on the FC, approved {paramdigest.canonical_value(approved[name])}"
+        elif want is None:
+            detail = f"{name} is {paramdigest.canonical_value(got)}, not in the approved set"
+        else:
+            detail = f"{name} is {paramdigest.canonical_value(got)}, approved {paramdigest.canonical_value(want)}"
+        out.append(Reason(Code.PARAM_MISMATCH, detail, PARAM_COMPONENT_PREFIX + name))
+    if len(unpinned) > bound:
+        out.append(Reason(Code.PARAM_MISMATCH, f"and {len(unpinned) - bound} more parameters differ", m.component))
+    if paramdigest.digest(rebuilt, exclude) != m.digests.get("sha256"):
+        total = m.claims.get("differ")
+        more = f" ({total} differ in all)" if isinstance(total, int) and not isinstance(total, bool) else ""
+        out.append(Reason(Code.PARAM_MISMATCH, "parameter set differs from the approved set in parameters the "
+                          f"measurement does not name{more}", m.component))
     return out
 
 

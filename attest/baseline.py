@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from attest import params
+from attest.appraise import param_claims
+from attest.errors import FlightSealError
 from attest.manifest import ApprovedComponent, Firmware, Manifest, ParamPolicy, Script
 from attest.models import Kind, Measurement
 
@@ -24,12 +27,24 @@ class PartInfo:
     origin: str
 
 
+class BaselineError(FlightSealError):
+    """The measured inventory cannot give what was asked for (e.g. a pin of an unmeasured parameter).
+
+    ``option`` names the input at fault (``pin`` or ``measurements``), for the CLI's message.
+    """
+
+    def __init__(self, message: str, option: str = "pin") -> None:
+        super().__init__(message)
+        self.option = option
+
+
 def baseline(base: Manifest, measurements: Sequence[Measurement], *, release: int,
              parts: Mapping[str, PartInfo] | None = None, required_scripts: Sequence[str] = (),
              pin: Sequence[str] = ()) -> tuple[Manifest, list[str]]:
     """The manifest ``base`` with firmware, scripts, parameters and parts taken from ``measurements``.
 
-    Returns the manifest and notes on what was left out and why.
+    Returns the manifest and notes on what was left out and why. Raises ``BaselineError`` for
+    what must not be left out silently: a pin the inventory has no value for.
     """
     notes: list[str] = []
     parts = parts or {}
@@ -56,18 +71,7 @@ def baseline(base: Manifest, measurements: Sequence[Measurement], *, release: in
                            required=str(m.claims.get("path", "")) in required_scripts)
                     for m in by_kind[Kind.SCRIPT] if "sha256" in m.digests)
 
-    params = base.params
-    if by_kind[Kind.PARAMS]:
-        pm = by_kind[Kind.PARAMS][0]
-        pinned = dict(base.params.pinned)
-        for name in pin:
-            value = pm.claims.get(f"param.{name}")
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                pinned[name] = float(value)
-            else:
-                notes.append(f"parameter {name} was not measured and is not pinned")
-        exclude = tuple(str(pm.claims.get("exclude", "")).split(",")) if pm.claims.get("exclude") else params.exclude
-        params = ParamPolicy(pinned=pinned, digest=pm.digests.get("sha256"), exclude=exclude)
+    params = _param_policy(base.params, by_kind[Kind.PARAMS], pin, notes)
 
     components = list(base.components)
     for m in by_kind[Kind.COMPONENT]:
@@ -87,3 +91,40 @@ def baseline(base: Manifest, measurements: Sequence[Measurement], *, release: in
     firmware_min = max(base.firmware_min_release, release)
     return replace(base, firmware=firmware, firmware_min_release=firmware_min, scripts=scripts, params=params,
                    components=tuple(components), min_strength=min_strength), notes
+
+
+def _param_policy(base: ParamPolicy, measured: Sequence[Measurement], pin: Sequence[str],
+                  notes: list[str]) -> ParamPolicy:
+    """The approved parameter set and pins from the measured parameters.
+
+    An inventory that names every parameter (``flightseal measure``) gives the approved values,
+    so a later mismatch is named parameter by parameter; an older one gives only the digest.
+    """
+    if not measured:
+        if pin:
+            raise BaselineError(f"cannot pin {', '.join(pin)}: the inventory has no parameter measurement")
+        notes.append("no parameters were measured: the parameter policy is left as it was")
+        return base
+    pm = measured[0]
+    claimed = param_claims(pm)
+    exclude = tuple(str(pm.claims["exclude"]).split(",")) if pm.claims.get("exclude") else base.exclude
+    pinned = dict(base.pinned)
+    unmeasured = [name for name in pin if claimed.get(name) is None]
+    if unmeasured:
+        raise BaselineError(f"cannot pin {', '.join(unmeasured)}: no value in the inventory (the FC does not have "
+                            "it, or the inventory names only some parameters; measure with `flightseal measure "
+                            "--json`)")
+    for name in pin:
+        value = claimed[name]
+        assert value is not None
+        pinned[name] = value
+    full = pm.claims.get("count") == len(claimed) and None not in claimed.values()
+    if not full:
+        notes.append("the inventory does not name every parameter: the manifest approves the parameter digest "
+                     "only, so a mismatch cannot name the parameter (measure with `flightseal measure --json`)")
+        return ParamPolicy(pinned=pinned, digest=pm.digests.get("sha256"), exclude=exclude)
+    values = params.included({n: v for n, v in claimed.items() if v is not None}, exclude)
+    if params.digest(values, exclude) != pm.digests.get("sha256"):
+        raise BaselineError("the inventory's parameter values do not give its parameter digest: it was edited or "
+                            "is corrupt; measure again", "measurements")
+    return ParamPolicy(pinned=pinned, exclude=exclude, values=values)

@@ -21,6 +21,8 @@ class Limits:
     max_json_containers: int = 20000
     max_string_chars: int = 4096
     max_claims: int = 64
+    max_param_claims: int = 8200  # a parameter measurement may name every parameter (ADR 0010)
+    max_named_param_differences: int = 64  # named in one measurement; more are counted, not named
     max_reasons: int = 256
     max_quote_bytes: int = 4096
     max_event_log_entries: int = 1024

@@ -83,34 +83,65 @@ class Script:
                    jsonio.expect_bool(o.get("required", False), _W, f"{f}.required"))
 
 
+def _param_map(raw: Any, field: str, bound: int) -> dict[str, float]:
+    if not isinstance(raw, dict) or len(raw) > bound:
+        raise FormatError(_W, f"must be an object of at most {bound} parameters", field)
+    out = {str(k): jsonio.expect_number(v, _W, f"{field}.{k}") for k, v in raw.items()}
+    for name in out:
+        if not 1 <= len(name) <= 16:
+            raise FormatError(_W, "parameter names are 1 to 16 characters", f"{field}.{name}")
+    return out
+
+
 @dataclass(frozen=True)
 class ParamPolicy:
+    """What the FC's parameters must be.
+
+    ``pinned`` values are checked one by one (the safety values the gate's life depends on).
+    The rest of the set is approved either as ``values`` (every covered parameter, so a
+    mismatch names each parameter that changed: ADR 0010) or, in manifests made before that,
+    as a bare ``digest``, which can only say that something changed.
+    """
+
     pinned: dict[str, float] = field(default_factory=dict)
     digest: str | None = None
     exclude: tuple[str, ...] = params.DEFAULT_EXCLUSIONS
+    values: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def approved_digest(self) -> str | None:
+        """The digest the measured set must have, if the set is approved at all."""
+        if self.values:
+            return params.digest(self.values, self.exclude)
+        return self.digest
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"pinned": dict(sorted(self.pinned.items())), "exclude": list(self.exclude)}
         if self.digest:
             out["sha256"] = self.digest
+        if self.values:  # absent when unused: manifests signed before it existed keep their bytes
+            out["values"] = dict(sorted(self.values.items()))
         return out
 
     @classmethod
     def from_json(cls, data: Any) -> ParamPolicy:
-        o = jsonio.expect_object(data, _W, set(), {"pinned", "sha256", "exclude"}, "params")
-        pinned_raw = o.get("pinned", {})
-        if not isinstance(pinned_raw, dict) or len(pinned_raw) > 4096:
-            raise FormatError(_W, "must be an object of at most 4096 parameters", "params.pinned")
-        pinned = {str(k): jsonio.expect_number(v, _W, f"params.pinned.{k}") for k, v in pinned_raw.items()}
-        for name in pinned:
-            if not 1 <= len(name) <= 16:
-                raise FormatError(_W, "parameter names are 1 to 16 characters", f"params.pinned.{name}")
-        return cls(
-            pinned=pinned,
+        o = jsonio.expect_object(data, _W, set(), {"pinned", "sha256", "exclude", "values"}, "params")
+        policy = cls(
+            pinned=_param_map(o.get("pinned", {}), "params.pinned", 4096),
             digest=_sha256(o["sha256"], "params.sha256") if "sha256" in o else None,
             exclude=tuple(jsonio.expect_str_list(o.get("exclude", list(params.DEFAULT_EXCLUSIONS)), _W,
                                                  "params.exclude", 256)),
+            values=_param_map(o.get("values", {}), "params.values", 8192),
         )
+        if policy.values:
+            covered = params.included(policy.values, policy.exclude)
+            if len(covered) != len(policy.values):
+                extra = sorted(set(policy.values) - set(covered))[:3]
+                raise FormatError(_W, f"approved values include excluded parameters ({', '.join(extra)})",
+                                  "params.values")
+            if policy.digest and policy.digest != policy.approved_digest:
+                raise FormatError(_W, "sha256 is not the digest of the approved values", "params.sha256")
+        return policy
 
 
 @dataclass(frozen=True)

@@ -77,8 +77,9 @@ class Measurement:
                 raise FormatError("measurement", f"unknown digest algorithm {alg!r}", self.component)
             if len(value) != want or not _HEX.match(value):
                 raise FormatError("measurement", f"{alg} digest is not {want} lower-case hex", self.component)
-        if len(self.claims) > LIMITS.max_claims:
-            raise FormatError("measurement", f"more than {LIMITS.max_claims} claims", self.component)
+        bound = LIMITS.max_param_claims if self.kind is Kind.PARAMS else LIMITS.max_claims
+        if len(self.claims) > bound:
+            raise FormatError("measurement", f"more than {bound} claims", self.component)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -161,10 +162,14 @@ class Code(enum.StrEnum):
     QUOTE_PCR_SELECTION = "quote-pcr-selection"
     QUOTE_PCR_DIGEST = "quote-pcr-digest"
     QUOTE_EVENT_LOG = "quote-event-log"
+    # a pinned parameter (the manifest's named safety values) differs; param-mismatch is the rest of the set
+    PARAM_PINNED = "param-pinned"
 
 
 PILOT_TEXT_MAX = 42
 PILOT_PREFIX = "FlightSeal: "
+PARAM_COMPONENT_PREFIX = "fc.param:"  # a reason about one parameter names it in its component
+_PARAM_PILOT = {"param-mismatch": "param", "param-pinned": "pinned"}
 
 
 @dataclass(frozen=True)
@@ -177,7 +182,14 @@ class Reason:
 
     @property
     def pilot_text(self) -> str:
-        """The ≤ 42-character text ArduPilot shows as ``PreArm: …``."""
+        """The ≤ 42-character text ArduPilot shows as ``PreArm: …``.
+
+        A parameter reason names the parameter (``FlightSeal: param FS_THR_ENABLE``): a pilot can
+        fix a name, not a code. ArduPilot names are at most 16 characters, so it always fits.
+        """
+        word = _PARAM_PILOT.get(self.code.value)
+        if word is not None and self.component.startswith(PARAM_COMPONENT_PREFIX):
+            return f"{PILOT_PREFIX}{word} {self.component.removeprefix(PARAM_COMPONENT_PREFIX)}"[:PILOT_TEXT_MAX]
         return (PILOT_PREFIX + self.code.value)[:PILOT_TEXT_MAX]
 
     def to_json(self) -> dict[str, str]:

@@ -71,7 +71,7 @@ def _sitl() -> Iterator[Fc]:
                  100.0)
 
 
-def _arm_until(gcs: Gcs, *, accepted: bool, timeout: float, code: str = "") -> ArmResult:
+def _arm_until(gcs: Gcs, *, accepted: bool, timeout: float, text: str = "") -> ArmResult:
     """Try to arm until the FC answers as expected; disarm again after an accepted arm."""
     deadline = time.monotonic() + timeout
     last = ArmResult(False, None, "no answer")
@@ -81,10 +81,10 @@ def _arm_until(gcs: Gcs, *, accepted: bool, timeout: float, code: str = "") -> A
             gcs.disarm()
             if accepted:
                 return last
-        elif not accepted and f"FlightSeal: {code}" in last.text:
+        elif not accepted and text in last.text:
             return last
         time.sleep(1.0)
-    raise StepFailed(f"expected arming {'accepted' if accepted else 'refused with ' + code}, got {last}")
+    raise StepFailed(f"expected arming {'accepted' if accepted else 'refused with ' + text}, got {last}")
 
 
 def run_demo(out: Path, *, use_sitl: bool | None = None) -> None:
@@ -112,7 +112,7 @@ def run_demo(out: Path, *, use_sitl: bool | None = None) -> None:
         t.run("install the Lua gate over MAVLink (upload, SCR_ENABLE, reboot)", install, lambda v: f"gate v{v}")
         gcs = stack.enter_context(_closing(Gcs(fc.gcs_url)))
         t.run("gate blocks arming before any verdict",
-              lambda: _arm_until(gcs, accepted=False, timeout=15, code="waiting"), str)
+              lambda: _arm_until(gcs, accepted=False, timeout=15, text="FlightSeal: waiting"), str)
         measured = t.run("measure the FC (firmware, scripts, parameters, parts)", rig.measure_fc,
                          lambda ms: f"{len(ms)} measurements")
         t.run("sign manifest v1 for what was measured (keys 2 and 3)",
@@ -131,7 +131,7 @@ def run_demo(out: Path, *, use_sitl: bool | None = None) -> None:
               lambda _: "PASS")
         t.run("tamper: set pinned parameter FS_THR_ENABLE=0 from the GCS",
               lambda: gcs.set_param("FS_THR_ENABLE", 0), lambda _: "")
-        t.run("arm: REFUSED", lambda: _refused(rig, gcs, "param-mismatch"), str)
+        t.run("arm: REFUSED", lambda: _refused(rig, gcs, "param-pinned", "FlightSeal: pinned FS_THR_ENABLE"), str)
         t.run("restore the parameter", lambda: _restored(rig, lambda: gcs.set_param("FS_THR_ENABLE", 1)),
               lambda _: "PASS")
 
@@ -154,9 +154,10 @@ def _restored(rig: Rig, undo: Callable[[], object]) -> None:
     rig.wait_verdict(passed=True, timeout=30)
 
 
-def _refused(rig: Rig, gcs: Gcs, code: str) -> ArmResult:
+def _refused(rig: Rig, gcs: Gcs, code: str, text: str | None = None) -> ArmResult:
+    """Wait for the agent's fail verdict with ``code``, then see the FC refuse with ``text`` (default: the code)."""
     rig.wait_verdict(passed=False, code=None if code.endswith("-") else code, timeout=30)
-    return _arm_until(gcs, accepted=False, timeout=15, code=code)
+    return _arm_until(gcs, accepted=False, timeout=15, text=text or f"FlightSeal: {code}")
 
 
 def _verify(rig: Rig, data: bytes, nonce: bytes) -> VerificationResult:

@@ -69,9 +69,10 @@ def find_defaults(binary: Path) -> Path | None:
             raise SitlError(f"{ENV_DEFAULTS}={env} is not a file")
         return path
     for parent in binary.resolve().parents:
-        candidate = parent / "Tools" / "autotest" / "default_params" / "copter.parm"
-        if candidate.is_file():
-            return candidate
+        # an ArduPilot tree, or the layout ../shared/tools/build-sitl.sh leaves (bin/arducopter beside copter.parm)
+        for candidate in (parent / "Tools" / "autotest" / "default_params" / "copter.parm", parent / "copter.parm"):
+            if candidate.is_file():
+                return candidate
     return None
 
 

@@ -59,11 +59,11 @@ def test_approved_airframe_arms(world: World) -> None:
     assert result.accepted, result
 
 
-def refused_with(world: World, code: str) -> None:
+def refused_with(world: World, code: str, text: str | None = None) -> None:
     world.rig.wait_verdict(passed=False, code=code)
     result = world.gcs.arm()
     assert not result.accepted, result
-    text = f"FlightSeal: {code}"[:42]
+    text = text or f"FlightSeal: {code}"[:41]
     assert text in result.text, result
     assert world.fc.wait_for(lambda: any(t == f"PreArm: {text}" for _, t in world.fc.texts), 3.0), \
         "the pilot sees the reason in the periodic PreArm text"
@@ -80,7 +80,7 @@ def test_changed_pinned_parameter_refuses_arming(world: World) -> None:
     world.rig.start_agent()
     world.rig.wait_verdict(passed=True)
     world.fc.set_param("FS_THR_ENABLE", 0)
-    refused_with(world, "param-mismatch")
+    refused_with(world, "param-pinned", "FlightSeal: pinned FS_THR_ENABLE")
 
 
 def test_firmware_not_in_manifest_refuses_arming(world: World) -> None:
@@ -157,9 +157,9 @@ def test_armed_vehicle_is_never_measured_nor_disarmed_and_next_arming_is_refused
     assert world.gcs.disarm().accepted
     quick = world.gcs.arm()  # re-arming at once, before the agent re-attested, is refused too
     assert not quick.accepted and "FlightSeal:" in quick.text, quick
-    world.rig.wait_verdict(passed=False, code="param-mismatch")
+    world.rig.wait_verdict(passed=False, code="param-pinned")
     result = world.gcs.arm()
-    assert not result.accepted and "param-mismatch" in result.text, result
+    assert not result.accepted and "FlightSeal: pinned FS_THR_ENABLE" in result.text, result
     assert b'"kind":"deferred-in-flight"' in (world.rig.workdir / "state" / "audit.log").read_bytes()
 
 
@@ -212,7 +212,7 @@ def test_arming_check_zero_bypasses_the_gate_as_on_ardupilot_and_the_agent_repor
     world.rig.start_agent()
     world.rig.wait_verdict(passed=True)
     world.fc.set_param("ARMING_CHECK", 0)
-    world.rig.wait_verdict(passed=False, code="param-mismatch")
+    world.rig.wait_verdict(passed=False, code="param-pinned")
     assert world.gcs.arm().accepted, "ArduPilot's behaviour: with ARMING_CHECK=0 no Lua check runs"
 
 

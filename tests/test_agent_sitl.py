@@ -84,9 +84,9 @@ def test_forged_pass_on_serial0_is_ignored_and_a_change_in_flight_never_disarms_
     assert hb is not None and hb.base_mode & 128, "a change in flight must not disarm the vehicle"
     assert rig.daemon.status.passes == passes, "an armed vehicle must not be measured"
     assert gcs.disarm().accepted
-    rig.wait_verdict(passed=False, code="param-mismatch", timeout=30)
+    rig.wait_verdict(passed=False, code="param-pinned", timeout=30)
     again = gcs.arm()
-    assert not again.accepted and "FlightSeal: param-mismatch" in again.text, again
+    assert not again.accepted and "FlightSeal: pinned FS_THR_ENABLE" in again.text, again
 
 
 def test_stopped_agent_lapses_to_blocked_on_sitl(sitl_world: tuple[Rig, Gcs]) -> None:

@@ -111,10 +111,10 @@ def test_tampered_pinned_param_refused_by_device_and_verifier(project: Path) -> 
     write_measurements(project / "meas.json", hashlib.sha256(b"-- gate\n").hexdigest(), arming_check=0)
     nonce = run("nonce").output.strip()
     r = attest(nonce, ok=1)
-    assert "param-mismatch" in r.output
+    assert "param-pinned [fc.param:ARMING_CHECK]: ARMING_CHECK is 0, pinned to 1" in r.output
     assert (project / "att.json").exists(), "a failing attestation is still written for the operator"
     v = run("verify", "att.json", "--trust", "trust", "--nonce", nonce, "--allow-software-keys", ok=1)
-    assert "FAIL param-mismatch" in v.output
+    assert "FAIL param-pinned [fc.param:ARMING_CHECK]: ARMING_CHECK is 0, pinned to 1" in v.output
 
 
 def test_manifest_below_threshold_verify_exit_1(project: Path) -> None:

@@ -141,7 +141,7 @@ def test_attest_over_mavlink_fails_with_the_reason_when_a_script_is_added(projec
     nonce = run("nonce").stdout.strip()
     r = attest_over_mavlink(fc.url(1), nonce, ok=1)
     assert "verdict FAIL" in r.output and "script-unknown [fc.script:scripts/evil.lua]" in r.output
-    assert "param-mismatch" in r.output
+    assert "param-pinned [fc.param:ARMING_CHECK]: ARMING_CHECK is 0, pinned to 1" in r.output
     v = run("verify", "att.json", "--trust", "trust", "--nonce", nonce, "--allow-software-keys", ok=1)
     assert "script-unknown" in v.output
 

@@ -269,7 +269,7 @@ def test_measured_airframe_passes_its_manifest_and_fails_each_tampering_with_a_n
     fc.set_param("SCR_ENABLE", 0)
     fc.files.flash_image = IMAGE + b"\0"
     verdict = appraise(measure(link, opts).measurements, manifest)
-    assert set(verdict.codes) == {Code.SCRIPT_UNKNOWN, Code.PARAM_MISMATCH, Code.FIRMWARE_MISMATCH}
+    assert set(verdict.codes) == {Code.SCRIPT_UNKNOWN, Code.PARAM_PINNED, Code.PARAM_MISMATCH, Code.FIRMWARE_MISMATCH}
 
 
 def test_param_pck_content_matches_what_param_value_says(link: Link, fc: VirtualFC) -> None:

@@ -18,7 +18,7 @@ def test_demo_on_the_virtual_fc_with_swtpm_is_green(tmp_path: Path, monkeypatch:
     r = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "out")])
     assert r.exit_code == 0, r.output
     for step in ("arm: ACCEPTED", "REFUSED (Arm: FlightSeal: script-mismatch)",
-                 "REFUSED (Arm: FlightSeal: param-mismatch)", "REFUSED (Arm: FlightSeal: manifest-",
+                 "REFUSED (Arm: FlightSeal: pinned FS_THR_ENABLE)", "REFUSED (Arm: FlightSeal: manifest-",
                  "PASS (tpm key, TPM quote checked"):
         assert step in r.output, r.output
     result = json.loads((tmp_path / "out" / "verification.json").read_text())

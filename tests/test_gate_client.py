@@ -2,7 +2,7 @@
 
 ``FcPeer`` plays the FC's serial ports: it parses what arrives on each loopback port, hands the
 frames to the gate on that channel, runs the gate on the wall clock, sends its acks back and, like
-GCS_Common.cpp, answers a command no script blocked with UNSUPPORTED.
+GCS_Common.cpp, answers a command no script blocked with UNSUPPORTED (a TUNNEL gets no answer).
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from agent.gate import (
     EPOCH_BASE,
     GATE_SCRIPT_PATH,
     GateClient,
-    GateNotRunning,
     GateTimeout,
     Sequence,
     SequenceSource,
     encode_verdict,
     gate_version,
+    verdict_payload,
 )
 from attest.models import Code, Reason, Verdict
 from sim.lua_host import LuaGateHost
@@ -240,12 +240,12 @@ def test_silent_gate_times_out_within_the_bound(peer: FcPeer, agent_conn: Any) -
     assert peer.arming_check()[0], "the frame arrived; only the ack was lost"
 
 
-def test_fc_without_the_gate_is_reported_as_not_running() -> None:
+def test_fc_without_the_gate_is_reported_with_how_to_install_it() -> None:
     with FcPeer(LuaGateHost()) as bare:
         conn = connect(bare.url(1))
         try:
-            with pytest.raises(GateNotRunning, match="gate script is not running"):
-                GateClient(conn).send(PASS)
+            with pytest.raises(GateTimeout, match="gate install"):
+                GateClient(conn, ack_timeout_s=0.3).send(PASS)
         finally:
             conn.close()
 
@@ -263,6 +263,8 @@ def test_other_messages_arriving_while_waiting_are_handed_on() -> None:
 
 def test_verdict_message_fields() -> None:
     msg = encode_verdict(FAIL, Sequence(77, 3))
-    assert (msg.command, msg.x, msg.y) == (31010, 77, 3)
-    code = list(Code).index(Code.SCRIPT_MISMATCH) + 1
-    assert (msg.param1, msg.param2, msg.param3) == (float(0x465331), 2.0, float(code))
+    assert (msg.get_type(), msg.payload_type, msg.target_system, msg.target_component) == ("TUNNEL", 0xF5E2, 1, 1)
+    data = bytes(msg.payload[:msg.payload_length])
+    assert data == verdict_payload(2, Sequence(77, 3), "FlightSeal: script-mismatch")
+    assert data[:4] == b"FSV2" and data[4] == 2 and data[13] == len("FlightSeal: script-mismatch")
+    assert int.from_bytes(data[5:9], "little") == 77 and int.from_bytes(data[9:13], "little") == 3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import struct
 
 import pytest
@@ -17,14 +16,17 @@ from agent.gate import (
     GATE_COMMAND,
     GATE_SCRIPT_PATH,
     MAGIC,
+    TUNNEL_TYPE,
+    VERDICT_FAIL,
+    VERDICT_PASS,
     Sequence,
-    code_index,
     encode_verdict,
     gate_script,
     gate_text,
     gate_version,
+    verdict_payload,
 )
-from attest.models import Code, Reason, Verdict
+from attest.models import PARAM_COMPONENT_PREFIX, Code, Reason, Verdict
 from sim.lua_host import LuaGateHost, x25_crc
 
 AGENT = (1, 191)
@@ -46,10 +48,12 @@ def verdict_frame(verdict: Verdict, epoch: int, counter: int, **ids: int) -> byt
     return frame(encode_verdict(verdict, Sequence(epoch, counter)), **ids)
 
 
-def raw_command_int(payload: bytes, sysid: int = AGENT[0], compid: int = AGENT[1]) -> bytes:
-    """A COMMAND_INT frame with any payload bytes and a correct CRC."""
-    header = struct.pack("<BBBBBB", len(payload), 0, 0, 0, sysid, compid) + (75).to_bytes(3, "little")
-    crc = x25_crc(bytes([158]), x25_crc(header + payload))
+def raw_tunnel(data: bytes, payload_type: int = TUNNEL_TYPE, sysid: int = AGENT[0], compid: int = AGENT[1],
+               length: int | None = None) -> bytes:
+    """A TUNNEL frame to the FC carrying ``data`` (any bytes, any claimed length) with a correct CRC."""
+    payload = struct.pack("<HBBB", payload_type, 1, 1, len(data) if length is None else length) + data
+    header = struct.pack("<BBBBBB", len(payload), 0, 0, 0, sysid, compid) + (385).to_bytes(3, "little")
+    crc = x25_crc(bytes([147]), x25_crc(header + payload))
     return b"\xfd" + header + payload + struct.pack("<H", crc)
 
 
@@ -101,7 +105,7 @@ def test_arming_is_blocked_from_boot_with_waiting_text(rig: Rig) -> None:
 
 def test_pass_allows_arming_and_ack_carries_sequence_and_version(rig: Rig) -> None:
     data = verdict_frame(PASS, 7, 42)
-    assert data[1] < 35, "MAVLink2 truncated the payload; the gate must pad it"
+    assert data[1] < 133, "MAVLink2 truncated the payload; the gate must pad it"
     acks = rig.send(data)
     assert rig.allowed()
     assert len(acks) == 1
@@ -110,7 +114,6 @@ def test_pass_allows_arming_and_ack_carries_sequence_and_version(rig: Rig) -> No
     assert ack.progress == gate_version()  # type: ignore[attr-defined]
     assert (ack.target_system, ack.target_component) == AGENT  # type: ignore[attr-defined]
     assert (ack.get_srcSystem(), ack.get_srcComponent()) == (1, 1)  # type: ignore[attr-defined]
-    assert rig.host.is_handling_command(GATE_COMMAND)
 
 
 def test_pass_lapses_to_blocked_without_a_fresh_one(rig: Rig) -> None:
@@ -128,7 +131,7 @@ def test_fresh_passes_keep_arming_allowed(rig: Rig) -> None:
         assert rig.allowed()
 
 
-def test_fail_verdict_blocks_with_its_first_reason_code(rig: Rig) -> None:
+def test_fail_verdict_blocks_with_its_first_reason_text(rig: Rig) -> None:
     rig.send(verdict_frame(PASS, 1, 1))
     verdict = Verdict(False, (Reason(Code.FIRMWARE_MISMATCH, "a"), Reason(Code.SCRIPT_UNKNOWN, "b")))
     acks = rig.send(verdict_frame(verdict, 1, 2))
@@ -145,12 +148,30 @@ def test_every_reason_code_shows_the_text_the_python_verdict_names(rig: Rig) -> 
         assert len(rig.reason()) <= 41
 
 
-def test_lua_code_table_matches_the_python_enum() -> None:
-    source = gate_script().decode()
-    table = re.search(r"local CODES = \{(.*?)\n\}", source, re.DOTALL)
-    assert table is not None
-    assert re.findall(r'"([a-z0-9-]+)"', table.group(1)) == [c.value for c in Code]
-    assert all(code_index(c) == i for i, c in enumerate(Code, start=1))
+@pytest.mark.parametrize(("code", "text"), [(Code.PARAM_MISMATCH, "FlightSeal: param FS_THR_ENABLE"),
+                                            (Code.PARAM_PINNED, "FlightSeal: pinned ARMING_CHECK")])
+def test_a_parameter_reason_shows_the_parameter_name_to_the_pilot(rig: Rig, code: Code, text: str) -> None:
+    name = text.rsplit(" ", 1)[1]
+    verdict = Verdict(False, (Reason(code, "x", PARAM_COMPONENT_PREFIX + name),))
+    rig.send(verdict_frame(verdict, 1, 1))
+    assert rig.host.arming_check() == (False, text)
+
+
+def test_the_longest_parameter_name_fits_the_pilot_text(rig: Rig) -> None:
+    verdict = Verdict(False, (Reason(Code.PARAM_PINNED, "x", PARAM_COMPONENT_PREFIX + "ABCDEFGHIJKLMNOP"),))
+    rig.send(verdict_frame(verdict, 1, 1))
+    assert rig.host.arming_check() == (False, "FlightSeal: pinned ABCDEFGHIJKLMNOP")
+
+
+@pytest.mark.parametrize("text", ["", "FlightSeal: ", "Arm: anything goes", "FlightSeal: x\x07", "FlightSeal: é",
+                                  "FlightSeal: " + "x" * 30])
+def test_a_fail_text_that_is_not_ours_or_does_not_fit_is_a_bad_verdict(rig: Rig, text: str) -> None:
+    rig.send(verdict_frame(PASS, 1, 1))
+    raw = text.encode("utf-8")
+    data = MAGIC + struct.pack("<BiiB", VERDICT_FAIL, 1, 2, len(raw)) + raw
+    acks = rig.send(raw_tunnel(data))
+    assert rig.host.arming_check() == (False, "FlightSeal: bad verdict")
+    assert [a.result for a in acks] == [FAILED]  # type: ignore[attr-defined]
 
 
 def test_version_is_a_constant_in_the_file_and_announced_at_start(rig: Rig) -> None:
@@ -215,7 +236,7 @@ def test_corrupted_verdict_with_bad_crc_is_ignored(rig: Rig) -> None:
     good = bytearray(verdict_frame(fail(), 1, 1))
     rig.send(bytes(good))
     bad = bytearray(verdict_frame(PASS, 1, 2))
-    bad[10 + 8] ^= 0x01  # param3 (reason code) flipped; the CRC no longer matches
+    bad[10 + 5 + 4] ^= 0x03  # the verdict kind (pass → fail); the CRC no longer matches
     assert rig.send(bytes(bad)) == []
     assert rig.reason() == "FlightSeal: firmware-mismatch"
     assert rig.host.running
@@ -223,38 +244,47 @@ def test_corrupted_verdict_with_bad_crc_is_ignored(rig: Rig) -> None:
 
 def test_malformed_verdict_from_the_agent_blocks_and_is_answered_failed(rig: Rig) -> None:
     rig.send(verdict_frame(PASS, 1, 1))
-    payload = struct.pack("<ffffiifHBBBBB", 1234.0, 1.0, 0.0, 0.0, 1, 2, 0.0, GATE_COMMAND, 1, 1, 0, 0, 0)
-    acks = rig.send(raw_command_int(payload))
+    data = b"FSV9" + struct.pack("<BiiB", VERDICT_PASS, 1, 2, 0)
+    acks = rig.send(raw_tunnel(data))
     assert rig.host.arming_check() == (False, "FlightSeal: bad verdict")
     assert [(a.result, a.result_param2) for a in acks] == [(FAILED, 2)]  # type: ignore[attr-defined]
 
 
-def test_unknown_verdict_kind_or_pass_with_code_blocks(rig: Rig) -> None:
-    for counter, (kind, code) in enumerate([(1.0, 3.0), (3.0, 0.0), (2.0, 0.5)], start=1):
+def test_unknown_verdict_kind_pass_with_text_or_text_past_the_payload_blocks(rig: Rig) -> None:
+    cases = [(VERDICT_PASS, b"FlightSeal: x", None), (3, b"", None), (VERDICT_FAIL, b"", None),
+             (VERDICT_FAIL, b"FlightSeal: firmware-mismatch", 20)]
+    for counter, (kind, text, claimed_len) in enumerate(cases, start=1):
         rig.send(verdict_frame(PASS, 1, 10 * counter))
-        payload = struct.pack("<ffffiifHBBBBB", float(MAGIC), kind, code, 0.0, 1, 10 * counter + 1, 0.0,
-                              GATE_COMMAND, 1, 1, 0, 0, 0)
-        rig.send(raw_command_int(payload))
-        assert rig.reason() == "FlightSeal: bad verdict", (kind, code)
+        data = MAGIC + struct.pack("<BiiB", kind, 1, 10 * counter + 1, len(text)) + text
+        rig.send(raw_tunnel(data, length=claimed_len))
+        assert rig.reason() == "FlightSeal: bad verdict", (kind, text, claimed_len)
+
+
+def test_short_or_foreign_tunnels_are_not_taken(rig: Rig) -> None:
+    good = verdict_payload(VERDICT_PASS, Sequence(1, 1), "")
+    assert rig.send(raw_tunnel(good, payload_type=0xF5E1)) == []  # the challenge's tunnel type
+    assert rig.send(raw_tunnel(good[:13])) == []
+    assert rig.send(raw_tunnel(good, length=200)) == []
+    assert rig.reason() == "FlightSeal: waiting"
 
 
 def test_other_commands_and_messages_are_not_taken(rig: Rig) -> None:
-    other = mavlink2.MAVLink_command_int_message(1, 1, 0, 31011, 0, 0, float(MAGIC), 1.0, 0.0, 0.0, 1, 1, 0.0)
-    assert rig.send(frame(other)) == []
+    other = mavlink2.MAVLink_command_int_message(1, 1, 0, GATE_COMMAND, 0, 0, 4608817.0, 1.0, 0.0, 0.0, 1, 1, 0.0)
+    assert rig.send(frame(other)) == []  # the verdict transport of gate v1
     hb = mavlink2.MAVLink_heartbeat_message(18, 8, 0, 0, 4, 3)
     assert rig.send(frame(hb)) == []
     assert rig.reason() == "FlightSeal: waiting"
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(payload=st.binary(min_size=0, max_size=35), junk=st.binary(max_size=64))
-def test_arbitrary_payloads_never_crash_the_gate_or_open_it_wrongly(payload: bytes, junk: bytes) -> None:
+@given(data=st.binary(min_size=0, max_size=128), junk=st.binary(max_size=64))
+def test_arbitrary_payloads_never_crash_the_gate_or_open_it_wrongly(data: bytes, junk: bytes) -> None:
     rig = Rig()
     rig.host.deliver(CHANNEL, junk)
-    rig.send(raw_command_int(payload))
-    padded = payload + bytes(35 - len(payload))
-    p1, p2, p3, _p4, epoch, counter, _z, command = struct.unpack_from("<ffffiifH", padded)
-    well_formed_pass = (command == GATE_COMMAND and p1 == MAGIC and p2 == 1.0 and p3 == 0.0
+    rig.send(raw_tunnel(data))
+    padded = data + bytes(14)
+    tag, kind, epoch, counter, tlen = struct.unpack_from("<4sBiiB", padded)
+    well_formed_pass = (len(data) >= 14 and tag == MAGIC and kind == VERDICT_PASS and tlen == 0
                         and (epoch, counter) > (0, 0))
     assert rig.allowed() == well_formed_pass
     assert rig.host.running, rig.host.texts

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from attest import params as paramdigest
 from attest.errors import FlightSealError
+from attest.manifest import ParamPolicy
 from attest.models import Code, Measurement, Reason
 
 Progress = Callable[[str, int, int | None], None]  # (what, bytes so far, reported size or None)
@@ -35,6 +36,8 @@ class MeasureOptions:
 
     param_exclusions: tuple[str, ...] = paramdigest.DEFAULT_EXCLUSIONS
     pinned_params: tuple[str, ...] = ()
+    param_baseline: Mapping[str, float] | None = None  # the manifest's approved values: name what differs
+    param_claims: str = "differences"  # "all": claim every parameter (an inventory for baselining)
     boot_wait: float = 20.0  # an FC still booting (parameter count still growing) is measured once it is up
     param_source: str = "auto"  # auto (param.pck, else PARAM protocol), ftp, mavlink
     param_timeout: float = 30.0
@@ -58,6 +61,11 @@ class MeasureOptions:
     dronecan_listen: float = 1.2  # every node sends NodeStatus at least once a second
     companion_config: Path | None = None
     progress: Progress | None = None
+
+    def for_params(self, policy: ParamPolicy) -> MeasureOptions:
+        """These options, measuring parameters as ``policy`` (the manifest's) judges them."""
+        return replace(self, param_exclusions=tuple(policy.exclude), pinned_params=tuple(sorted(policy.pinned)),
+                       param_baseline=policy.values or None)
 
     def sitl_binary(self) -> Path | None:
         value = os.environ.get(ENV_SITL_BINARY, "") if self.use_sitl_env else ""

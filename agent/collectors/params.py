@@ -7,9 +7,13 @@ float32, so values from either path are compared at float32 precision: the diges
 depend on the path (``attest.params``).
 
 Claims: ``exclude`` (the exclusion patterns the digest was computed with, comma-joined; the
-appraisal refuses a digest made with other exclusions), ``count``, and ``param.NAME`` for every
-pinned name the FC has. ``Measurement`` allows 64 claims; pins beyond that are not claimed (the
-appraisal then reports them absent, which fails closed) and the pass records why.
+appraisal refuses a digest made with other exclusions), ``count``, ``method``, and ``param.NAME``:
+- with ``param_claims="all"`` (``flightseal measure``: an inventory to baseline and pin from),
+  every parameter the FC has;
+- otherwise every pinned name the FC has, and, when the approved values are known, every covered
+  parameter that differs from them (``"absent"`` for one the FC lacks), at most
+  ``LIMITS.max_named_param_differences`` of them, with ``differ`` = how many differ in all. The
+  attestation stays small when nothing changed and names what did (ADR 0010).
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ COMPONENT = "fc.params"
 PCK_PATH = "@PARAM/param.pck"
 NOTIFICATION_INDEX = 0xFFFF
 MAX_PARAMS = 8192
-FIXED_CLAIMS = 3
 
 
 def as_float32(value: float) -> float:
@@ -132,12 +135,19 @@ def collect_params(link: Link, ftp: FtpClient | None, opts: MeasureOptions, inv:
     exclusions = tuple(opts.param_exclusions)
     claims: dict[str, ClaimValue] = {"exclude": ",".join(exclusions), "count": len(values),
                                      "method": "param.pck" if source.startswith("mavlink-ftp") else "param-protocol"}
-    room = LIMITS.max_claims - FIXED_CLAIMS
-    pinned = [n for n in opts.pinned_params if n in values]
-    if len(pinned) > room:
-        inv.missing(COMPONENT, f"{len(pinned)} pinned parameters, only {room} fit in one measurement; "
-                               f"{', '.join(pinned[room:])} are not claimed")
-    for name in pinned[:room]:
-        claims[f"param.{name}"] = _claim_value(values[name])
+    claims.update(param_value_claims(values, opts))
     digest = paramdigest.digest(values, exclusions)
     return Measurement(COMPONENT, Kind.PARAMS, {"sha256": digest}, source, Strength.SELF_REPORTED, claims)
+
+
+def param_value_claims(values: dict[str, float], opts: MeasureOptions) -> dict[str, ClaimValue]:
+    """The ``param.NAME`` claims (and ``differ``) for ``opts.param_claims``; see the module docstring."""
+    if opts.param_claims == "all":
+        return {f"param.{name}": _claim_value(value) for name, value in sorted(values.items())}
+    claims: dict[str, ClaimValue] = {f"param.{n}": _claim_value(values[n]) for n in opts.pinned_params if n in values}
+    if opts.param_baseline is not None:
+        changed = paramdigest.differences(opts.param_baseline, values, opts.param_exclusions)
+        claims["differ"] = len(changed)
+        for name, value in list(changed.items())[:LIMITS.max_named_param_differences]:
+            claims[f"param.{name}"] = paramdigest.ABSENT if value is None else _claim_value(value)
+    return claims

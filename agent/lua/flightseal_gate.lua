@@ -10,7 +10,7 @@
 --  * self-contained: it decodes the one message it needs from the raw mavlink_message_t.
 -- The constants below are part of this file's digest, so the signed manifest attests them too.
 
-local GATE_VERSION = 1            -- sent in every COMMAND_ACK (progress field)
+local GATE_VERSION = 2            -- sent in every COMMAND_ACK (progress field)
 
 local AGENT_SYSID = 1
 local AGENT_COMPID = 191          -- MAV_COMP_ID_ONBOARD_COMPUTER
@@ -21,27 +21,18 @@ local UPDATE_MS = 100
 local MAX_MSGS_PER_RUN = 4        -- bounds the work per run far below SCR_VM_I_COUNT
 local RX_QUEUE = 8
 
-local MSG_COMMAND_INT = 75
+local MSG_TUNNEL = 385
 local MSG_COMMAND_ACK = 77
-local CRC_EXTRA = 158             -- COMMAND_INT
-local PAYLOAD_LEN = 35            -- COMMAND_INT, untruncated
-local GATE_CMD = 31010            -- MAV_CMD_USER_1
-local MAGIC = 4608817             -- 0x465331, "FS1", in param1
+local CRC_EXTRA = 147             -- TUNNEL
+local PAYLOAD_LEN = 133           -- TUNNEL, untruncated: payload_type(2) target(2) length(1) payload(128)
+local TUNNEL_TYPE = 62946         -- 0xF5E2: FlightSeal gate verdict (private range)
+local GATE_CMD = 31010            -- MAV_CMD_USER_1: the command our acks are about
+local MAGIC = "FSV2"
+local HEADER = 14                 -- magic(4) kind(1) epoch(i4) counter(i4) text length(1), then the text
+local MAX_TEXT = 41               -- ArduPilot keeps 42 bytes of aux auth text, NUL included
 local VERDICT_PASS = 1
 local VERDICT_FAIL = 2
 local ACCEPTED, DENIED, FAILED = 0, 2, 4
-
--- attest.models.Code, in order; a fail verdict names its first reason by index (1-based)
-local CODES = {
-  "firmware-mismatch", "firmware-rollback", "script-unknown", "script-mismatch", "param-mismatch",
-  "component-unknown", "component-mismatch", "component-denied-origin", "component-denied-vendor",
-  "wrong-hardware", "manifest-expired", "manifest-rollback", "manifest-threshold", "manifest-signature",
-  "manifest-invalid", "measurement-missing", "measurement-too-weak", "envelope-invalid",
-  "envelope-signature", "device-unknown", "wrong-device", "nonce-mismatch", "attestation-stale",
-  "attestation-from-future", "software-key", "manifest-reference", "verdict-disagrees", "quote-invalid",
-  "quote-missing", "quote-signature", "quote-qualifying-data", "quote-clock-unsafe", "quote-counter-rollback",
-  "quote-pcr-selection", "quote-pcr-digest", "quote-event-log",
-}
 
 local PREFIX = "FlightSeal: "
 local WAITING = PREFIX .. "waiting"
@@ -87,33 +78,41 @@ local function block(text)
   block_text = text
 end
 
+-- A fail verdict's text is what the pilot reads after "PreArm: ": ours, printable, within ArduPilot's buffer.
+local function valid_text(text)
+  return #text > #PREFIX and #text <= MAX_TEXT and string.sub(text, 1, #PREFIX) == PREFIX
+    and string.find(text, "[^\32-\126]") == nil
+end
+
 -- msg is ArduPilot's mavlink_message_t: checksum(2) magic len incompat compat seq sysid compid
 -- msgid(3) payload(264) ck(2) signature(13); MAVLink2 drops trailing zero bytes, so pad to PAYLOAD_LEN
 local function handle(msg, chan, ts)
   if #msg < 278 then return end
   local magic, len, iflags = string.unpack("<BBB", msg, 3)
   local sysid, compid, msgid = string.unpack("<BBI3", msg, 8)
-  if msgid ~= MSG_COMMAND_INT or magic ~= 0xFD or len > PAYLOAD_LEN then return end
+  if msgid ~= MSG_TUNNEL or magic ~= 0xFD or len > PAYLOAD_LEN then return end
   if chan ~= AGENT_CHANNEL or sysid ~= AGENT_SYSID or compid ~= AGENT_COMPID then return end
   if REQUIRE_SIGNED and (iflags & 1) == 0 then return end
-  if not crc_ok(msg, len) then return end
   local payload = string.sub(msg, 13, 12 + len) .. string.rep("\0", PAYLOAD_LEN - len)
-  local p1, verdict, code, _, epoch, counter, _, command = string.unpack("<ffffiifH", payload)
-  if command ~= GATE_CMD then return end
+  local ptype, _, _, plen = string.unpack("<I2BBB", payload)
+  if ptype ~= TUNNEL_TYPE or plen < HEADER or plen > PAYLOAD_LEN - 5 then return end
+  if not crc_ok(msg, len) then return end
+  local data = string.sub(payload, 6, 5 + plen)
+  local tag, verdict, epoch, counter, tlen = string.unpack("<c4Bi4i4B", data)
   if epoch < last_epoch or (epoch == last_epoch and counter <= last_counter) then
     ack(DENIED, last_epoch)   -- replayed or reordered: ignored; tells the agent where we are
     return
   end
   last_epoch, last_counter = epoch, counter
-  code = math.tointeger(code)
-  if p1 ~= MAGIC or code == nil or code < 0 then
+  local text = string.sub(data, HEADER + 1, HEADER + tlen)
+  if tag ~= MAGIC or #text ~= tlen then
     block(BAD)
     ack(FAILED, counter)
-  elseif verdict == VERDICT_PASS and code == 0 then
+  elseif verdict == VERDICT_PASS and tlen == 0 then
     pass_ms = ts
     ack(ACCEPTED, counter)
-  elseif verdict == VERDICT_FAIL then
-    block(PREFIX .. (CODES[code] or "fail"))
+  elseif verdict == VERDICT_FAIL and valid_text(text) then
+    block(text)
     ack(ACCEPTED, counter)
   else
     block(BAD)
@@ -169,7 +168,6 @@ local function update()
 end
 
 mavlink:init(RX_QUEUE, 1)
-mavlink:register_rx_msgid(MSG_COMMAND_INT)
-mavlink:block_command(GATE_CMD)
+mavlink:register_rx_msgid(MSG_TUNNEL)
 gcs:send_text(6, "FlightSeal gate v" .. GATE_VERSION .. " running")
 return update, UPDATE_MS

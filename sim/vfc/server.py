@@ -522,13 +522,14 @@ class VirtualFC:
         self._heard.add(ch.index)
         mtype = msg.get_type()
         self.received.append((ch.index, mtype, msg.get_srcSystem(), msg.get_srcComponent()))
-        self.authority.on_frame(ch.index, bytes(msg.get_msgbuf()))
         target_sys = getattr(msg, "target_system", 0)
         target_comp = getattr(msg, "target_component", 0)
         if not (target_sys == self.config.sysid and target_comp == self.config.compid):
             self._route(ch, msg)
         if target_sys not in (0, self.config.sysid):
             return
+        if target_comp in (0, self.config.compid):  # as GCS_MAVLINK::packetReceived: scripts see what is ours
+            self.authority.on_frame(ch.index, bytes(msg.get_msgbuf()))
         if mtype in ("COMMAND_LONG", "COMMAND_INT"):
             comp = self._component(target_sys, target_comp)
             if comp is not None:
