@@ -158,11 +158,11 @@ def _params(measured: list[Measurement], manifest: Manifest) -> list[Reason]:
         return out
     if m.claims.get("exclude") != ",".join(policy.exclude):
         return [*out, Reason(Code.PARAM_MISMATCH, "parameter digest was computed with other exclusions", m.component)]
-    if m.digests.get("sha256") == approved_digest:
-        return out
-    if not policy.values:
-        return [*out, Reason(Code.PARAM_MISMATCH, "parameter set differs from the approved set", m.component)]
-    return out + _named_differences(m, claimed, policy.values, policy.exclude, set(policy.pinned))
+    if policy.values:  # checked even when the digest matches: a measurement must not contradict itself
+        return out + _named_differences(m, claimed, policy.values, policy.exclude, set(policy.pinned))
+    if m.digests.get("sha256") != approved_digest:
+        out.append(Reason(Code.PARAM_MISMATCH, "parameter set differs from the approved set", m.component))
+    return out
 
 
 def param_claims(m: Measurement) -> dict[str, float | None]:

@@ -132,7 +132,7 @@ path = "{state / 'audit.log'}"
 
     # ---- manifest
     def measure_fc(self, opts: MeasureOptions | None = None) -> list[Measurement]:
-        pinned = MeasureOptions(pinned_params=PINNED)
+        pinned = MeasureOptions(pinned_params=PINNED, param_claims="all")  # as `flightseal measure`
         with Link.open(LinkConfig(self.fc_url, heartbeat_timeout=15.0)) as link:
             inv = measure(link, opts or pinned)
         if inv.problems:
@@ -227,6 +227,20 @@ class Gcs:
             elif msg.get_type() == "STATUSTEXT" and str(msg.text).startswith("Arm: "):
                 texts.append(str(msg.text))
         return ArmResult(result == 0, result, " | ".join(texts))
+
+    def set_mode(self, custom_mode: int, timeout: float = 3.0) -> int | None:
+        """MAV_CMD_DO_SET_MODE (as a GCS's mode switch sends it); the FC's MAV_RESULT, or None."""
+        self.conn.mav.command_long_send(1, 1, 176, 0, 1, custom_mode, 0, 0, 0, 0, 0)
+        ack = self.conn.recv_match(type="COMMAND_ACK", blocking=True, timeout=timeout,
+                                   condition="COMMAND_ACK.command==176")
+        return None if ack is None else int(ack.result)
+
+    def get_param(self, name: str, timeout: float = 3.0) -> float | None:
+        """The FC's current value of ``name`` (PARAM_REQUEST_READ), or None without an answer."""
+        self.conn.mav.param_request_read_send(1, 1, name.encode(), -1)
+        msg = self.conn.recv_match(type="PARAM_VALUE", blocking=True, timeout=timeout,
+                                   condition=f"PARAM_VALUE.param_id=='{name}'")
+        return None if msg is None else float(msg.param_value)
 
     def set_param(self, name: str, value: float, timeout: float = 3.0) -> None:
         self.conn.mav.param_set_send(1, 1, name.encode(), value, 2)

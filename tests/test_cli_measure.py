@@ -150,3 +150,40 @@ def test_attest_needs_exactly_one_source_of_measurements(project: Path, fc: Virt
     r = run("attest", "--manifest", "manifest.json", "--root", "root.json", "--key", "file:dev.pem",
             "--device-id", "d", "--airframe", "a", "--nonce", "00" * 32, "-o", "x.json", ok=2)
     assert "exactly one of --measurements FILE and --mavlink URL" in r.output
+
+
+def test_readme_rebaseline_names_a_changed_parameter_on_device_and_verifier(project: Path, fc: VirtualFC) -> None:
+    """The README's workflow: measure a reference airframe (no manifest), baseline with a pin, sign;
+    then a changed parameter is named with both values, on the device and by the offline verifier."""
+    inventory = run("measure", "--mavlink", fc.url(1), "--json").stdout
+    params = next(m for m in json.loads(inventory) if m["component"] == "fc.params")
+    assert params["claims"]["count"] == sum(k.startswith("param.") for k in params["claims"]) > 1000
+    Path("inventory.json").write_text(inventory)
+    r = run("manifest", "baseline", "manifest.json", "--measurements", "inventory.json", "--release", "2",
+            "--pin", "ARMING_CHECK", "--pin", "FS_THR_ENABLE")
+    assert "2 pinned" in r.output and "parameter values" in r.output
+    shown = run("manifest", "show", "manifest.json").output
+    assert '"FS_THR_ENABLE": 1' in shown and "not judged (volatile): STAT_*" in shown and "MAV[1-9]_RAW_SENS" in shown
+    for k in ("m1", "m2"):
+        run("sign", "manifest.json", "--key", f"file:{k}.pem")
+    (project / "trust" / "manifest.json").write_bytes(Path("manifest.json").read_bytes())
+    fc.set_param("ATC_RAT_RLL_P", 0.5)
+    fc.set_param("FS_THR_ENABLE", 0)
+    nonce = run("nonce").stdout.strip()
+    r = attest_over_mavlink(fc.url(1), nonce, ok=1)
+    assert "param-pinned [fc.param:FS_THR_ENABLE]: FS_THR_ENABLE is 0, pinned to 1" in r.output
+    assert "param-mismatch [fc.param:ATC_RAT_RLL_P]: ATC_RAT_RLL_P is 0.5, approved 0.13500000536441803" in r.output
+    v = run("verify", "att.json", "--trust", "trust", "--nonce", nonce, "--allow-software-keys", "--json", ok=1)
+    reasons = json.loads(v.stdout)["reasons"]
+    assert [(x["code"], x["component"]) for x in reasons] == [("param-pinned", "fc.param:FS_THR_ENABLE"),
+                                                              ("param-mismatch", "fc.param:ATC_RAT_RLL_P")]
+    assert len(Path("att.json").read_bytes()) < 40_000, "the attestation names differences, not every value"
+
+
+def test_baseline_pin_of_an_unmeasured_parameter_exits_2_and_writes_nothing(project: Path, fc: VirtualFC) -> None:
+    Path("inventory.json").write_text(run("measure", "--mavlink", fc.url(1), "--json").stdout)
+    before = Path("manifest.json").read_bytes()
+    r = run("manifest", "baseline", "manifest.json", "--measurements", "inventory.json", "--release", "2",
+            "--pin", "ARMING_CHECK", "--pin", "NO_SUCH_PARAM", ok=2)
+    assert "--pin" in r.output and "cannot pin NO_SUCH_PARAM" in r.output and "Traceback" not in r.output
+    assert Path("manifest.json").read_bytes() == before

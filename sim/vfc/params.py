@@ -62,6 +62,7 @@ class ParamTable:
             seed = with_can_bus1(seed)
         self._all = seed
         self._by_name = {p.name: p for p in seed}
+        self._saved: dict[str, int | float] = {}  # value in storage of each parameter set in memory only
         for name, value in (overrides or {}).items():
             if name not in self._by_name:
                 raise KeyError(f"unknown parameter {name}")
@@ -70,6 +71,9 @@ class ParamTable:
         self.boot()
 
     def boot(self) -> None:
+        for name, value in self._saved.items():  # what was set in memory only is gone after a reboot
+            self._by_name[name].value = value
+        self._saved.clear()
         scripting = bool(self._by_name["SCR_ENABLE"].value) if "SCR_ENABLE" in self._by_name else False
         self.visible = [p for p in self._all if scripting or p.name not in self.scripting_only]
         self._index = {p.name: i for i, p in enumerate(self.visible)}
@@ -92,6 +96,17 @@ class ParamTable:
         p = self.get(name)
         if p is None or math.isnan(value) or math.isinf(value):
             return None
+        self._set(p, value)
+        self._saved.pop(name, None)  # PARAM_SET saves
+        return p
+
+    def set_in_memory(self, name: str, value: float) -> Param | None:
+        """Set a visible parameter without saving it, as ``AP_Param::set`` does: no PARAM_VALUE goes
+        out, and a reboot brings back the stored value."""
+        p = self.get(name)
+        if p is None:
+            return None
+        self._saved.setdefault(name, p.value)
         self._set(p, value)
         return p
 

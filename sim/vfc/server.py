@@ -49,6 +49,11 @@ from sim.vfc.hooks import AllowArming, ArmingAuthority
 from sim.vfc.params import ParamTable
 
 MAV_RESULT_ACCEPTED, MAV_RESULT_UNSUPPORTED, MAV_RESULT_FAILED = 0, 3, 4
+# GCS_MAVLink_Parameters.cpp's stream-rate parameters, and the MAV_DATA_STREAM ids that set one each
+STREAM_RATE_NAMES = ("RAW_SENS", "EXT_STAT", "RC_CHAN", "RAW_CTRL", "POSITION", "EXTRA1", "EXTRA2", "EXTRA3",
+                     "PARAMS", "ADSB")
+STREAM_OF_ID = {1: "RAW_SENS", 2: "EXT_STAT", 3: "RC_CHAN", 4: "RAW_CTRL", 6: "POSITION", 10: "EXTRA1",
+                11: "EXTRA2", 12: "EXTRA3"}
 MAV_STATE_BOOT, MAV_STATE_STANDBY, MAV_STATE_ACTIVE = 1, 3, 4
 SAFETY_ARMED = 128
 GUIDED = 4
@@ -557,8 +562,31 @@ class VirtualFC:
                 and int(msg.id) & EFF_FLAG and 0 < int(msg.len) <= 8:
             frame = CanFrame(int(msg.bus), int(msg.id) & 0x1FFF_FFFF, bytes(msg.data[:int(msg.len)]))
             self._can_out(self.can_bus.receive(frame))
+        elif mtype == "REQUEST_DATA_STREAM":
+            self._request_data_stream(ch, msg)
         elif mtype == "SETUP_SIGNING" and not self.armed:
             self._setup_signing(bytes(msg.secret_key))
+
+    def _request_data_stream(self, ch: _Channel, msg: Any) -> None:
+        """As ``GCS_MAVLINK::handle_request_data_stream`` (GCS_Param.cpp): the channel's stream-rate
+        parameters (``MAV<channel+1>_*``) change in memory, unsaved and unannounced; ALL leaves
+        ``_PARAMS`` alone; ``MAVn_OPTIONS`` bit 2 (NOSTREAMOVERRIDE) ignores the request. Recorded on
+        SITL: tests/data/sitl-operator-session."""
+        prefix = f"MAV{ch.index + 1}_"
+        options = self.params.get(prefix + "OPTIONS")
+        if options is not None and int(options.value) & 4:
+            return
+        if msg.start_stop not in (0, 1):
+            return
+        rate = 0 if msg.start_stop == 0 else int(msg.req_message_rate)
+        if msg.req_stream_id == 0:
+            names = [s for s in STREAM_RATE_NAMES if s != "PARAMS"]
+        elif msg.req_stream_id in STREAM_OF_ID:
+            names = [STREAM_OF_ID[msg.req_stream_id]]
+        else:
+            return
+        for name in names:
+            self.params.set_in_memory(prefix + name, float(rate))
 
     def _route(self, src: _Channel, msg: Any) -> None:
         frame = bytes(msg.get_msgbuf())
