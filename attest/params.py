@@ -43,6 +43,7 @@ DEFAULT_EXCLUSIONS: tuple[str, ...] = (
     "INS_GYR*_ID",
     "MIS_TOTAL",  # mission item count
     "COMPASS_DEC",  # declination, set from the GPS position when COMPASS_AUTODEC=1 (seen in SITL)
+    "MOT_THST_HOVER",  # hover thrust, learned in flight and saved at disarm when MOT_HOVER_LEARN=2 (SITL)
     *STREAM_RATE_EXCLUSIONS,
 )
 

@@ -8,7 +8,9 @@ itself, not a script that imitates it:
   and shares it with the agent, a camera service or the radio bridge through UDP ``--out`` ports.
 
 MAVProxy sends its ``--out`` traffic to ``udp:127.0.0.1:PORT``; a client there listens with
-``udpin:127.0.0.1:PORT`` and MAVProxy takes its replies from that address. Loopback only.
+``udpin:127.0.0.1:PORT`` and MAVProxy takes its replies from that address. Loopback only: the
+terrain module is left out, because it answers the FC's TERRAIN_REQUESTs by downloading tiles from
+the internet.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from pathlib import Path
 
 from attest.errors import FlightSealError
 from sim.service import Service
+
+# MAVProxy 1.8.75's default modules, less "terrain" (it downloads SRTM tiles from the internet)
+MODULES = ("link", "signing", "log", "wp", "rally", "fence", "ftp", "param", "relay", "tuneopt", "arm", "mode",
+           "calibration", "rc", "auxopt", "misc", "cmdlong", "battery", "output", "adsb", "layout")
 
 
 class MavProxyError(FlightSealError):
@@ -52,7 +58,7 @@ class MavProxy(Service):
             raise MavProxyError("MAVProxy is not installed (scripts/install.sh installs it from PyPI)")
         outs = [f"--out=udp:127.0.0.1:{p}" for p in self.out_ports]
         return [*base, f"--master={self.master}", *outs, "--non-interactive", "--state-basedir",
-                str(self.workdir), *self.extra]
+                str(self.workdir), f"--default-modules={','.join(MODULES)}", *self.extra]
 
     @property
     def log_path(self) -> Path:

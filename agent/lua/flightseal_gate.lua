@@ -1,7 +1,7 @@
 -- FlightSeal arming gate for ArduPilot (AP_Scripting, Lua 5.3).
 --
 -- Arming is refused through Lua auxiliary authorisation until the FlightSeal agent on the
--- companion computer has sent a fresh "pass" verdict. Protocol: docs/adr/0005-gate-protocol.md.
+-- companion computer has sent a fresh "pass" verdict. Protocol: docs/adr/0005-gate-protocol.md, transport 0012.
 --  * fail-closed: blocked from boot; a pass lapses after PASS_LAPSE_MS; a fail, a malformed
 --    verdict or any error in this script blocks again;
 --  * only verdicts from the agent's channel and system/component id, with a strictly increasing
