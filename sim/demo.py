@@ -30,6 +30,7 @@ from agent.trustdir import TrustDir
 from attest import timeutil
 from attest.verify import VerificationResult, verify_attestation
 from hardware.quote_check import default_quote_checker
+from sim.demo_files import fresh_out_dir
 from sim.rig import ArmResult, Gcs, Rig
 
 MISSION_SCRIPT = (b"-- mission helper approved by the manufacturer\n"
@@ -91,7 +92,7 @@ def run_demo(out: Path, *, use_sitl: bool | None = None) -> None:
     from hardware.tpm import create_key
     from sim.swtpm import Swtpm
 
-    out.mkdir(parents=True, exist_ok=True)
+    fresh_out_dir(out)
     sitl = bool(os.environ.get("FLIGHTSEAL_SITL_BINARY")) if use_sitl is None else use_sitl
     t = StepTable()
     with contextlib.ExitStack() as stack:

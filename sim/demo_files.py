@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import shutil
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -47,8 +48,26 @@ def _measure(script: bytes) -> list[Measurement]:
     ]
 
 
-def run_file_demo(out: Path) -> None:
+DEMO_MARKER = ".flightseal-demo"
+
+
+def fresh_out_dir(out: Path) -> None:
+    """Start ``out`` empty, so the demo can run again in the same place.
+
+    Each run is a new airframe with new keys: what an earlier run left (above all the highest
+    manifest version it recorded) belongs to another trust root and would read as a rollback. Only
+    a directory an earlier demo made (it holds the marker file) is emptied; anything else is refused.
+    """
+    if out.exists() and any(out.iterdir()):
+        if not (out / DEMO_MARKER).is_file():
+            raise StepFailed(f"{out} is not empty and was not made by the demo: choose another --out")
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("made by `flightseal demo`; emptied by the next run\n")
+
+
+def run_file_demo(out: Path) -> None:
+    fresh_out_dir(out)
     t = StepTable()
     now = timeutil.now()
     makers = t.run("create 3 manufacturer keys (threshold 2)", lambda: [SoftwareSigner.generate() for _ in range(3)],

@@ -38,12 +38,12 @@ def _binary() -> Path:
 
 
 def _defaults(binary: Path) -> Path:
-    named = os.environ.get("FLIGHTSEAL_SITL_DEFAULTS")
-    candidates = [Path(named)] if named else [p / "Tools/autotest/default_params/copter.parm" for p in binary.parents]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    pytest.skip("copter.parm not found; set FLIGHTSEAL_SITL_DEFAULTS to ArduPilot's default_params/copter.parm")
+    from sim.sitl import find_defaults
+
+    found = find_defaults(binary)
+    if found is None:
+        pytest.skip("copter.parm not found; set FLIGHTSEAL_SITL_DEFAULTS to ArduPilot's default_params/copter.parm")
+    return found
 
 
 def _free_instance() -> int:
@@ -128,11 +128,12 @@ def test_sitl_refuses_arming_until_the_agent_sends_a_pass(sitl: int) -> None:
     try:
         texts: list[str] = []
         deadline = time.monotonic() + 20
-        while "FlightSeal gate v1 running" not in " ".join(texts) and time.monotonic() < deadline:
+        while f"FlightSeal gate v{gate_version()} running" not in " ".join(texts) and time.monotonic() < deadline:
             msg = conn.recv_match(type="STATUSTEXT", blocking=True, timeout=0.5)
             conn.mav.heartbeat_send(18, 8, 0, 0, 4)
             if msg is not None:
                 texts.append(msg.text)
+        assert f"FlightSeal gate v{gate_version()} running" in texts, texts
         assert _command(conn, 176, 1, 4, texts=texts) == 0  # GUIDED
         texts.clear()
         assert _command(conn, 400, 1, texts=texts) == 4
