@@ -15,6 +15,14 @@ GCS_Common.cpp, mavlink_helpers.h) and is kept here on purpose:
   are queued (a full queue drops the new one) as the C ``mavlink_message_t`` (291 bytes), not as the
   wire frame; frames with a bad CRC are queued too (GCS_Common passes them to scripting), with
   ``ck`` holding the received CRC and the payload zero-filled only up to the message's length.
+* checksums (recorded in tests/data/sitl-scripting): each script that loads XORs its CRC32
+  (``crc_crc32`` from 0, the whole file) into the loaded and the running checksum; a script that
+  ends or fails XORs it out of the running one; the loaded one is never reset, so a restart XORs
+  it in again. A script error is kept and refuses arming (``Scripting: <error>``) until the next
+  restart; ``SCR_LD_CHECKSUM``/``SCR_RUN_CHECKSUM`` (-1: off) refuse it when the 23-bit masked
+  values differ; ``SCR_DEBUG_OPTS`` bit 4 or ``SCR_ENABLE`` 0 skip those checks.
+* MAV_CMD_SCRIPTING stop ends every script and keeps every aux auth slot as it was; stop-and-restart
+  also resets the slots and loads the scripts again.
 * ``mavlink:send_chan`` takes the untruncated payload (``max_msg_len`` bytes) and frames it for the
   channel; ``mavlink:block_command`` stops the FC from handling (and acking) that command itself.
 * Lua 5.3 numbers: ArduPilot builds Lua with 32-bit integers and floats; ``uint32_t_ud:toint()``
@@ -37,9 +45,13 @@ from typing import Any, Protocol
 import lupa.lua53 as lupa_lua
 from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 
+from agent.ftpwire import crc32_ardupilot
 from attest.errors import FlightSealError
 
 AUX_AUTH_SLOTS = 3  # AP_Arming::aux_auth_count_max
+CHECKSUM_MASK = 0x7FFFFF  # AP_Scripting::checksum_param_mask (23 bits)
+DEBUG_DISABLE_PRE_ARM = 16  # SCR_DEBUG_OPTS bit 4
+SCRIPTING_STOP, SCRIPTING_STOP_AND_RESTART = 2, 3  # MAV_CMD_SCRIPTING param1
 AUX_AUTH_TEXT_LEN = 42  # AP_Arming::aux_auth_str_len
 VM_INSTRUCTIONS = 10000  # SCR_VM_I_COUNT default
 COMM_CHANNELS = 8  # MAVLINK_COMM_NUM_BUFFERS on SITL
@@ -199,6 +211,7 @@ class _Script:
     run: Any  # the Lua function to call next
     env: Any
     next_run_ms: int
+    crc: int = 0  # ArduPilot's CRC32 of the file, in the loaded and running checksums
 
 
 # The Lua side of the bindings. ArduPilot's C bindings cost no VM instructions; these wrappers do,
@@ -396,6 +409,9 @@ class LuaGateHost:
         self._blocked: set[int] = set()
         self._scripts: list[_Script] = []
         self._sources: list[tuple[str, bytes]] = []
+        self.loaded_checksum = 0
+        self.running_checksum = 0
+        self.last_error: str | None = None
         self._text_cursor = 0
         self._rt = lupa_lua.LuaRuntime(encoding=None, register_eval=False, register_builtins=False,
                                        unpack_returned_tuples=True)
@@ -427,15 +443,33 @@ class LuaGateHost:
         if fn is None:
             self._text(2, f"Lua: Error: {_text(loaded[1] if isinstance(loaded, tuple) else None)}")
             return
-        self._scripts.append(_Script(filename, fn, env, self._now_ms - 1))
+        crc = crc32_ardupilot(source)
+        self.loaded_checksum ^= crc
+        self.running_checksum ^= crc
+        self._scripts.append(_Script(filename, fn, env, self._now_ms - 1, crc))
+
+    def _remove(self, script: _Script) -> None:
+        """``lua_scripts::remove_script``: the script leaves the running checksum."""
+        self._scripts.remove(script)
+        self.running_checksum ^= script.crc
+
+    def stop_scripting(self) -> None:
+        """MAV_CMD_SCRIPTING stop: every script ends; the aux auth slots keep their last state."""
+        for script in list(self._scripts):
+            self._remove(script)
+        self._text(2, "Scripting: stopped")
 
     def restart_scripting(self, now_ms: int | None = None) -> None:
-        """MAV_CMD_SCRIPTING restart: aux auth slots and blocked commands are reset, scripts reload."""
+        """MAV_CMD_SCRIPTING restart: aux auth slots, blocked commands and the last error are reset,
+        scripts load again (and the loaded checksum takes their CRCs once more)."""
         if now_ms is not None:
             self._now_ms = now_ms
-        self._scripts.clear()
+        if self._scripts:
+            self.stop_scripting()
         self._blocked.clear()
         self.aux.reset()
+        self.last_error = None
+        self._text(2, "Scripting: restarted")
         for name, source in self._sources:
             self._load(name, source)
 
@@ -478,7 +512,7 @@ class LuaGateHost:
             return
         returned = values[1:]
         if len(returned) == 0:
-            self._scripts.remove(script)
+            self._remove(script)
             return
         if len(returned) != 2:
             self._fail(script, f"{script.name} returned bad result count ({len(returned)})")
@@ -495,7 +529,8 @@ class LuaGateHost:
 
     def _fail(self, script: _Script, message: str) -> None:
         self._text(2, f"Lua: {message}")
-        self._scripts.remove(script)
+        self.last_error = message
+        self._remove(script)
 
     # ---- the vehicle side ----------------------------------------------------------------------
 
@@ -512,8 +547,34 @@ class LuaGateHost:
         return self._armed
 
     def arming_check(self) -> tuple[bool, str]:
-        """The aux auth pre-arm check: (ok, reason without the ``PreArm: ``/``Arm: `` prefix)."""
-        return self.aux.check()
+        """The first failing pre-arm check of scripting, then of aux auth: (ok, reason without the
+        ``PreArm: ``/``Arm: `` prefix)."""
+        failures = self.arming_failures()
+        return (not failures, failures[0] if failures else "")
+
+    def arming_failures(self) -> list[str]:
+        """Every failing text, in ArduPilot's order: the system check (scripting), then aux auth."""
+        out = []
+        scripting = self.scripting_check()
+        if scripting:
+            out.append(scripting)
+        ok, aux = self.aux.check()
+        if not ok:
+            out.append(aux)
+        return out
+
+    def scripting_check(self) -> str:
+        """``AP_Scripting::arming_checks``: the failure text, or "" when scripting allows arming."""
+        if (self.param("SCR_ENABLE") or 0) == 0 or int(self.param("SCR_DEBUG_OPTS") or 0) & DEBUG_DISABLE_PRE_ARM:
+            return ""
+        if self.last_error is not None:
+            return f"Scripting: {self.last_error}"
+        for what, name, actual in (("loaded", "SCR_LD_CHECKSUM", self.loaded_checksum),
+                                   ("running", "SCR_RUN_CHECKSUM", self.running_checksum)):
+            want = self.param(name)
+            if want is not None and int(want) != -1 and int(want) & CHECKSUM_MASK != actual & CHECKSUM_MASK:
+                return f"Scripting: {what} CRC incorrect want: 0x{actual & CHECKSUM_MASK:X}"
+        return ""
 
     def is_handling_command(self, command: int) -> bool:
         """True when a script blocked ``command``: the FC neither handles nor acks it (GCS_Common.cpp)."""
@@ -728,7 +789,29 @@ class LuaScriptingAuthority:
     def arming_check(self) -> tuple[bool, str]:
         if self.host is None:
             return True, ""
-        return self.host.arming_check()
+        failures = self.host.arming_failures()
+        return not failures, "\n".join(failures)
+
+    def scripting_command(self, action: int) -> int:
+        """As ``AP_Scripting::handle_command_int_packet``: REPL denied, stop and stop-and-restart
+        accepted (from any link, no authorisation: recorded), anything else unsupported."""
+        if action in (0, 1):
+            return 2  # MAV_RESULT_DENIED
+        if action not in (SCRIPTING_STOP, SCRIPTING_STOP_AND_RESTART):
+            return 3  # MAV_RESULT_UNSUPPORTED
+        if self.host is not None and self._bus is not None:
+            if action == SCRIPTING_STOP:
+                self.host.stop_scripting()
+            else:
+                self.host.restart_scripting(max(self._bus.time_ms(), self.host.now_ms))
+                self.host.tick(self.host.now_ms)
+            self._flush()
+        return 0  # MAV_RESULT_ACCEPTED (with scripting disabled too: nothing runs to stop)
+
+    def checksums(self) -> tuple[int, int] | None:
+        if self.host is None:
+            return None
+        return self.host.loaded_checksum & CHECKSUM_MASK, self.host.running_checksum & CHECKSUM_MASK
 
     def set_armed(self, armed: bool) -> None:
         if self.host is not None:

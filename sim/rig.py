@@ -189,6 +189,24 @@ path = "{state / 'audit.log'}"
                            f"transitions {st.transitions[-6:]}")
 
 
+class StatusTexts:
+    """STATUSTEXTs as a GCS shows them: chunks with the same non-zero ``id`` joined in ``chunk_seq`` order."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self._open: dict[int, int] = {}  # id -> index in texts
+
+    def add(self, msg: Any) -> None:
+        text, ident = str(msg.text), int(getattr(msg, "id", 0))
+        if ident == 0:
+            self.texts.append(text)
+        elif ident in self._open and int(msg.chunk_seq) > 0:
+            self.texts[self._open[ident]] += text
+        else:
+            self._open[ident] = len(self.texts)
+            self.texts.append(text)
+
+
 class Gcs:
     """A ground station on the GCS port: tries to arm and reads what the FC says."""
 
@@ -213,7 +231,7 @@ class Gcs:
         self.conn.mav.command_long_send(1, 1, 400, 0, arm, 0, 0, 0, 0, 0, 0)
         deadline = time.monotonic() + timeout
         result: int | None = None
-        texts: list[str] = []
+        chunks = StatusTexts()
         while time.monotonic() < deadline:
             msg = self.conn.recv_match(type=["COMMAND_ACK", "STATUSTEXT"], blocking=True, timeout=0.3)
             if msg is None:
@@ -224,8 +242,9 @@ class Gcs:
                 result = int(msg.result)
                 if result == 0:
                     break
-            elif msg.get_type() == "STATUSTEXT" and str(msg.text).startswith("Arm: "):
-                texts.append(str(msg.text))
+            elif msg.get_type() == "STATUSTEXT":
+                chunks.add(msg)
+        texts = [t for t in chunks.texts if t.startswith("Arm: ")]
         return ArmResult(result == 0, result, " | ".join(texts))
 
     def set_mode(self, custom_mode: int, timeout: float = 3.0) -> int | None:

@@ -72,12 +72,20 @@ class ArmingAuthority(Protocol):
         ...
 
     def arming_check(self) -> tuple[bool, str]:
-        """``(True, "")`` to allow arming, else ``(False, reason)``; the vehicle shows the reason
-        as ``PreArm: <reason>`` every pre-arm period and as ``Arm: <reason>`` on a refused arm."""
+        """``(True, "")`` to allow arming, else ``(False, reasons)``; the vehicle shows each line of
+        the reasons as ``PreArm: <line>`` every pre-arm period and as ``Arm: <line>`` on a refused arm."""
         ...
 
     def set_armed(self, armed: bool) -> None:
         """The vehicle armed or disarmed."""
+        ...
+
+    def scripting_command(self, action: int) -> int:
+        """MAV_CMD_SCRIPTING with ``param1 = action``: the MAV_RESULT the vehicle acks with."""
+        ...
+
+    def checksums(self) -> tuple[int, int] | None:
+        """The (loaded, running) script checksums, or None without scripting."""
         ...
 
 
@@ -108,6 +116,12 @@ class AllowArming:
 
     def set_armed(self, armed: bool) -> None:
         self.armed = armed
+
+    def scripting_command(self, action: int) -> int:
+        return 3  # MAV_RESULT_UNSUPPORTED: a firmware without scripting
+
+    def checksums(self) -> tuple[int, int] | None:
+        return None
 
 
 class DenyArming(AllowArming):

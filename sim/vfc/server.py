@@ -48,7 +48,7 @@ from sim.vfc.ftp import FtpServer, Reply, Request
 from sim.vfc.hooks import AllowArming, ArmingAuthority
 from sim.vfc.params import ParamTable
 
-MAV_RESULT_ACCEPTED, MAV_RESULT_UNSUPPORTED, MAV_RESULT_FAILED = 0, 3, 4
+MAV_RESULT_ACCEPTED, MAV_RESULT_TEMPORARILY_REJECTED, MAV_RESULT_UNSUPPORTED, MAV_RESULT_FAILED = 0, 1, 3, 4
 # GCS_MAVLink_Parameters.cpp's stream-rate parameters, and the MAV_DATA_STREAM ids that set one each
 STREAM_RATE_NAMES = ("RAW_SENS", "EXT_STAT", "RC_CHAN", "RAW_CTRL", "POSITION", "EXTRA1", "EXTRA2", "EXTRA3",
                      "PARAMS", "ADSB")
@@ -64,11 +64,15 @@ CMD_REBOOT = 246
 CMD_ARM_DISARM = 400
 CMD_DO_SET_MODE = 176
 CMD_CAN_FORWARD = 32000
+CMD_SCRIPTING = 42701  # MAV_CMD_SCRIPTING: param1 2 stop, 3 stop and restart
+SCRIPTING_STOP = 2
+CMD_RUN_PREARM_CHECKS = 401
+SCR_SAVE_CHECKSUM = 32  # SCR_DEBUG_OPTS bit 5
 FC_NODE_DEFAULT = 10  # CAN_D1_UC_NODE's default (AP_DRONECAN_DEFAULT_NODE)
 MSG_AUTOPILOT_VERSION = 148
 MSG_HEARTBEAT = 0
 LOOP_PERIOD = 0.01
-SEVERITY_CRITICAL, SEVERITY_INFO = 2, 6
+SEVERITY_CRITICAL, SEVERITY_ERROR, SEVERITY_INFO = 2, 3, 6
 
 
 def _epoch_signing_timestamp() -> int:
@@ -93,6 +97,7 @@ class VirtualFC:
         self.config = config or VfcConfig()
         self.authority: ArmingAuthority = authority or AllowArming()
         self._lock = threading.RLock()
+        self._text_id = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sel = selectors.DefaultSelector()
@@ -184,6 +189,7 @@ class VirtualFC:
             if p is None:
                 raise KeyError(f"no visible parameter {name}")
             self._notify_param(p.name)
+            self._param_changed(p.name)
 
     def get_param(self, name: str) -> int | float | None:
         with self._lock:
@@ -343,11 +349,21 @@ class VirtualFC:
             self._send(ch, msg, src)
 
     def _text(self, severity: int, text: str) -> None:
-        msg = mavlink.MAVLink_statustext_message(severity, text.encode()[:50], 0, 0)
+        """STATUSTEXT to every channel heard since boot; over 50 bytes in chunks with a shared
+        ``id`` and ``chunk_seq`` as ``GCS::send_statustext`` does (seen on SITL: a 51-character
+        "Arm: Scripting: … CRC incorrect want: 0x…" came as two)."""
+        raw = text.encode()
+        chunks = [raw[i:i + 50] for i in range(0, max(len(raw), 1), 50)]
+        ident = 0
+        if len(chunks) > 1:
+            self._text_id = self._text_id % 0xFFFF + 1
+            ident = self._text_id
         self.texts.append((severity, text))
-        for ch in self._channels:
-            if ch.index in self._heard:
-                self._send(ch, msg)
+        for seq, chunk in enumerate(chunks):
+            msg = mavlink.MAVLink_statustext_message(severity, chunk, ident, seq)
+            for ch in self._channels:
+                if ch.index in self._heard:
+                    self._send(ch, msg)
 
     # ---- boot and reboot
     def _boot(self) -> None:
@@ -468,9 +484,8 @@ class VirtualFC:
             nxt["prearm"] += cfg.prearm_check_period
             if now - self._last_prearm > cfg.prearm_period:
                 self._last_prearm = now
-                ok, reason = self.authority.arming_check()
-                if not ok and not self.armed:
-                    self._text(SEVERITY_CRITICAL, f"PreArm: {reason}")
+                if not self.armed:
+                    self._prearm_texts()
         if now >= nxt["timesync"]:
             nxt["timesync"] += cfg.timesync_period
             self._broadcast(mavlink.MAVLink_timesync_message(0, int((now - self._boot_time) * 1e9)))
@@ -483,6 +498,7 @@ class VirtualFC:
         if now >= nxt["bus"]:
             nxt["bus"] += 1.0
             self._bus_traffic(now)
+            self._scripting_update()
         if now >= nxt["tick"]:
             nxt["tick"] = now + LOOP_PERIOD
             self.authority.tick(self.time_ms())
@@ -553,6 +569,7 @@ class VirtualFC:
             name = msg.param_id
             if self.params.set(name, msg.param_value) is not None:
                 self._notify_param(name)
+                self._param_changed(name)
         elif mtype == "FILE_TRANSFER_PROTOCOL" and self.config.ftp_enabled:
             self.ftp.push(Request(ch.index, msg.get_srcSystem(), msg.get_srcComponent(),
                                   FtpPacket.unpack(msg.payload)))
@@ -635,6 +652,14 @@ class VirtualFC:
                 self._broadcast(self._heartbeat())
             else:
                 self._ack(ch, msg, MAV_RESULT_FAILED)
+        elif cmd == CMD_SCRIPTING:
+            self._ack(ch, msg, self.authority.scripting_command(int(msg.param1)))
+        elif cmd == CMD_RUN_PREARM_CHECKS:
+            if self.armed:
+                self._ack(ch, msg, MAV_RESULT_TEMPORARILY_REJECTED)
+            else:
+                self._ack(ch, msg, MAV_RESULT_ACCEPTED)
+                self._prearm_texts()
         elif cmd == CMD_CAN_FORWARD:
             ok = self.can_forwarding.command(ch, (msg.get_srcSystem(), msg.get_srcComponent()), msg.param1)
             self._ack(ch, msg, MAV_RESULT_ACCEPTED if ok else MAV_RESULT_FAILED)
@@ -648,6 +673,32 @@ class VirtualFC:
             src = (comp.sysid, comp.compid)
             self._ack(ch, msg, MAV_RESULT_ACCEPTED, src)
             self._send(ch, _autopilot_version(comp.version), src)
+
+    def _param_changed(self, name: str) -> None:
+        """What a parameter change does at once: SCR_ENABLE=0 stops the scripting thread (recorded:
+        "Scripting: stopped", every aux auth slot kept as it was)."""
+        if name == "SCR_ENABLE" and self.get_param(name) == 0:
+            self.authority.scripting_command(SCRIPTING_STOP)
+
+    def _prearm_texts(self) -> None:
+        """``AP_Arming::pre_arm_checks(true)``: one ``PreArm: …`` text per failing check."""
+        ok, reason = self.authority.arming_check()
+        if not ok:
+            for line in reason.splitlines():
+                self._text(SEVERITY_CRITICAL, f"PreArm: {line}")
+
+    def _scripting_update(self) -> None:
+        """``AP_Scripting::update`` (1 Hz): SCR_DEBUG_OPTS bit 5 saves the current checksums (recorded)."""
+        opts = self.params.get("SCR_DEBUG_OPTS")
+        sums = self.authority.checksums()
+        if opts is None or sums is None or not int(opts.value) & SCR_SAVE_CHECKSUM:
+            return
+        for name, value in zip(("SCR_LD_CHECKSUM", "SCR_RUN_CHECKSUM"), sums, strict=True):
+            self.params.set(name, float(value))
+            self._notify_param(name)
+        self.params.set("SCR_DEBUG_OPTS", float(int(opts.value) & ~SCR_SAVE_CHECKSUM))
+        self._notify_param("SCR_DEBUG_OPTS")
+        self._text(SEVERITY_ERROR, "Scripting: saved checksums")
 
     def _arm_disarm(self, ch: _Channel, msg: Any) -> None:
         if int(msg.param1) == 0:
@@ -664,7 +715,8 @@ class VirtualFC:
             ok, reason = self.authority.arming_check()
             if not ok:
                 self._ack(ch, msg, MAV_RESULT_FAILED)
-                self._text(SEVERITY_CRITICAL, f"Arm: {reason}")
+                for line in reason.splitlines():
+                    self._text(SEVERITY_CRITICAL, f"Arm: {line}")
                 return
         self.armed = True
         self.authority.set_armed(True)
