@@ -1,7 +1,9 @@
-"""Install the Lua arming gate on the FC over MAVLink: upload, enable scripting, reboot, confirm.
+"""Install the Lua arming gate on the FC over MAVLink: upload, enable scripting, reboot, confirm,
+then make ArduPilot itself refuse arming when the gate stops (script checksums, ADR 0013).
 
 Refuses to do anything while the vehicle is armed (it reboots the FC). Confirms the upload by the
-FC's own CRC32 of the file, and the gate by a probe it must refuse as old (see ``_confirm``).
+FC's own CRC32 of the file, the gate by a probe it must refuse as old (see ``_confirm``), and the
+checksums by ArduPilot's own pre-arm text with scripting stopped (``_confirm_stop_refused``).
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ from agent.ftp import FtpClient, FtpError, FtpNotFound
 from agent.ftpwire import crc32_ardupilot
 from agent.gate import DENIED, GATE_COMMAND, Sequence, encode_verdict, gate_script, gate_version
 from agent.link import Link, LinkError
+from agent.statustext import StatusTexts
 from attest.errors import FlightSealError
 from attest.models import Code, Reason, Verdict
 
 GATE_NAME = "flightseal_gate.lua"
 MAV_MODE_FLAG_SAFETY_ARMED = 128
 CMD_REBOOT = 246
+CMD_RUN_PREARM_CHECKS = 401
+CMD_SCRIPTING = 42701  # MAV_CMD_SCRIPTING
+SCRIPTING_STOP = 2
+CHECKSUM_MASK = 0x7FFFFF  # AP_Scripting::checksum_param_mask
 PARAM_TIMEOUT_S = 2.0
 
 
@@ -34,6 +41,7 @@ class InstallReport:
     version: int
     rebooted: bool
     scripting_enabled_now: bool
+    script_checksum: int | None = None  # SCR_LD_CHECKSUM = SCR_RUN_CHECKSUM, as set
 
 
 def _armed(link: Link) -> bool:
@@ -107,7 +115,92 @@ def install_gate(link: Link, say: Callable[[str], None] = lambda _: None,
         raise GateInstallError(f"the FC did not come back after the reboot: {exc}") from None
     say("FC is back; asking the gate to confirm")
     version = _confirm(link)
-    return InstallReport(path, crc, version, True, enabled_now)
+    checksum = _protect_scripts(link, FtpClient(link), directory, say)
+    say("confirming that ArduPilot refuses arming when scripting stops")
+    _confirm_stop_refused(link, reboot_timeout)
+    say("FC is back; asking the gate to confirm again")
+    _confirm(link)
+    texts = _prearm_scripting_texts(link)
+    if texts:
+        raise GateInstallError(f"after the reboot ArduPilot still refuses the scripts: {texts[0]}")
+    return InstallReport(path, crc, version, True, enabled_now, checksum)
+
+
+def scripts_checksum(crcs: list[int]) -> int:
+    """SCR_LD_CHECKSUM / SCR_RUN_CHECKSUM for scripts with these CRC32s (ArduPilot's ``crc_crc32``
+    from 0 over each file): their XOR in 23 bits (``checksum_param_mask``; recorded on SITL)."""
+    value = 0
+    for crc in crcs:
+        value ^= crc
+    return value & CHECKSUM_MASK
+
+
+def _protect_scripts(link: Link, ftp: FtpClient, directory: str, say: Callable[[str], None]) -> int:
+    """Set ArduPilot's script checksums to the scripts now on the FC and check that it agrees.
+
+    With them set, ArduPilot itself refuses arming when the set of loaded or running scripts
+    changes: the gate stopped (MAV_CMD_SCRIPTING), failed, removed, or joined by another script
+    (ADR 0013). The FC's own CRC of each file is asked for (no transfer); ArduPilot then runs its
+    pre-arm checks and must not complain about the scripts.
+    """
+    try:
+        names = sorted(e.name for e in ftp.list_dir(directory)
+                       if not e.is_dir and e.name.endswith(".lua") and not e.name.startswith("."))
+        crcs = [ftp.crc32(f"{directory}/{name}") for name in names]
+    except FtpError as exc:
+        raise GateInstallError(f"cannot read the scripts' CRCs over MAVLink FTP: {exc}") from None
+    value = scripts_checksum(crcs)
+    say(f"setting SCR_LD_CHECKSUM = SCR_RUN_CHECKSUM = {value:#x} for {', '.join(names)}")
+    for name in ("SCR_LD_CHECKSUM", "SCR_RUN_CHECKSUM"):
+        _set_param(link, name, float(value))
+    texts = _prearm_scripting_texts(link)
+    if texts:
+        raise GateInstallError(f"ArduPilot does not agree with the script checksum {value:#x} of {', '.join(names)}: "
+                               f"{texts[0]} (are there scripts in @ROMFS/scripts, or one that failed to load?)")
+    return value
+
+
+def _prearm_scripting_texts(link: Link, wait: float = 1.5) -> list[str]:
+    """MAV_CMD_RUN_PREARM_CHECKS (ArduPilot reports each failure as ``PreArm: …`` and never arms);
+    the scripting failures among them."""
+    link.send(link.mav.command_long_encode(link.fc[0], link.fc[1], CMD_RUN_PREARM_CHECKS, 0, 0, 0, 0, 0, 0, 0, 0))
+    texts = StatusTexts()
+    deadline = time.monotonic() + wait
+    acked = False
+    while time.monotonic() < deadline:
+        msg = link.recv(["COMMAND_ACK", "STATUSTEXT"], max(0.01, min(0.2, deadline - time.monotonic())),
+                        lambda m: (m.get_srcSystem(), m.get_srcComponent()) == link.fc)
+        if msg is None:
+            continue
+        if msg.get_type() == "STATUSTEXT":
+            texts.add(msg)
+        elif msg.command == CMD_RUN_PREARM_CHECKS:
+            if msg.result != 0:
+                raise GateInstallError(f"the FC refused to run its pre-arm checks (MAV_RESULT {msg.result})")
+            acked = True
+    if not acked:
+        raise GateInstallError("the FC did not answer MAV_CMD_RUN_PREARM_CHECKS")
+    return [t.removeprefix("PreArm: ") for t in texts.texts if t.startswith("PreArm: Scripting:")]
+
+
+def _confirm_stop_refused(link: Link, reboot_timeout: float) -> None:
+    """Stop scripting (MAV_CMD_SCRIPTING) and see ArduPilot refuse arming by its running checksum;
+    then reboot, which starts scripting and the gate afresh (a scripting restart would XOR the
+    loaded checksum twice: recorded on SITL)."""
+    ack = link.command_long(CMD_SCRIPTING, (float(SCRIPTING_STOP),), timeout=1.0, retries=2)
+    if ack is None or ack.result != 0:
+        raise GateInstallError("the FC did not accept MAV_CMD_SCRIPTING stop")
+    time.sleep(0.5)
+    texts = _prearm_scripting_texts(link)
+    if not any("running CRC incorrect" in t for t in texts):
+        raise GateInstallError("with scripting stopped ArduPilot did not refuse arming by the running script checksum "
+                               f"(pre-arm said {texts or 'nothing about scripting'}); SCR_DEBUG_OPTS bit 4?")
+    link.command_long(CMD_REBOOT, (1.0,), timeout=1.0, retries=2)
+    time.sleep(1.0)
+    try:
+        link.reconnect(timeout=reboot_timeout)
+    except LinkError as exc:
+        raise GateInstallError(f"the FC did not come back after the reboot: {exc}") from None
 
 
 def _confirm(link: Link, timeout: float = 20.0) -> int:

@@ -27,6 +27,7 @@ from agent.config import AgentConfig, AuditConfig, DeviceConfig, GateConfig, Mav
 from agent.daemon import Daemon
 from agent.gate import gate_script
 from agent.link import Link, LinkConfig
+from agent.statustext import StatusTexts
 from attest import dsse, jsonio, timeutil
 from attest.baseline import PartInfo, baseline
 from attest.enrollment import DeviceRecord
@@ -187,24 +188,6 @@ path = "{state / 'audit.log'}"
         raise TimeoutError(f"no matching verdict within {timeout:.0f} s: {st.passes} passes, last "
                            f"{st.last.verdict.codes if st.last else None}, gate {st.gate_error or 'ok'}, "
                            f"transitions {st.transitions[-6:]}")
-
-
-class StatusTexts:
-    """STATUSTEXTs as a GCS shows them: chunks with the same non-zero ``id`` joined in ``chunk_seq`` order."""
-
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-        self._open: dict[int, int] = {}  # id -> index in texts
-
-    def add(self, msg: Any) -> None:
-        text, ident = str(msg.text), int(getattr(msg, "id", 0))
-        if ident == 0:
-            self.texts.append(text)
-        elif ident in self._open and int(msg.chunk_seq) > 0:
-            self.texts[self._open[ident]] += text
-        else:
-            self._open[ident] = len(self.texts)
-            self.texts.append(text)
 
 
 class Gcs:

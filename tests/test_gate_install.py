@@ -71,3 +71,36 @@ def test_ardupilot_crc32_matches_the_captured_sitl_value() -> None:
             b"local function update()\n  return update, 1000\nend\nreturn update, 1000\n")
     assert len(tick) == 140
     assert ardupilot_crc32(tick) == 0xD57ED916
+
+
+def test_install_sets_the_script_checksums_and_a_stopped_gate_then_refuses_arming(fc: VirtualFC) -> None:
+    """ADR 0013: ArduPilot itself refuses arming once the gate no longer runs, whatever its slot says."""
+    from agent.gate_install import CHECKSUM_MASK
+
+    r = CliRunner().invoke(main, ["gate", "install", "--mavlink", fc.url(1)])
+    assert r.exit_code == 0, r.output
+    want = ardupilot_crc32(gate_script()) & CHECKSUM_MASK
+    assert fc.get_param("SCR_LD_CHECKSUM") == fc.get_param("SCR_RUN_CHECKSUM") == want
+    assert "a stopped" in r.output or "refuses arming when scripting stops" in r.output
+    g = Gcs(fc.url(0))
+    try:
+        g.conn.mav.command_long_send(1, 1, 42701, 0, 2, 0, 0, 0, 0, 0, 0)  # MAV_CMD_SCRIPTING stop
+        refused = g.arm()
+        assert not refused.accepted and "Scripting: running CRC incorrect want: 0x0" in refused.text, refused
+    finally:
+        g.close()
+
+
+def test_install_fails_when_ardupilots_scripting_checks_are_off(fc: VirtualFC) -> None:
+    fc.params.set_hidden_ok("SCR_DEBUG_OPTS", 16)  # DISABLE_PRE_ARM: a stopped gate would not be refused
+    r = CliRunner().invoke(main, ["gate", "install", "--mavlink", fc.url(1)])
+    assert r.exit_code != 0 and "did not refuse arming by the running script checksum" in r.output, r.output
+    assert "Traceback" not in r.output
+
+
+def test_install_names_a_script_ardupilot_disagrees_about(fc: VirtualFC) -> None:
+    fc.scripts_dir.mkdir(parents=True, exist_ok=True)
+    (fc.scripts_dir / "broken.lua").write_bytes(b"this is not lua(\n")  # listed, but does not load
+    r = CliRunner().invoke(main, ["gate", "install", "--mavlink", fc.url(1)])
+    assert r.exit_code != 0 and "does not agree with the script checksum" in r.output, r.output
+    assert "loaded CRC incorrect" in r.output

@@ -14,8 +14,9 @@ import pytest
 
 from agent.ftpwire import crc32_ardupilot
 from agent.gate import gate_script
+from agent.statustext import StatusTexts
 from sim.lua_host import CHECKSUM_MASK, LuaScriptingAuthority
-from sim.rig import Gcs, StatusTexts
+from sim.rig import Gcs
 from sim.vfc import VfcConfig, VirtualFC
 
 DATA = json.loads((Path(__file__).parent / "data" / "sitl-scripting" / "results.json").read_text())

@@ -1,0 +1,44 @@
+"""`flightseal gate install` on real ArduCopter SITL: upload, scripting on, reboot, script checksums
+set and confirmed by ArduPilot's own pre-arm text with scripting stopped (ADR 0013)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from agent.cli import main
+from agent.ftpwire import crc32_ardupilot
+from agent.gate import gate_script
+from agent.gate_install import CHECKSUM_MASK
+from sim.rig import Gcs
+from tests.field import arm_until
+
+pytestmark = [
+    pytest.mark.sitl,
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.environ.get("FLIGHTSEAL_SITL_BINARY"),
+                       reason="FLIGHTSEAL_SITL_BINARY is not set (path of an ArduCopter SITL binary)"),
+]
+
+
+def test_gate_install_sets_checksums_and_a_stopped_gate_is_refused_by_ardupilot_on_sitl(tmp_path: Path) -> None:
+    from sim.sitl import Sitl, SitlConfig, free_instance
+
+    with Sitl(SitlConfig(instance=free_instance(), scripting=False)) as sitl:
+        r = CliRunner().invoke(main, ["gate", "install", "--mavlink", sitl.url])
+        assert r.exit_code == 0, r.output
+        want = crc32_ardupilot(gate_script()) & CHECKSUM_MASK
+        assert f"{want:#x}" in r.output and "refuses arming when scripting stops" in r.output
+        gcs = Gcs(f"tcp:127.0.0.1:{sitl.port(0)}")
+        try:
+            assert gcs.get_param("SCR_LD_CHECKSUM") == gcs.get_param("SCR_RUN_CHECKSUM") == want
+            refused = gcs.arm()
+            assert not refused.accepted and "FlightSeal: waiting" in refused.text, refused
+            gcs.conn.mav.command_long_send(1, 1, 42701, 0, 2, 0, 0, 0, 0, 0, 0)  # an unsigned STOP from the GCS
+            text = arm_until(gcs, accepted=False, text="Scripting: running CRC incorrect want: 0x0", timeout=40)
+            assert "FlightSeal: waiting" in text
+        finally:
+            gcs.close()
