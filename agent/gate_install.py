@@ -115,7 +115,7 @@ def install_gate(link: Link, say: Callable[[str], None] = lambda _: None,
         raise GateInstallError(f"the FC did not come back after the reboot: {exc}") from None
     say("FC is back; asking the gate to confirm")
     version = _confirm(link)
-    checksum = _protect_scripts(link, FtpClient(link), directory, say)
+    checksum = protect_scripts(link, say, directory)
     say("confirming that ArduPilot refuses arming when scripting stops")
     _confirm_stop_refused(link, reboot_timeout)
     say("FC is back; asking the gate to confirm again")
@@ -135,7 +135,7 @@ def scripts_checksum(crcs: list[int]) -> int:
     return value & CHECKSUM_MASK
 
 
-def _protect_scripts(link: Link, ftp: FtpClient, directory: str, say: Callable[[str], None]) -> int:
+def protect_scripts(link: Link, say: Callable[[str], None] = lambda _: None, directory: str | None = None) -> int:
     """Set ArduPilot's script checksums to the scripts now on the FC and check that it agrees.
 
     With them set, ArduPilot itself refuses arming when the set of loaded or running scripts
@@ -143,7 +143,9 @@ def _protect_scripts(link: Link, ftp: FtpClient, directory: str, say: Callable[[
     (ADR 0013). The FC's own CRC of each file is asked for (no transfer); ArduPilot then runs its
     pre-arm checks and must not complain about the scripts.
     """
+    ftp = FtpClient(link)
     try:
+        directory = directory or _scripts_dir(ftp)
         names = sorted(e.name for e in ftp.list_dir(directory)
                        if not e.is_dir and e.name.endswith(".lua") and not e.name.startswith("."))
         crcs = [ftp.crc32(f"{directory}/{name}") for name in names]

@@ -27,6 +27,12 @@ class PartInfo:
     origin: str
 
 
+# Pinned in every re-baselined manifest (ADR 0013): what the arming gate's life depends on. ArduPilot
+# refuses arming by itself when the scripts change only while these hold their values.
+DEFAULT_PINS: tuple[str, ...] = ("ARMING_CHECK", "SCR_ENABLE", "SCR_LD_CHECKSUM", "SCR_RUN_CHECKSUM", "SCR_DEBUG_OPTS",
+                                 "SCR_DIR_DISABLE", "SCR_VM_I_COUNT", "SCR_HEAP_SIZE")
+
+
 class BaselineError(FlightSealError):
     """The measured inventory cannot give what was asked for (e.g. a pin of an unmeasured parameter).
 
@@ -40,11 +46,12 @@ class BaselineError(FlightSealError):
 
 def baseline(base: Manifest, measurements: Sequence[Measurement], *, release: int,
              parts: Mapping[str, PartInfo] | None = None, required_scripts: Sequence[str] = (),
-             pin: Sequence[str] = ()) -> tuple[Manifest, list[str]]:
+             pin: Sequence[str] = (), default_pins: Sequence[str] = DEFAULT_PINS) -> tuple[Manifest, list[str]]:
     """The manifest ``base`` with firmware, scripts, parameters and parts taken from ``measurements``.
 
     Returns the manifest and notes on what was left out and why. Raises ``BaselineError`` for
-    what must not be left out silently: a pin the inventory has no value for.
+    what must not be left out silently: a pin asked for that the inventory has no value for. The
+    ``default_pins`` are pinned where measured; each one that is not is noted.
     """
     notes: list[str] = []
     parts = parts or {}
@@ -71,7 +78,7 @@ def baseline(base: Manifest, measurements: Sequence[Measurement], *, release: in
                            required=str(m.claims.get("path", "")) in required_scripts)
                     for m in by_kind[Kind.SCRIPT] if "sha256" in m.digests)
 
-    params = _param_policy(base.params, by_kind[Kind.PARAMS], pin, notes)
+    params = _param_policy(base.params, by_kind[Kind.PARAMS], pin, notes, default_pins)
 
     components = list(base.components)
     for m in by_kind[Kind.COMPONENT]:
@@ -94,13 +101,14 @@ def baseline(base: Manifest, measurements: Sequence[Measurement], *, release: in
 
 
 def _param_policy(base: ParamPolicy, measured: Sequence[Measurement], pin: Sequence[str],
-                  notes: list[str]) -> ParamPolicy:
+                  notes: list[str], default_pins: Sequence[str]) -> ParamPolicy:
     """The approved parameter set and pins from the measured parameters.
 
     An inventory that names every parameter (``flightseal measure``) gives the approved values,
     so a later mismatch is named parameter by parameter; an older one gives only the digest.
     """
     if not measured:
+        notes.extend(f"{name} (pinned by default) was not measured" for name in default_pins)
         if pin:
             raise BaselineError(f"cannot pin {', '.join(pin)}: the inventory has no parameter measurement")
         notes.append("no parameters were measured: the parameter policy is left as it was")
@@ -118,6 +126,12 @@ def _param_policy(base: ParamPolicy, measured: Sequence[Measurement], pin: Seque
         value = claimed[name]
         assert value is not None
         pinned[name] = value
+    for name in default_pins:
+        value = claimed.get(name)
+        if value is None:
+            notes.append(f"{name} (pinned by default) was not measured: is scripting on, and the gate installed?")
+        elif name not in pin:
+            pinned[name] = value
     full = pm.claims.get("count") == len(claimed) and None not in claimed.values()
     if not full:
         notes.append("the inventory does not name every parameter: the manifest approves the parameter digest "

@@ -26,6 +26,7 @@ from agent.collectors.measure import measure
 from agent.config import AgentConfig, AuditConfig, DeviceConfig, GateConfig, MavlinkConfig, MeasureConfig, TrustConfig
 from agent.daemon import Daemon
 from agent.gate import gate_script
+from agent.gate_install import protect_scripts
 from agent.link import Link, LinkConfig
 from agent.statustext import StatusTexts
 from attest import dsse, jsonio, timeutil
@@ -133,8 +134,11 @@ path = "{state / 'audit.log'}"
 
     # ---- manifest
     def measure_fc(self, opts: MeasureOptions | None = None) -> list[Measurement]:
+        """Measure the reference airframe as the manufacturer does: its scripts protected by
+        ArduPilot's checksums first (what ``gate install`` leaves, ADR 0013), then every value."""
         pinned = MeasureOptions(pinned_params=PINNED, param_claims="all")  # as `flightseal measure`
         with Link.open(LinkConfig(self.fc_url, heartbeat_timeout=15.0)) as link:
+            protect_scripts(link)
             inv = measure(link, opts or pinned)
         if inv.problems:
             raise RuntimeError("could not measure the reference FC: " + "; ".join(str(p) for p in inv.problems))

@@ -99,3 +99,21 @@ def test_stopped_agent_lapses_to_blocked_on_sitl(sitl_world: tuple[Rig, Gcs]) ->
     time.sleep(3.5)
     r = gcs.arm()
     assert not r.accepted and "FlightSeal: verdict lapsed" in r.text, r
+
+
+def test_scripting_stop_after_a_pass_with_the_agent_killed_is_refused_by_ardupilot_on_sitl(
+        sitl_world: tuple[Rig, Gcs]) -> None:
+    """The attack that armed SITL before ADR 0013: an unsigned MAV_CMD_SCRIPTING stop from the GCS port
+    after the agent's pass, then the agent killed. ArduPilot's running-script checksum refuses it."""
+    from tests.field import arm_until
+
+    rig, gcs = sitl_world
+    rig.start_agent()
+    rig.wait_verdict(passed=True, timeout=60)
+    arm_until_accepted(gcs)
+    assert gcs.disarm().accepted
+    gcs.conn.mav.command_long_send(1, 1, 42701, 0, 2, 0, 0, 0, 0, 0, 0)  # MAV_CMD_SCRIPTING stop, unsigned
+    rig.stop_agent()
+    time.sleep(8.0)
+    text = arm_until(gcs, accepted=False, text="Scripting: running CRC incorrect want: 0x0", timeout=20)
+    assert "Arm: Scripting: running CRC incorrect want: 0x0" in text

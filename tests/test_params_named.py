@@ -173,10 +173,11 @@ def test_bad_approved_values_are_refused(change: dict[str, Any], message: str) -
 def test_baseline_from_a_full_inventory_approves_every_value_and_pins() -> None:
     inventory = [params_measurement({**APPROVED, "MAV1_RAW_SENS": 4.0}, claims="all")]
     out, notes = baseline(World().manifest(params=ParamPolicy()), inventory, release=3, pin=["FENCE_ENABLE"])
-    assert out.params.pinned == {"FENCE_ENABLE": 0.0}
+    assert out.params.pinned == {"FENCE_ENABLE": 0.0, "ARMING_CHECK": 1.0, "SCR_ENABLE": 1.0}, "asked for and defaults"
     assert out.params.values == paramdigest.included(APPROVED, paramdigest.DEFAULT_EXCLUSIONS)
     assert "MAV1_RAW_SENS" not in out.params.values
-    assert not any("parameter" in n for n in notes)
+    assert [n.split(" ")[0] for n in notes if "pinned by default" in n] == [
+        "SCR_LD_CHECKSUM", "SCR_RUN_CHECKSUM", "SCR_DEBUG_OPTS", "SCR_DIR_DISABLE", "SCR_VM_I_COUNT", "SCR_HEAP_SIZE"]
 
 
 def test_baseline_never_drops_a_pin_it_has_no_value_for() -> None:
