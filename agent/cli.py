@@ -53,12 +53,13 @@ def _register() -> None:
         cli_keys,
         cli_manifest,
         cli_measure,
+        cli_signing,
         cli_trust,
         cli_verify,
     )
 
     modules = (cli_agent, cli_audit, cli_bootloader, cli_challenge, cli_demo, cli_gate, cli_keys, cli_manifest,
-               cli_measure, cli_trust, cli_verify)
+               cli_measure, cli_signing, cli_trust, cli_verify)
     for module in modules:
         module.register(main)
 

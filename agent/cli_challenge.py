@@ -20,7 +20,10 @@ from agent.files import write_atomic
 @click.option("--source", default="255/190", show_default=True, help="This ground station's system/component id.")
 @click.option("--timeout", type=click.FloatRange(1, 600), default=60.0, show_default=True, help="Seconds.")
 @click.option("-o", "--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
-def challenge(url: str, nonce_hex: str | None, target: str, source: str, timeout: float, out: Path) -> None:
+@click.option("--signing-key", "signing_key", type=click.Path(path_type=Path, dir_okay=False),
+              help="MAVLink2 signing key file (`flightseal signing setup`), when the link is signed.")
+def challenge(url: str, nonce_hex: str | None, target: str, source: str, timeout: float, out: Path,
+              signing_key: Path | None) -> None:
     """Send a nonce, receive the attestation, write it. Verify it with `flightseal verify`."""
     from pymavlink import mavutil
 
@@ -37,6 +40,10 @@ def challenge(url: str, nonce_hex: str | None, target: str, source: str, timeout
         conn = mavutil.mavlink_connection(url, source_system=s_sys, source_component=s_comp, autoreconnect=False)
     except Exception as exc:  # pymavlink raises bare OSError/SerialException/ValueError for bad URLs
         raise ChallengeError(f"cannot open MAVLink link {url!r}: {exc}") from None
+    if signing_key is not None:
+        from agent.cli_measure import load_signing_key
+
+        conn.setup_signing(load_signing_key(signing_key), sign_outgoing=True)
     try:
         conn.mav.heartbeat_send(6, 8, 0, 0, 4)  # MAV_TYPE_GCS, MAV_AUTOPILOT_INVALID, active
         data = request_attestation(conn, nonce, target_system=t_sys, target_component=t_comp, timeout=timeout)

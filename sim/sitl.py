@@ -143,7 +143,7 @@ class Sitl:
         defaults = [str(p) for p in (find_defaults(self.binary), self._write_own_defaults()) if p is not None]
         return [str(self.binary), "--model", self.config.model, "--speedup", str(self.config.speedup),
                 "--defaults", ",".join(defaults), "-I", str(self.config.instance),
-                "--serial0", "tcp:0", "--serial1", "tcp:2", "--home", self.config.home]
+                "--serial0", "tcp:0", "--serial1", "tcp:2", "--serial2", "tcp:3", "--home", self.config.home]
 
     def _write_own_defaults(self) -> Path:
         params: dict[str, float] = {}
