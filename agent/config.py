@@ -55,6 +55,7 @@ class MeasureConfig:
     scripts_dir: str = ""  # FC scripts directory over FTP; empty = the FC's default
     flash_read: bool = True  # read @SYS/flash.bin where the FC serves it
     script_poll_s: float = 5.0  # how often the FC's scripts are checked (CRC32 over FTP) for changes
+    script_hash_s: float = 60.0  # how often every script is read back and its SHA-256 checked (a CRC32 can be forged)
     dronecan: bool = True  # measure the FC's DroneCAN nodes (GetNodeInfo through MAVLink CAN forwarding)
     dronecan_node_id: int = 127  # our node id on the CAN bus while asking; must be free on the bus
     dronecan_poll_s: float = 10.0  # how often (disarmed) the DroneCAN buses are checked for new or restarted nodes

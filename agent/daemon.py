@@ -120,6 +120,7 @@ class Daemon:
         self._deferred: str | None = None
         self._scripts_crc: dict[str, int | None] | None = None
         self._next_script_poll = 0.0
+        self._next_script_hash = 0.0
         self._next_dronecan_poll = 0.0
         self._dronecan: list[DroneCanBus] = []  # the buses the last pass scanned, with node uptimes
         self._next_manifest_poll = 0.0
@@ -205,6 +206,10 @@ class Daemon:
             if now >= self._next_script_poll:
                 self._next_script_poll = now + self.cfg.measure.script_poll_s
                 self._poll_scripts()
+            if now >= self._next_script_hash and not self._dirty:
+                self._next_script_hash = now + self.cfg.measure.script_hash_s
+                if not self._fc_armed():  # a read-back loads the link: never in flight
+                    self._hash_scripts()
             if now >= self._next_dronecan_poll and self._dirty is None:
                 self._next_dronecan_poll = now + self.cfg.measure.dronecan_poll_s
                 if not self._fc_armed():  # forwarding a CAN bus loads the link: never in flight
@@ -409,6 +414,30 @@ class Daemon:
         if set(current) != set(measured) or any(
                 crc is not None and current[path] != crc for path, crc in measured.items()):
             self._dirty = "a Lua script on the FC changed"
+
+    def _hash_scripts(self) -> None:
+        """Read every measured script back and compare its SHA-256 with the pass's.
+
+        The CRC32 poll is cheap but a CRC32 can be forged with four bytes in a comment; this read
+        cannot be fooled, and its cost is bounded: each script's size (``max_script_bytes`` at most)
+        once per ``script_hash_s`` (the gate, 6.6 kB a minute by default).
+        """
+        if self.link is None or self._inventory is None:
+            return
+        scripts = [(str(m.claims.get("path", "")), m.digests.get("sha256")) for m in self._inventory.measurements
+                   if m.kind is Kind.SCRIPT and m.claims.get("dir") in self.base_options.scripts_dirs]
+        ftp = FtpClient(self.link)
+        for path, sha in scripts:
+            if not path or path == "*" or sha is None:
+                continue
+            try:
+                data = ftp.read_file(path, self.base_options.max_script_bytes)
+            except FtpError as exc:
+                self._dirty = f"Lua script {path} could not be read back: {exc}"
+                return
+            if hashlib.sha256(data).hexdigest() != sha:
+                self._dirty = f"Lua script {path} changed (its SHA-256 differs; its CRC32 may not)"
+                return
 
     def _poll_dronecan(self) -> None:
         """One round of NodeStatus per DroneCAN bus: a node that appeared, vanished or restarted

@@ -66,6 +66,7 @@ class Rig:
     device: Signer
     makers: list[SoftwareSigner] = field(default_factory=lambda: [SoftwareSigner.generate() for _ in range(3)])
     parts: dict[str, PartInfo] = field(default_factory=dict)
+    signing_key: bytes | None = None  # MAVLink2 signing key the FC holds (`flightseal signing setup`)
     daemon: Daemon | None = None
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -108,7 +109,7 @@ class Rig:
             device=DeviceConfig(DEVICE_ID, AIRFRAME, device_key_uri or "in-process"),
             trust=TrustConfig(str(self.root_path), str(self.manifest_path), str(self.workdir / "state")),
             gate=GateConfig(keepalive_s=1.0),
-            measure=MeasureConfig(flash_read=True, script_poll_s=1.0, dronecan_poll_s=2.0),
+            measure=MeasureConfig(flash_read=True, script_poll_s=1.0, script_hash_s=2.0, dronecan_poll_s=2.0),
             audit=AuditConfig(str(self.workdir / "state" / "audit.log")),
         )
 
@@ -137,7 +138,7 @@ path = "{state / 'audit.log'}"
         """Measure the reference airframe as the manufacturer does: its scripts protected by
         ArduPilot's checksums first (what ``gate install`` leaves, ADR 0013), then every value."""
         pinned = MeasureOptions(pinned_params=PINNED, param_claims="all")  # as `flightseal measure`
-        with Link.open(LinkConfig(self.fc_url, heartbeat_timeout=15.0)) as link:
+        with Link.open(LinkConfig(self.fc_url, heartbeat_timeout=15.0, signing_key=self.signing_key)) as link:
             protect_scripts(link)
             inv = measure(link, opts or pinned)
         if inv.problems:
@@ -164,7 +165,7 @@ path = "{state / 'audit.log'}"
     # ---- agent
     def start_agent(self, cfg: AgentConfig | None = None) -> Daemon:
         self._stop = threading.Event()
-        self.daemon = Daemon(cfg or self.config(), self.device)
+        self.daemon = Daemon(cfg or self.config(), self.device, signing_key=self.signing_key)
         self._thread = threading.Thread(target=self.daemon.run, args=(self._stop,), name="agent", daemon=True)
         self._thread.start()
         return self.daemon
@@ -197,10 +198,12 @@ path = "{state / 'audit.log'}"
 class Gcs:
     """A ground station on the GCS port: tries to arm and reads what the FC says."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, signing_key: bytes | None = None) -> None:
         from pymavlink import mavutil
 
         self.conn = mavutil.mavlink_connection(url, source_system=255, source_component=190, autoreconnect=True)
+        if signing_key is not None:
+            self.conn.setup_signing(signing_key, sign_outgoing=True)
         self.conn.wait_heartbeat(timeout=15)
         self.conn.mav.heartbeat_send(6, 8, 0, 0, 4)
 

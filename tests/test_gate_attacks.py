@@ -109,3 +109,47 @@ def test_unsigned_parameter_changes_that_switch_the_checks_off_are_named_in_the_
     world.rig.stop_agent()
     time.sleep(1.0)
     assert world.gcs.arm().accepted, "ArduPilot's behaviour: the stopped gate's last slot state holds"
+
+
+def crc32_forgery(prefix: bytes, target: int) -> bytes:
+    """Four bytes that make ``prefix + them`` have ArduPilot's CRC32 ``target`` (CRC32 is linear)."""
+    from agent.ftpwire import crc32_ardupilot
+
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        table.append(c)
+    by_top = {t >> 24: i for i, t in enumerate(table)}
+    state, indices = target, []
+    for _ in range(4):
+        i = by_top[state >> 24]
+        indices.append(i)
+        state = ((state ^ table[i]) << 8) & 0xFFFFFFFF
+    state, out = crc32_ardupilot(prefix), bytearray()
+    for i in reversed(indices):
+        b = (state ^ i) & 0xFF
+        out.append(b)
+        state = table[(state ^ b) & 0xFF] ^ (state >> 8)
+    return bytes(out)
+
+
+def test_a_swapped_gate_with_the_same_crc32_is_caught_by_its_sha256(world: World) -> None:
+    """Item 5: the FC's CRC32 poll cannot see a swap that keeps the CRC32; reading the script back can."""
+    from agent.ftpwire import crc32_ardupilot
+
+    world.rig.start_agent()
+    daemon = world.rig.wait_verdict(passed=True)
+    path = world.fc.scripts_dir / "flightseal_gate.lua"
+    original = path.read_bytes()
+    for pad in range(8):  # the forged bytes live in a Lua comment, so none may be a newline
+        evil = original.replace(b"local PASS_LAPSE_MS = 3000", b"local PASS_LAPSE_MS = 9e9 ") + b"-- " + b" " * pad
+        tail = crc32_forgery(evil, crc32_ardupilot(original))
+        if b"\n" not in tail:
+            break
+    evil += tail
+    assert crc32_ardupilot(evil) == crc32_ardupilot(original) and evil != original
+    path.write_bytes(evil)
+    world.rig.wait_verdict(passed=False, code="script-mismatch", timeout=20)
+    assert any("SHA-256 differs" in t for t in daemon.status.transitions), daemon.status.transitions[-5:]

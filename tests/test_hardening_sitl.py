@@ -1,0 +1,64 @@
+"""Issue 10's "done when" on real ArduCopter SITL: `gate install` plus `signing setup` on a fresh SITL
+give an airframe that no unsigned link can arm past a failing manifest. The attacker holds the
+telemetry radio (SERIAL2) without the key; the pilot's ground station has it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from agent.cli import main
+from agent.signing import KEY_FILE
+from hardware.software import SoftwareSigner
+from sim.rig import Gcs, Rig
+
+pytestmark = [
+    pytest.mark.sitl,
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.environ.get("FLIGHTSEAL_SITL_BINARY"),
+                       reason="FLIGHTSEAL_SITL_BINARY is not set (path of an ArduCopter SITL binary)"),
+]
+
+
+def test_hardened_sitl_cannot_be_armed_past_a_failing_manifest_from_an_unsigned_link(tmp_path: Path) -> None:
+    from sim.sitl import Sitl, SitlConfig, free_instance
+    from tests.field import arm_until
+
+    with Sitl(SitlConfig(instance=free_instance(), scripting=False)) as sitl:
+        companion, radio, usb = sitl.url, *(f"tcp:127.0.0.1:{sitl.port(n)}" for n in (2, 0))
+        assert CliRunner().invoke(main, ["gate", "install", "--mavlink", companion]).exit_code == 0
+        r = CliRunner().invoke(main, ["signing", "setup", "--mavlink", companion, "--out", str(tmp_path / "s"),
+                                      "--probe", radio])
+        assert r.exit_code == 0, r.output
+        key = bytes.fromhex((tmp_path / "s" / KEY_FILE).read_text().strip())
+
+        rig = Rig(tmp_path / "rig", companion, usb, SoftwareSigner.generate(), signing_key=key)
+        manifest = rig.baseline_manifest(rig.measure_fc())
+        failing = dataclasses.replace(manifest, params=dataclasses.replace(
+            manifest.params, pinned={**manifest.params.pinned, "FS_THR_ENABLE": 0.0}))  # this FC has 1
+        rig.sign_manifest(failing)
+        rig.start_agent()
+        attacker = Gcs(radio)  # unsigned: hears the FC (it signs), is not heard
+        pilot = Gcs(usb, signing_key=key)
+        try:
+            rig.wait_verdict(passed=False, code="param-pinned", timeout=60)
+            for command in ((42701, 2), (400, 1, 21196)):  # scripting stop; force-arm
+                attacker.conn.mav.command_long_send(1, 1, command[0], 0, *[*command[1:], 0, 0, 0, 0, 0, 0, 0][:7])
+            attacker.conn.mav.param_set_send(1, 1, b"ARMING_CHECK", 0, 2)
+            attacker.conn.mav.param_set_send(1, 1, b"SCR_ENABLE", 0, 2)
+            time.sleep(2.0)
+            assert attacker.get_param("ARMING_CHECK", timeout=2.0) is None, "unsigned reads get no answer"
+            assert pilot.get_param("ARMING_CHECK") == 1 and pilot.get_param("SCR_ENABLE") == 1
+            result = attacker.arm(timeout=2.0)
+            assert not result.accepted and result.result is None, "the FC drops the unsigned arm"
+            text = arm_until(pilot, accepted=False, text="FlightSeal: pinned FS_THR_ENABLE", timeout=60)
+            assert "Scripting:" not in text, text
+        finally:
+            attacker.close()
+            pilot.close()
+            rig.stop_agent()
