@@ -107,12 +107,7 @@ def install_gate(link: Link, say: Callable[[str], None] = lambda _: None,
     if _armed(link):
         raise GateInstallError("the vehicle armed during the install: not rebooting; disarm and run it again")
     say("rebooting the FC so scripting loads the gate")
-    link.command_long(CMD_REBOOT, (1.0,), timeout=1.0, retries=2)
-    time.sleep(1.0)
-    try:
-        link.reconnect(timeout=reboot_timeout)
-    except LinkError as exc:
-        raise GateInstallError(f"the FC did not come back after the reboot: {exc}") from None
+    _reboot(link, reboot_timeout)
     say("FC is back; asking the gate to confirm")
     version = _confirm(link)
     checksum = protect_scripts(link, say, directory)
@@ -197,10 +192,14 @@ def _confirm_stop_refused(link: Link, reboot_timeout: float) -> None:
     if not any("running CRC incorrect" in t for t in texts):
         raise GateInstallError("with scripting stopped ArduPilot did not refuse arming by the running script checksum "
                                f"(pre-arm said {texts or 'nothing about scripting'}); SCR_DEBUG_OPTS bit 4?")
+    _reboot(link, reboot_timeout)
+
+
+def _reboot(link: Link, timeout: float) -> None:
     link.command_long(CMD_REBOOT, (1.0,), timeout=1.0, retries=2)
     time.sleep(1.0)
     try:
-        link.reconnect(timeout=reboot_timeout)
+        link.reconnect(timeout=timeout)
     except LinkError as exc:
         raise GateInstallError(f"the FC did not come back after the reboot: {exc}") from None
 

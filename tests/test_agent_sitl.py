@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,13 +10,9 @@ import pytest
 
 from hardware.software import SoftwareSigner
 from sim.rig import Gcs, Rig, gate_scripts
+from tests.sitl_marks import SITL
 
-pytestmark = [
-    pytest.mark.sitl,
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.environ.get("FLIGHTSEAL_SITL_BINARY"),
-                       reason="FLIGHTSEAL_SITL_BINARY is not set (path of an ArduCopter SITL binary)"),
-]
+pytestmark = SITL
 
 
 def test_demo_runs_green_on_sitl(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ session, and MAVProxy as the companion's router on SERIAL1 with the agent behind
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,12 +12,10 @@ from hardware.software import SoftwareSigner
 from sim.mavproxy import mavproxy_command
 from sim.rig import Rig, gate_scripts
 from tests.field import agent_behind_a_mavproxy_router, operator_session_with_mavproxy
+from tests.sitl_marks import SITL
 
 pytestmark = [
-    pytest.mark.sitl,
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.environ.get("FLIGHTSEAL_SITL_BINARY"),
-                       reason="FLIGHTSEAL_SITL_BINARY is not set (path of an ArduCopter SITL binary)"),
+    *SITL,
     pytest.mark.skipif(mavproxy_command() is None,
                        reason="MAVProxy is not installed (scripts/install.sh installs it from PyPI)"),
 ]

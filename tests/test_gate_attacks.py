@@ -23,8 +23,9 @@ STOP = 2
 IMPOSTOR = b"function update() arming:set_aux_auth_passed(0) return update, 100 end\nreturn update()\n"
 
 
-@pytest.fixture
-def world(tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+@pytest.fixture(name="world")
+def attacked_world(tmp_path) -> Iterator[World]:  # type: ignore[no-untyped-def]
+    """The e2e airframe (vFC with the real Lua gate, scripts protected as gate install leaves them)."""
     w = make_world(tmp_path)
     try:
         yield w
@@ -56,15 +57,20 @@ def test_scripting_stop_after_a_pass_with_the_agent_killed_is_refused_by_ardupil
     assert "Arm: Scripting: running CRC incorrect want: 0x0" in result.text, result
 
 
-def test_a_second_script_passing_the_gates_slot_is_refused_after_the_reboot_it_needs(world: World) -> None:
-    pass_then(world)
-    (world.fc.scripts_dir / "helper.lua").write_bytes(IMPOSTOR)
+def reboot(world: World) -> None:
+    """The FC reboots (its TCP links close); the ground station connects again."""
+    from sim.rig import Gcs
+
     world.fc.reboot()
     time.sleep(1.5)
     world.gcs.close()
-    from sim.rig import Gcs
-
     world.gcs = Gcs(world.fc.url(0))
+
+
+def test_a_second_script_passing_the_gates_slot_is_refused_after_the_reboot_it_needs(world: World) -> None:
+    pass_then(world)
+    (world.fc.scripts_dir / "helper.lua").write_bytes(IMPOSTOR)
+    reboot(world)
     result = world.gcs.arm()
     assert not result.accepted and "Scripting: loaded CRC incorrect" in result.text, result
     world.rig.wait_verdict(passed=False, code="script-unknown", timeout=30)
@@ -74,12 +80,7 @@ def test_deleting_the_gate_and_rebooting_is_refused_by_ardupilot(world: World) -
     pass_then(world)
     world.rig.stop_agent()
     (world.fc.scripts_dir / "flightseal_gate.lua").unlink()
-    world.fc.reboot()
-    time.sleep(1.5)
-    world.gcs.close()
-    from sim.rig import Gcs
-
-    world.gcs = Gcs(world.fc.url(0))
+    reboot(world)
     result = world.gcs.arm()
     assert not result.accepted and "Scripting: loaded CRC incorrect want: 0x0" in result.text, result
 

@@ -3,10 +3,8 @@ set and confirmed by ArduPilot's own pre-arm text with scripting stopped (ADR 00
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from agent.cli import main
@@ -15,13 +13,9 @@ from agent.gate import gate_script
 from agent.gate_install import CHECKSUM_MASK
 from sim.rig import Gcs
 from tests.field import arm_until
+from tests.sitl_marks import SITL
 
-pytestmark = [
-    pytest.mark.sitl,
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.environ.get("FLIGHTSEAL_SITL_BINARY"),
-                       reason="FLIGHTSEAL_SITL_BINARY is not set (path of an ArduCopter SITL binary)"),
-]
+pytestmark = SITL
 
 
 def test_gate_install_sets_checksums_and_a_stopped_gate_is_refused_by_ardupilot_on_sitl(tmp_path: Path) -> None:

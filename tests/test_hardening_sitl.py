@@ -5,24 +5,18 @@ telemetry radio (SERIAL2) without the key; the pilot's ground station has it."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from agent.cli import main
 from agent.signing import KEY_FILE
 from hardware.software import SoftwareSigner
 from sim.rig import Gcs, Rig
+from tests.sitl_marks import SITL
 
-pytestmark = [
-    pytest.mark.sitl,
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.environ.get("FLIGHTSEAL_SITL_BINARY"),
-                       reason="FLIGHTSEAL_SITL_BINARY is not set (path of an ArduCopter SITL binary)"),
-]
+pytestmark = SITL
 
 
 def test_hardened_sitl_cannot_be_armed_past_a_failing_manifest_from_an_unsigned_link(tmp_path: Path) -> None:

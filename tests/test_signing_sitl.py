@@ -3,21 +3,15 @@ the telemetry port (SERIAL2), never on SERIAL0/USB; then removed."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from agent.cli import main
 from agent.signing import KEY_FILE, answers_unsigned, fc_signs
+from tests.sitl_marks import SITL
 
-pytestmark = [
-    pytest.mark.sitl,
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.environ.get("FLIGHTSEAL_SITL_BINARY"),
-                       reason="FLIGHTSEAL_SITL_BINARY is not set (path of an ArduCopter SITL binary)"),
-]
+pytestmark = SITL
 
 
 def test_signing_setup_is_enforced_on_telemetry_ports_not_serial0_and_can_be_removed_on_sitl(tmp_path: Path) -> None:
