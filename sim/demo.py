@@ -144,10 +144,22 @@ def run_demo(out: Path, *, use_sitl: bool | None = None) -> None:
         (out / "verification.json").write_text(json.dumps({"passed": result.passed, "reasons": [
             r.to_json() for r in result.reasons]}, indent=2))
 
+        signed = rig.manifest_path.read_bytes()
         t.run("tamper: approve an extra script in the manifest without re-signing",
               lambda: _tamper_manifest(rig.manifest_path), lambda _: "signature broken")
         t.run("arm: REFUSED", lambda: _refused(rig, gcs, "manifest-"), str)
+        t.run("restore the signed manifest", lambda: _restored(rig, lambda: rig.manifest_path.write_bytes(signed)),
+              lambda _: "PASS")
+        t.run("attack: unsigned MAV_CMD_SCRIPTING stop from the GCS port, then the agent killed",
+              lambda: _stop_gate(rig, gcs), lambda _: "the gate's last state was a pass")
+        t.run("arm: REFUSED by ArduPilot's script checksum (ADR 0013)",
+              lambda: _arm_until(gcs, accepted=False, timeout=20, text="Scripting: running CRC incorrect"), str)
     click.echo(f"demo passed: {len(t.rows)} steps; attestation and files in {out}/")
+
+
+def _stop_gate(rig: Rig, gcs: Gcs) -> None:
+    gcs.conn.mav.command_long_send(1, 1, 42701, 0, 2, 0, 0, 0, 0, 0, 0)  # MAV_CMD_SCRIPTING, SCRIPTING_CMD_STOP
+    rig.stop_agent()
 
 
 def _restored(rig: Rig, undo: Callable[[], object]) -> None:

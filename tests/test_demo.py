@@ -19,6 +19,7 @@ def test_demo_on_the_virtual_fc_with_swtpm_is_green(tmp_path: Path, monkeypatch:
     assert r.exit_code == 0, r.output
     for step in ("arm: ACCEPTED", "REFUSED (Arm: FlightSeal: script-mismatch)",
                  "REFUSED (Arm: FlightSeal: pinned FS_THR_ENABLE)", "REFUSED (Arm: FlightSeal: manifest-",
+                 "REFUSED (Arm: Scripting: running CRC incorrect want: 0x0",
                  "PASS (tpm key, TPM quote checked"):
         assert step in r.output, r.output
     result = json.loads((tmp_path / "out" / "verification.json").read_text())
