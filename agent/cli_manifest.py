@@ -21,7 +21,7 @@ from attest import dsse, jsonio, timeutil
 from attest import params as paramdigest
 from attest.errors import FlightSealError, FormatError
 from attest.limits import LIMITS
-from attest.manifest import Airframe, ApprovedComponent, Firmware, Manifest, ParamPolicy, Script
+from attest.manifest import Airframe, ApprovedComponent, Firmware, Manifest, ParamPolicy, Posture, Script
 from attest.models import Kind, Strength
 from attest.trust import TrustedState
 
@@ -64,9 +64,10 @@ def manifest() -> None:
 def create(airframe: str, version: int, expires_days: int, out: Path) -> None:
     """Start an empty manifest (it approves nothing until you add to it)."""
     expires = timeutil.now() + timedelta(days=expires_days)
-    value = Manifest(version=version, expires=expires, airframe=Airframe(airframe))
+    value = Manifest(version=version, expires=expires, airframe=Airframe(airframe), posture=Posture())
     write_manifest(out, value)
-    click.echo(f"wrote manifest v{version} for {airframe} to {out} (expires in {expires_days} days)")
+    click.echo(f"wrote manifest v{version} for {airframe} to {out} (expires in {expires_days} days; "
+               f"{value.describe_posture()}: relax with `manifest set --relax-posture`)")
 
 
 @manifest.command("add-firmware")
@@ -179,9 +180,13 @@ def exclude_param(path: Path, add: tuple[str, ...], remove: tuple[str, ...]) -> 
 @click.option("--params-sha256", help="Digest of the whole parameter set (see `flightseal measure`).")
 @click.option("--version", "version", type=click.IntRange(1), help="Bump the version for a new release.")
 @click.option("--expires-days", type=click.IntRange(1), help="Renew: expire this many days from now.")
+@click.option("--relax-posture", "relax", multiple=True, type=click.Choice(["signed", "script-checksums"]),
+              help="Stop requiring this protection of the FC's links (ADR 0014; shown by show and verify).")
+@click.option("--require-posture", "require", multiple=True, type=click.Choice(["signed", "script-checksums"]),
+              help="Require this protection again.")
 def set_(path: Path, min_release: int | None, strengths: tuple[str, ...], board_ids: tuple[int, ...],
          fc_uids: tuple[str, ...], device_ids: tuple[str, ...], params_sha256: str | None, version: int | None,
-         expires_days: int | None) -> None:
+         expires_days: int | None, relax: tuple[str, ...], require: tuple[str, ...]) -> None:
     """Set policy fields: minimum release, strengths, airframe binding, version, expiry."""
     def change(m: Manifest) -> Manifest:
         min_strength = dict(m.min_strength)
@@ -196,8 +201,14 @@ def set_(path: Path, min_release: int | None, strengths: tuple[str, ...], board_
         policy = m.params
         if params_sha256:
             policy = ParamPolicy.from_json({**m.params.to_json(), "sha256": params_sha256})
+        posture = m.posture
+        if relax or require:
+            base = posture or Posture(False, False)
+            posture = Posture(signed=("signed" in require) or (base.signed and "signed" not in relax),
+                              script_checksums=("script-checksums" in require) or (
+                                  base.script_checksums and "script-checksums" not in relax))
         return dataclasses.replace(
-            m, min_strength=min_strength, airframe=airframe, params=policy,
+            m, min_strength=min_strength, airframe=airframe, params=policy, posture=posture,
             firmware_min_release=m.firmware_min_release if min_release is None else min_release,
             version=m.version if version is None else version,
             expires=m.expires if expires_days is None else timeutil.now() + timedelta(days=expires_days))
@@ -265,6 +276,7 @@ def show(path: Path, full: bool) -> None:
     judged = (f"{len(p.values)} approved values, named when they differ" if p.values
               else "a digest only (re-baseline to name what differs)" if p.digest else "not judged")
     click.echo(f"parameters: {judged}; {len(p.pinned)} pinned; not judged (volatile): {', '.join(p.exclude) or 'none'}")
+    click.echo(m.describe_posture())
 
 
 @manifest.command("verify")

@@ -18,6 +18,7 @@ from agent.trustdir import TrustDir
 from attest import jsonio, timeutil
 from attest.errors import FormatError
 from attest.limits import LIMITS
+from attest.manifest import Manifest
 from attest.models import Measurement, Reason
 from attest.trust import VerifiedManifest
 from attest.verify import VerifierPolicy, verify_attestation
@@ -84,6 +85,7 @@ def verify(attestation: Path, trust_dir: Path, nonce_hex: str, manifest_path: Pa
             "device": result.device.device_id if result.device else None,
             "key_kind": result.device.key_kind.value if result.device else None,
             "manifest_version": p.manifest.version if p and p.manifest else None,
+            "posture": _manifest(td.manifest_bytes(manifest_path)).describe_posture() if result.passed else None,
             "time": timeutil.format(p.time) if p else None,
             "reasons": [r.to_json() for r in result.reasons],
         }, indent=2))
@@ -91,6 +93,7 @@ def verify(attestation: Path, trust_dir: Path, nonce_hex: str, manifest_path: Pa
         click.echo(f"PASS device {result.device.device_id} ({result.device.airframe}, {result.device.key_kind} key): "
                    f"{len(p.measurements)} measurements match manifest v{p.manifest.version if p.manifest else '?'}"
                    f", attested {timeutil.format(p.time)}")
+        click.echo(f"  {_manifest(td.manifest_bytes(manifest_path)).describe_posture()}")
     else:
         for r in result.reasons:
             click.echo(f"FAIL {r}")
@@ -149,6 +152,14 @@ def attest(measurements_path: Path | None, url: str | None, manifest_path: Path,
         click.echo(f"  {r}")
     if not verdict.passed:
         raise CheckFailed("")
+
+
+def _manifest(data: bytes) -> Manifest:
+    """The manifest the verification just checked (for what it requires of the links)."""
+    from attest import dsse
+
+    env = dsse.Envelope.from_bytes(data, "manifest", LIMITS.max_manifest_bytes)
+    return Manifest.from_json(env.payload_json("manifest", LIMITS.max_manifest_bytes))
 
 
 def read_measurements(path: Path) -> list[Measurement]:

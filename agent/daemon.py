@@ -121,6 +121,7 @@ class Daemon:
         self._scripts_crc: dict[str, int | None] | None = None
         self._next_script_poll = 0.0
         self._next_script_hash = 0.0
+        self._unenforced: list[str] = []  # why verdicts stopped being enforced, audited at the next pass
         self._next_dronecan_poll = 0.0
         self._dronecan: list[DroneCanBus] = []  # the buses the last pass scanned, with node uptimes
         self._next_manifest_poll = 0.0
@@ -267,6 +268,9 @@ class Daemon:
 
     def _seal_and_deliver(self, why: str) -> None:
         assert self._inventory is not None
+        for text in self._unenforced:  # audited here: _handle runs inside whoever is receiving, without I/O
+            self.audit.append("gate-unenforced", {"fc_said": text[:100]})
+        self._unenforced.clear()
         self._enter(State.APPRAISE)
         if self._manifest is None:
             self._load_manifest()
@@ -375,6 +379,14 @@ class Daemon:
             name = str(msg.param_id).rstrip("\x00")
             if not paramdigest.is_excluded(name, self._exclusions()):
                 self._dirty = f"parameter {name} changed"
+        elif mtype == "STATUSTEXT" and src == self.link.fc and str(msg.text).startswith(
+                ("Scripting: stopped", "Scripting: restarted")):
+            text = str(msg.text)
+            if text.startswith("Scripting: stopped"):
+                log.error("the FC stopped scripting: the arming gate no longer takes verdicts; every attestation "
+                          "now fails with posture-gate-stopped (ArduPilot's script checksums refuse arming)")
+                self._unenforced.append(text)
+            self._dirty = f"FC said {text!r}"
         elif mtype == "TUNNEL":
             payload = tunnel_payload(msg, self.cfg.mavlink.system_id, self.cfg.mavlink.component_id)
             if payload is not None:

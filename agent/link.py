@@ -55,6 +55,9 @@ class LinkLost(LinkError):
     """The connection to the flight controller closed (cable, reboot)."""
 
 
+MAV_STATE_BOOT = 1
+
+
 @dataclass(frozen=True)
 class LinkConfig:
     url: str
@@ -129,6 +132,7 @@ class Link:
         self.conn: Any = None
         self.fc: tuple[int, int] = (config.fc_system_id or 0, config.fc_component_id or 0)
         self.fc_heartbeat: Any = None
+        self.scripting_stopped = False  # the FC said "Scripting: stopped" (MAV_CMD_SCRIPTING, SCR_ENABLE=0)
         self.heard: dict[tuple[int, int], HeardComponent] = {}
         self.opened_at = 0.0
         self.listeners: list[Callable[[Any], None]] = []
@@ -361,6 +365,14 @@ class Link:
             entry.heartbeat = msg
             if key == self.fc:
                 self.fc_heartbeat = msg
+                if int(msg.system_status) == MAV_STATE_BOOT:
+                    self.scripting_stopped = False  # a reboot starts scripting afresh
+        elif mtype == "STATUSTEXT" and key == self.fc:
+            text = str(msg.text)
+            if text.startswith("Scripting: stopped"):
+                self.scripting_stopped = True
+            elif text.startswith("Scripting: restarted"):
+                self.scripting_stopped = False
         elif mtype == "AUTOPILOT_VERSION":
             entry.autopilot_version = msg
         for listener in self.listeners:

@@ -51,7 +51,29 @@ def appraise(measurements: Sequence[Measurement], manifest: Manifest) -> Verdict
     reasons += _scripts(by_kind[Kind.SCRIPT], manifest)
     reasons += _params(by_kind[Kind.PARAMS], manifest)
     reasons += _components(by_kind[Kind.COMPONENT], manifest)
+    reasons += _posture(by_kind[Kind.POSTURE], manifest)
     return Verdict.from_reasons(reasons)
+
+
+def _posture(measured: list[Measurement], manifest: Manifest) -> list[Reason]:
+    """Link posture (ADR 0014): a stopped gate fails whatever the manifest says; signing and the
+    script checksums fail where the manifest requires them."""
+    need = manifest.posture
+    if not measured:
+        return [Reason(Code.MEASUREMENT_MISSING, "the link posture was not measured", "fc.link")] if need else []
+    m = measured[0]
+    out = []
+    if m.claims.get("gate_stopped") is True:
+        out.append(Reason(Code.POSTURE_GATE_STOPPED, "the FC said 'Scripting: stopped': the arming gate no longer "
+                          "takes verdicts (ArduPilot's script checksums refuse arming; reboot the FC)", m.component))
+    if need is not None and need.signed and m.claims.get("signed") is not True:
+        out.append(Reason(Code.POSTURE_UNSIGNED, "the agent's link to the FC is not MAVLink2-signed, so any link may "
+                          "set parameters (`flightseal signing setup`)", m.component))
+    if need is not None and need.script_checksums and m.claims.get("script_checksums") is not True:
+        out.append(Reason(Code.POSTURE_SCRIPT_CHECKSUMS, "ArduPilot's script checksums are off (SCR_LD_CHECKSUM or "
+                          "SCR_RUN_CHECKSUM -1, SCR_DEBUG_OPTS bit 4, or scripting off): `flightseal gate install`",
+                          m.component))
+    return out
 
 
 def _strength(measurements: Iterable[Measurement], manifest: Manifest) -> list[Reason]:

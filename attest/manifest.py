@@ -215,6 +215,31 @@ class Airframe:
 
 
 @dataclass(frozen=True)
+class Posture:
+    """What must protect the FC's links for a pass (ADR 0014). A new manifest requires both; a
+    manufacturer may relax one explicitly, and ``manifest show`` and ``verify`` say so."""
+
+    signed: bool = True  # the agent's link to the FC is MAVLink2-signed and the FC signs back
+    script_checksums: bool = True  # ArduPilot's script checksums are set and checked (ADR 0013)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"signed": self.signed, "script_checksums": self.script_checksums}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Posture:
+        o = jsonio.expect_object(data, _W, {"signed", "script_checksums"}, set(), "posture")
+        return cls(jsonio.expect_bool(o["signed"], _W, "posture.signed"),
+                   jsonio.expect_bool(o["script_checksums"], _W, "posture.script_checksums"))
+
+    def describe(self) -> str:
+        need = [n for n, on in (("signed link", self.signed), ("script checksums", self.script_checksums)) if on]
+        relaxed = [n for n, on in (("signed link", self.signed), ("script checksums", self.script_checksums))
+                   if not on]
+        return (f"posture required: {', '.join(need) or 'nothing'}"
+                + (f"; relaxed by the manufacturer: {', '.join(relaxed)}" if relaxed else ""))
+
+
+@dataclass(frozen=True)
 class Manifest:
     version: int
     expires: datetime
@@ -228,8 +253,18 @@ class Manifest:
     deny_origins: tuple[str, ...] = ()
     deny_vendors: tuple[str, ...] = ()
     min_strength: dict[Kind, Strength] = field(default_factory=dict)
+    posture: Posture | None = None  # None: a manifest from before ADR 0014, which requires none
 
     def to_json(self) -> dict[str, Any]:
+        out = self._body()
+        if self.posture is not None:  # absent when unused: manifests signed before it keep their bytes
+            out["posture"] = self.posture.to_json()
+        return out
+
+    def describe_posture(self) -> str:
+        return self.posture.describe() if self.posture is not None else "posture: not required (an older manifest)"
+
+    def _body(self) -> dict[str, Any]:
         return {
             "_type": MANIFEST_TYPE,
             "version": self.version,
@@ -250,7 +285,7 @@ class Manifest:
         o = jsonio.expect_object(
             data, _W, {"_type", "version", "expires", "airframe"},
             {"firmware", "firmware_min_release", "scripts", "allow_unlisted_scripts", "params", "components",
-             "deny", "min_strength"},
+             "deny", "min_strength", "posture"},
         )
         if o["_type"] != MANIFEST_TYPE:
             raise FormatError(_W, f"_type is {o['_type']!r}, expected {MANIFEST_TYPE!r}", "_type")
@@ -289,4 +324,5 @@ class Manifest:
             deny_origins=tuple(jsonio.expect_str_list(deny.get("origins", []), _W, "deny.origins", 256)),
             deny_vendors=tuple(jsonio.expect_str_list(deny.get("vendors", []), _W, "deny.vendors", 256)),
             min_strength=min_strength,
+            posture=Posture.from_json(o["posture"]) if "posture" in o else None,
         )

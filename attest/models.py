@@ -57,6 +57,7 @@ class Kind(enum.StrEnum):
     PARAMS = "params"  # the FC parameter set
     COMPONENT = "component"  # another MAVLink / DroneCAN component, or a part
     COMPANION = "companion"  # the agent's own software and the companion OS
+    POSTURE = "posture"  # how the FC's links and the gate are protected, as the agent sees them
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,10 @@ class Code(enum.StrEnum):
     QUOTE_EVENT_LOG = "quote-event-log"
     # a pinned parameter (the manifest's named safety values) differs; param-mismatch is the rest of the set
     PARAM_PINNED = "param-pinned"
+    # link posture (ADR 0014): what keeps the gate enforced
+    POSTURE_UNSIGNED = "posture-unsigned"
+    POSTURE_SCRIPT_CHECKSUMS = "posture-script-checksums"
+    POSTURE_GATE_STOPPED = "posture-gate-stopped"
 
 
 PILOT_TEXT_MAX = 42

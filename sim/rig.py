@@ -32,7 +32,7 @@ from agent.statustext import StatusTexts
 from attest import dsse, jsonio, timeutil
 from attest.baseline import PartInfo, baseline
 from attest.enrollment import DeviceRecord
-from attest.manifest import Airframe, Manifest
+from attest.manifest import Airframe, Manifest, Posture
 from attest.models import Measurement
 from attest.root import Role, Root
 from attest.signer import Signer
@@ -156,8 +156,10 @@ path = "{state / 'audit.log'}"
 
     def baseline_manifest(self, measurements: list[Measurement], *, version: int = 1,
                           **changes: Any) -> Manifest:
+        # the script checksums are set (measure_fc protects the scripts); signing only where the rig has a key
         base = Manifest(version=version, expires=timeutil.now() + timedelta(days=90),
-                        airframe=Airframe(AIRFRAME, device_ids=(DEVICE_ID,)))
+                        airframe=Airframe(AIRFRAME, device_ids=(DEVICE_ID,)),
+                        posture=Posture(signed=self.signing_key is not None, script_checksums=True))
         manifest, _ = baseline(base, measurements, release=1, parts=self.parts,
                                required_scripts=(GATE_FC_PATH,), pin=PINNED)
         return dataclasses.replace(manifest, **changes)

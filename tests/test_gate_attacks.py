@@ -154,3 +154,25 @@ def test_a_swapped_gate_with_the_same_crc32_is_caught_by_its_sha256(world: World
     path.write_bytes(evil)
     world.rig.wait_verdict(passed=False, code="script-mismatch", timeout=20)
     assert any("SHA-256 differs" in t for t in daemon.status.transitions), daemon.status.transitions[-5:]
+
+
+def test_a_stopped_gate_is_said_loudly_and_named_in_every_attestation(world: World) -> None:
+    """Item 6: the agent hears "Scripting: stopped", audits it, and every attestation fails with
+    posture-gate-stopped until the FC reboots."""
+    pass_then(world)
+    daemon = world.rig.daemon
+    assert daemon is not None
+    attacker_command(world, SCRIPTING, STOP)
+
+    def codes() -> list[Code]:
+        last = daemon.status.last
+        return [] if last is None else list(last.verdict.codes)
+
+    deadline = time.monotonic() + 15
+    while Code.POSTURE_GATE_STOPPED not in codes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert Code.POSTURE_GATE_STOPPED in codes(), codes()
+    audit = (world.rig.workdir / "state" / "audit.log").read_text()
+    assert '"kind":"gate-unenforced"' in audit and "Scripting: stopped" in audit
+    reboot(world)
+    world.rig.wait_verdict(passed=True, timeout=30)  # a reboot starts the gate afresh: enforced again

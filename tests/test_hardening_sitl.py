@@ -40,7 +40,12 @@ def test_hardened_sitl_cannot_be_armed_past_a_failing_manifest_from_an_unsigned_
         attacker = Gcs(radio)  # unsigned: hears the FC (it signs), is not heard
         pilot = Gcs(usb, signing_key=key)
         try:
-            rig.wait_verdict(passed=False, code="param-pinned", timeout=60)
+            daemon = rig.wait_verdict(passed=False, code="param-pinned", timeout=60)
+            assert daemon.status.last is not None
+            link = next(m for m in daemon.status.last.predicate.measurements if m.component == "fc.link")
+            assert link.claims["signed"] is True and link.claims["script_checksums"] is True, link.claims
+            assert [r.code.value for r in daemon.status.last.verdict.reasons] == ["param-pinned"], \
+                "the posture the manifest requires (signed link, script checksums) holds"
             for command in ((42701, 2), (400, 1, 21196)):  # scripting stop; force-arm
                 attacker.conn.mav.command_long_send(1, 1, command[0], 0, *[*command[1:], 0, 0, 0, 0, 0, 0, 0][:7])
             attacker.conn.mav.param_set_send(1, 1, b"ARMING_CHECK", 0, 2)

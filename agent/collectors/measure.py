@@ -19,6 +19,7 @@ from agent.collectors.firmware import IDENTITY, IMAGE, collect_identity, collect
 from agent.collectors.imagecache import ImageCache
 from agent.collectors.params import COMPONENT as PARAMS
 from agent.collectors.params import collect_params
+from agent.collectors.posture import collect_posture
 from agent.collectors.scripts import PREFIX as SCRIPTS
 from agent.collectors.scripts import collect_scripts
 from agent.ftp import FtpClient, FtpError, FtpLimits
@@ -105,6 +106,7 @@ def measure(link: Link, opts: MeasureOptions | None = None, cache: ImageCache | 
         inv.measurements.extend(_timed(inv, "companion", lambda: collect_companion(opts)))
     except CollectError as exc:
         inv.missing("companion.agent", str(exc))
+    inv.measurements.append(collect_posture(link, inv))
     return inv
 
 
