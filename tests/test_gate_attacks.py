@@ -95,6 +95,8 @@ def test_unsigned_parameter_changes_that_switch_the_checks_off_are_named_in_the_
     daemon = world.rig.daemon
     assert daemon is not None
     world.fc.set_param(name, value)  # as the attacker's unsigned PARAM_SET would
+    if name != "SCR_ENABLE":
+        attacker_command(world, SCRIPTING, STOP)  # at once, before the agent re-attests (SCR_ENABLE=0 stops itself)
 
     def named() -> list[str]:  # sealed in the attestation, whether or not a gate is left to take the verdict
         last = daemon.status.last
@@ -104,9 +106,6 @@ def test_unsigned_parameter_changes_that_switch_the_checks_off_are_named_in_the_
     while f"fc.param:{name}" not in named() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert named() == [f"fc.param:{name}"], named()
-    if name != "SCR_ENABLE":
-        attacker_command(world, SCRIPTING, STOP)  # (SCR_ENABLE=0 stops scripting by itself)
-    time.sleep(1.0)
     world.rig.stop_agent()
     time.sleep(1.0)
     assert world.gcs.arm().accepted, "ArduPilot's behaviour: the stopped gate's last slot state holds"
