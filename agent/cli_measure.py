@@ -121,7 +121,8 @@ def run_measure(url: str, *, policy: ParamPolicy | None, all_params: bool, syste
 def _short(m: dict[str, Any]) -> str:
     claims = m["claims"]
     keys = ("version", "git_hash", "board_id", "uid", "path", "count", "method", "type", "model", "vendor",
-            "hardware_id", "sw_version", "vcs_commit", "size", "os", "agent_version")
+            "hardware_id", "sw_version", "vcs_commit", "size", "os", "agent_version", "signed", "script_checksums",
+            "gate_stopped", "mavlink_serials", "link")
     return " ".join(f"{k}={claims[k]}" for k in keys if k in claims and claims[k] != "")[:160]
 
 
