@@ -60,7 +60,8 @@ def _posture(measured: list[Measurement], manifest: Manifest) -> list[Reason]:
     script checksums fail where the manifest requires them."""
     need = manifest.posture
     if not measured:
-        return [Reason(Code.MEASUREMENT_MISSING, "the link posture was not measured", "fc.link")] if need else []
+        required = need is not None and (need.signed or need.script_checksums)
+        return [Reason(Code.MEASUREMENT_MISSING, "the link posture was not measured", "fc.link")] if required else []
     m = measured[0]
     out = []
     if m.claims.get("gate_stopped") is True:

@@ -99,6 +99,12 @@ def project(tmp_path: Path, fc: VirtualFC) -> Iterator[Path]:
         run("sign", "root.json", "--key", f"file:{k}.pem")
     Path("gate.lua").write_bytes(GATE)
     run("manifest", "create", "--airframe", "FS-Quad-1", "--version", "1", "-o", "manifest.json")
+    run("manifest", "set", "manifest.json", "--relax-posture", "signed")  # this vFC link is not signed
+    from agent.gate_install import protect_scripts
+    from agent.link import Link, LinkConfig
+
+    with Link.open(LinkConfig(fc.url(1))) as link:  # what `gate install` leaves: ArduPilot's script checksums
+        protect_scripts(link)
     run("manifest", "add-firmware", "manifest.json", "--name", "copter", "--fw-version", "4.7.0", "--git-hash",
         "2598e9d4", "--board-id", "0", "--release", "1")
     run("manifest", "add-script", "manifest.json", "--fc-path", "scripts/flightseal.lua", "--file", "gate.lua",

@@ -67,3 +67,7 @@ def test_new_manifests_require_both_and_relaxing_is_explicit_and_shown(tmp_path:
     r = CliRunner().invoke(main, ["manifest", "set", str(m), "--require-posture", "signed"])
     assert "posture required: signed link, script checksums" in CliRunner().invoke(
         main, ["manifest", "show", str(m)]).output
+
+
+def test_a_fully_relaxed_manifest_needs_no_posture_measurement() -> None:
+    assert codes(measurements(), World().manifest(posture=Posture(signed=False, script_checksums=False))) == []
