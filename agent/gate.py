@@ -40,6 +40,7 @@ VERDICT_PASS = 1
 VERDICT_FAIL = 2
 EPOCH_BASE = 1735689600  # 2025-01-01T00:00:00Z
 INT32_MAX = 2**31 - 1
+MAX_EPOCH_AHEAD = 7 * 24 * 3600  # a gate epoch further ahead than this was not made by an agent's clock
 
 ACCEPTED = mavlink2.MAV_RESULT_ACCEPTED
 DENIED = mavlink2.MAV_RESULT_DENIED  # sequence not newer: ignored; result_param2 = the gate's epoch
@@ -91,6 +92,7 @@ class SequenceSource:
 
     def __init__(self, state_file: Path | None = None, clock: Callable[[], float] = time.time) -> None:
         self._file = state_file
+        self._clock = clock
         epoch = max(int(clock()) - EPOCH_BASE, 1)
         if state_file is not None and state_file.exists():
             raw = read_bounded(state_file, "gate sequence state", 64).decode("ascii", "replace").strip()
@@ -116,9 +118,21 @@ class SequenceSource:
         return Sequence(self.epoch, self.counter)
 
     def resync(self, gate_epoch: int) -> None:
-        """The gate has taken a verdict of ``gate_epoch``: continue above it."""
-        if gate_epoch >= self.epoch:
-            self._set_epoch(gate_epoch + 1)
+        """The gate has taken a verdict of ``gate_epoch``: continue above it, within a bound.
+
+        The epoch comes from the link, so anything on the agent's channel could send it (a forged
+        DENIED ack, or a forged verdict the gate took). Followed without a bound and persisted, one
+        such frame with INT32_MAX would lock the agent out for good; so an epoch more than
+        ``MAX_EPOCH_AHEAD`` beyond this agent's own (and its clock's) is refused, and never written.
+        """
+        if gate_epoch < self.epoch:
+            return
+        own = max(self.epoch, int(self._clock()) - EPOCH_BASE)
+        if gate_epoch > own + MAX_EPOCH_AHEAD:
+            raise GateError(f"the gate reports verdict epoch {gate_epoch}, far ahead of this agent's {own}: something "
+                            "else sends verdicts or acks with the agent's ids on its channel; not following it. Find "
+                            "the sender (a router's client?) and reboot the FC to reset the gate")
+        self._set_epoch(gate_epoch + 1)
 
 
 def verdict_payload(kind: int, seq: Sequence, text: str) -> bytes:

@@ -268,3 +268,17 @@ def test_verdict_message_fields() -> None:
     assert data == verdict_payload(2, Sequence(77, 3), "FlightSeal: script-mismatch")
     assert data[:4] == b"FSV2" and data[4] == 2 and data[13] == len("FlightSeal: script-mismatch")
     assert int.from_bytes(data[5:9], "little") == 77 and int.from_bytes(data[9:13], "little") == 3
+
+
+def test_a_forged_far_future_epoch_is_not_followed_nor_persisted(tmp_path: Path) -> None:
+    """Issue 10: a forged DENIED ack (or a forged verdict the gate took) with epoch INT32_MAX must not
+    lock the agent out for good through its state file."""
+    from agent.gate import INT32_MAX, MAX_EPOCH_AHEAD, GateError
+
+    state = tmp_path / "gate.seq"
+    source = SequenceSource(state, clock=lambda: EPOCH_BASE + 9000.0)
+    with pytest.raises(GateError, match="something else sends verdicts"):
+        source.resync(INT32_MAX - 1)
+    assert state.read_text() == "9000\n" and source.epoch == 9000
+    source.resync(9000 + MAX_EPOCH_AHEAD)  # a gate within a week of our clock: an earlier run of ours
+    assert source.epoch == 9001 + MAX_EPOCH_AHEAD and state.read_text() == f"{9001 + MAX_EPOCH_AHEAD}\n"
