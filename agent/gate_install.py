@@ -27,6 +27,7 @@ CMD_RUN_PREARM_CHECKS = 401
 CMD_SCRIPTING = 42701  # MAV_CMD_SCRIPTING
 SCRIPTING_STOP = 2
 CHECKSUM_MASK = 0x7FFFFF  # AP_Scripting::checksum_param_mask
+DEBUG_DISABLE_PRE_ARM = 16  # SCR_DEBUG_OPTS bit 4: ArduPilot skips its scripting pre-arm checks
 PARAM_TIMEOUT_S = 2.0
 
 

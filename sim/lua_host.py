@@ -46,11 +46,10 @@ import lupa.lua53 as lupa_lua
 from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 
 from agent.ftpwire import crc32_ardupilot
-from agent.gate_install import CHECKSUM_MASK
+from agent.gate_install import CHECKSUM_MASK, DEBUG_DISABLE_PRE_ARM
 from attest.errors import FlightSealError
 
 AUX_AUTH_SLOTS = 3  # AP_Arming::aux_auth_count_max
-DEBUG_DISABLE_PRE_ARM = 16  # SCR_DEBUG_OPTS bit 4
 SCRIPTING_STOP, SCRIPTING_STOP_AND_RESTART = 2, 3  # MAV_CMD_SCRIPTING param1
 AUX_AUTH_TEXT_LEN = 42  # AP_Arming::aux_auth_str_len
 VM_INSTRUCTIONS = 10000  # SCR_VM_I_COUNT default

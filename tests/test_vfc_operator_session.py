@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from pymavlink import mavutil
 
+from attest.params import STREAM_RATES as STREAM_RATE_NAMES
 from sim.vfc import VfcConfig, VirtualFC
-from sim.vfc.server import STREAM_RATE_NAMES
 
 os.environ.setdefault("MAVLINK20", "1")
 DATA = Path(__file__).parent / "data" / "sitl-operator-session"

@@ -68,6 +68,12 @@ class Station:
         return result, [t for t in texts if t.startswith("Arm")] or (["Arming motors"] if result == 0 else [])
 
 
+def protect(fc: VirtualFC, value: int = GATE_CRC & CHECKSUM_MASK) -> None:
+    """Both script checksums set, as `gate install` leaves them."""
+    fc.set_param("SCR_LD_CHECKSUM", value)
+    fc.set_param("SCR_RUN_CHECKSUM", value)
+
+
 def start(scripts: dict[str, bytes], **params: float) -> VirtualFC:
     return VirtualFC(VfcConfig(scripts=scripts, standby_delay=0.1, params=dict(params)),
                      authority=LuaScriptingAuthority()).start()
@@ -125,8 +131,7 @@ def test_wrong_checksums_refuse_arming_with_ardupilots_text(gate_fc: tuple[Virtu
 def test_stop_and_restart_as_recorded(gate_fc: tuple[VirtualFC, Station]) -> None:
     fc, st = gate_fc
     commands = EXPERIMENTS["3"]["commands"]
-    fc.set_param("SCR_LD_CHECKSUM", GATE_CRC & CHECKSUM_MASK)
-    fc.set_param("SCR_RUN_CHECKSUM", GATE_CRC & CHECKSUM_MASK)
+    protect(fc)
     result, texts = st.command(SCRIPTING, 2)
     assert (result, texts[:1]) == (commands["stop"]["ack_result"], [t["text"] for t in commands["stop"]["statustexts"]])
     assert st.arm() == recorded_arming("3", "arm_after_stop")
@@ -179,8 +184,7 @@ def test_a_script_error_refuses_arming_with_its_message_as_recorded() -> None:
 def test_scripting_disabled_after_a_reboot_arms_even_with_checksums_as_recorded(
         gate_fc: tuple[VirtualFC, Station]) -> None:
     fc, st = gate_fc
-    fc.set_param("SCR_LD_CHECKSUM", GATE_CRC & CHECKSUM_MASK)
-    fc.set_param("SCR_RUN_CHECKSUM", GATE_CRC & CHECKSUM_MASK)
+    protect(fc)
     fc.set_param("SCR_ENABLE", 0)
     assert fc.wait_for(lambda: (2, "Scripting: stopped") in fc.texts, 2.0), "disabling stops scripting at once"
     result, texts = recorded_arming("6", "arm_enable0_before_reboot")
@@ -197,8 +201,7 @@ def test_scripting_disabled_after_a_reboot_arms_even_with_checksums_as_recorded(
 def test_a_deleted_gate_refuses_arming_by_the_loaded_checksum_as_recorded(tmp_path: Path) -> None:
     fc = start({"flightseal_gate.lua": gate_script()})
     try:
-        fc.set_param("SCR_LD_CHECKSUM", GATE_CRC & CHECKSUM_MASK)
-        fc.set_param("SCR_RUN_CHECKSUM", GATE_CRC & CHECKSUM_MASK)
+        protect(fc)
         (fc.scripts_dir / "flightseal_gate.lua").unlink()
         fc.reboot()
         time.sleep(1.5)

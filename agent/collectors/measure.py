@@ -23,7 +23,7 @@ from agent.collectors.posture import collect_posture
 from agent.collectors.scripts import PREFIX as SCRIPTS
 from agent.collectors.scripts import collect_scripts
 from agent.ftp import FtpClient, FtpError, FtpLimits
-from agent.link import Link, LinkLost
+from agent.link import MAV_STATE_BOOT, Link, LinkLost
 from attest.models import Kind, Measurement, Strength
 
 T = TypeVar("T")
@@ -35,9 +35,6 @@ def _timed(inv: Inventory, name: str, fn: Callable[[], T]) -> T:
         return fn()
     finally:
         inv.timings[name] = round(time.monotonic() - start, 3)
-
-
-MAV_STATE_BOOT = 1
 
 
 def wait_booted(link: Link, timeout: float) -> bool:

@@ -11,12 +11,12 @@ MAVLink), ``serial0_mavlink`` (USB/SERIAL0, which ArduPilot never checks for sig
 from __future__ import annotations
 
 from agent.collectors.base import Inventory
+from agent.gate_install import DEBUG_DISABLE_PRE_ARM
 from agent.link import Link
 from attest.models import ClaimValue, Kind, Measurement, Strength
 
 COMPONENT = "fc.link"
 MAVLINK_PROTOCOLS = (1, 2)  # SERIALn_PROTOCOL: MAVLink1, MAVLink2
-DEBUG_DISABLE_PRE_ARM = 16
 
 
 def collect_posture(link: Link, inv: Inventory) -> Measurement:

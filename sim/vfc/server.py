@@ -40,6 +40,7 @@ from typing import Any
 from pymavlink.dialects.v20 import ardupilotmega as mavlink
 
 from agent.ftpwire import FtpPacket
+from attest.params import STREAM_RATES
 from sim.vfc.can import EFF_FLAG, CanBus, Forwarding, can_frame_message
 from sim.vfc.can import Frame as CanFrame
 from sim.vfc.config import BusComponent, FirmwareInfo, VfcConfig
@@ -50,8 +51,6 @@ from sim.vfc.params import ParamTable
 
 MAV_RESULT_ACCEPTED, MAV_RESULT_TEMPORARILY_REJECTED, MAV_RESULT_UNSUPPORTED, MAV_RESULT_FAILED = 0, 1, 3, 4
 # GCS_MAVLink_Parameters.cpp's stream-rate parameters, and the MAV_DATA_STREAM ids that set one each
-STREAM_RATE_NAMES = ("RAW_SENS", "EXT_STAT", "RC_CHAN", "RAW_CTRL", "POSITION", "EXTRA1", "EXTRA2", "EXTRA3",
-                     "PARAMS", "ADSB")
 STREAM_OF_ID = {1: "RAW_SENS", 2: "EXT_STAT", 3: "RC_CHAN", 4: "RAW_CTRL", 6: "POSITION", 10: "EXTRA1",
                 11: "EXTRA2", 12: "EXTRA3"}
 MAV_STATE_BOOT, MAV_STATE_STANDBY, MAV_STATE_ACTIVE = 1, 3, 4
@@ -597,7 +596,7 @@ class VirtualFC:
             return
         rate = 0 if msg.start_stop == 0 else int(msg.req_message_rate)
         if msg.req_stream_id == 0:
-            names = [s for s in STREAM_RATE_NAMES if s != "PARAMS"]
+            names = [s for s in STREAM_RATES if s != "PARAMS"]
         elif msg.req_stream_id in STREAM_OF_ID:
             names = [STREAM_OF_ID[msg.req_stream_id]]
         else:
