@@ -47,6 +47,7 @@ class TrustConfig:
 class GateConfig:
     enabled: bool = True
     keepalive_s: float = 1.0  # the gate lapses after 3 s without a fresh pass
+    key_file: str = ""  # the gate key `flightseal gate install` made; empty = <trust.state_dir>/gate.key
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from agent.dronecan import node_statuses
 from agent.files import read_bounded
 from agent.ftp import FtpClient, FtpError
 from agent.gate import GateClient, GateError, SequenceSource
+from agent.gate_key import load_gate_key
 from agent.link import Link, LinkConfig, LinkError, LinkLost
 from agent.manifest_state import ManifestState
 from attest import params as paramdigest
@@ -101,6 +102,9 @@ class Daemon:
         self.trust = TrustedState(read_bounded(Path(cfg.trust.root), "root", LIMITS.max_root_bytes))
         self.manifest_state = ManifestState(state_dir / "manifest-state.json")
         self.sequence = SequenceSource(state_dir / "gate.seq")
+        self.gate_key = load_gate_key(Path(cfg.gate.key_file) if cfg.gate.key_file else state_dir / "gate.key") \
+            if cfg.gate.enabled else b""
+        self._forgeries_seen = 0
         self.image_cache = ImageCache(state_dir / "image-cache")
         self.audit = AuditLog(Path(cfg.audit.path))
         self.base_options = measure_options or MeasureOptions(
@@ -172,7 +176,8 @@ class Daemon:
         self.link.listeners.append(self._handle)
         self._scripts_crc = None
         if self.cfg.gate.enabled:
-            self.gate = GateClient(self.link.conn, sequence=self.sequence,
+            self._forgeries_seen = 0
+            self.gate = GateClient(self.link.conn, self.gate_key, sequence=self.sequence,
                                    target_system=c.fc_system_id, target_component=c.fc_component_id,
                                    keepalive_s=self.cfg.gate.keepalive_s, on_message=self.link.observe)
 
@@ -306,6 +311,7 @@ class Daemon:
             return
         self.status.gate_acks += 1
         self.status.gate_error = ""
+        self._check_forgeries()
         self.status.delivered = self.status.last
         if self.status.first_ack_at is None:
             self.status.first_ack_at = time.monotonic()
@@ -314,6 +320,25 @@ class Daemon:
         if why != self.status.gate_error:
             log.error("gate: %s", why)
         self.status.gate_error = why
+        self._check_forgeries()
+
+    def _check_forgeries(self) -> None:
+        """Verdicts the gate saw with a wrong MAC, acks we saw with a wrong MAC, the FC's "forged
+        verdict seen": something else on the channel speaks for the agent or the gate. Loud, audited,
+        and in every attestation (``posture-gate-forgery``) until the FC reboots."""
+        if self.gate is None or self.link is None:
+            return
+        seen = max(self.gate.foreign + self.gate.forged_acks, self.link.gate_forgeries)
+        if seen <= self._forgeries_seen:
+            return
+        self._forgeries_seen = seen
+        self.link.gate_forgeries = seen
+        log.error("forged gate traffic on the FC link: %d verdict(s) the gate refused for a wrong MAC, %d ack(s) in "
+                  "the gate's name with a wrong MAC; something else speaks for the agent or the gate (a router's "
+                  "client?); every attestation now fails with posture-gate-forgery until the FC reboots",
+                  self.gate.foreign, self.gate.forged_acks)
+        self._unenforced.append(f"forged gate traffic: {self.gate.foreign} verdicts, {self.gate.forged_acks} acks")
+        self._dirty = self._dirty or "forged gate traffic seen"
 
     def _keep_alive(self) -> None:
         if self.gate is None:
@@ -322,6 +347,7 @@ class Daemon:
             if self.gate.keep_alive() is not None:
                 self.status.gate_acks += 1
                 self.status.gate_error = ""
+                self._check_forgeries()
         except GateError as exc:
             self._gate_failed(str(exc))
 

@@ -1,20 +1,26 @@
-"""The agent's side of the arming-gate protocol (docs/adr/0005-gate-protocol.md, transport in 0012).
+"""The agent's side of the arming-gate protocol (docs/adr/0005-gate-protocol.md, transport in 0012,
+authentication in 0015).
 
 A verdict travels as one TUNNEL message to the FC, where the Lua gate
-(agent/lua/flightseal_gate.lua) takes it only from our channel and ids and only with a sequence
-newer than any it took since the FC booted, and answers with a COMMAND_ACK. A fail verdict
-carries the text the pilot reads (``FlightSeal: param FS_THR_ENABLE``), so the gate needs no
-table of reason codes. A pass lapses on the
-FC after a few seconds, so the agent repeats the current verdict (with a new sequence) well within
-that time; if the agent stops, the gate blocks arming by itself.
+(agent/lua/flightseal_gate.lua) takes it only from our channel and ids, only with an HMAC-SHA256
+under the airframe's gate key (agent/gate_key.py), only bound to the nonce the gate drew when it
+loaded, and only with a sequence newer than any it took since; it answers with a TUNNEL ack it
+authenticates the same way. A fail verdict carries the text the pilot reads
+(``FlightSeal: param FS_THR_ENABLE``), so the gate needs no table of reason codes. A pass lapses on
+the FC after a few seconds, so the agent repeats the current verdict (with a new sequence) well
+within that time; if the agent stops, the gate blocks arming by itself.
 
 The sequence is a pair (epoch, counter) of int32s compared in that order. The epoch is seconds
 since 2025 at agent start, raised above the last one persisted (if a state file is given) and above
-what a gate reports in a DENIED ack, so it grows across agent restarts without trusting one source.
+what a gate reports in a DENIED ack (bounded), so it grows across agent restarts without trusting
+one source. The nonce makes an FC reboot or a scripting restart end every earlier verdict: the
+first verdict after it comes back STALE with the new nonce, and the agent sends it again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import struct
 import time
@@ -32,9 +38,13 @@ from attest.models import Verdict
 GATE_SCRIPT_PATH = Path(__file__).parent / "lua" / "flightseal_gate.lua"
 GATE_SCRIPT_MAX_BYTES = 64 * 1024
 
-GATE_COMMAND = mavlink2.MAV_CMD_USER_1  # 31010: the command the gate's COMMAND_ACKs are about
-TUNNEL_TYPE = 0xF5E2  # FlightSeal gate verdict (private range; the challenge is 0xF5E1)
-MAGIC = b"FSV2"
+TUNNEL_TYPE = 0xF5E2  # FlightSeal gate verdicts and acks (private range; the challenge is 0xF5E1)
+MAGIC = b"FSV3"  # verdict: magic kind nonce(8) epoch counter text-length text MAC(16)
+ACK_MAGIC = b"FSA3"  # ack: magic result version foreign nonce(8) epoch counter gate-epoch MAC(16)
+NONCE_LEN = 8
+MAC_LEN = 16
+ACK_FORMAT = "<4sBBH8siii"
+ACK_LEN = struct.calcsize(ACK_FORMAT) + MAC_LEN
 GATE_TEXT_MAX = 41  # ArduPilot keeps 42 bytes of aux auth text, NUL included
 VERDICT_PASS = 1
 VERDICT_FAIL = 2
@@ -43,7 +53,8 @@ INT32_MAX = 2**31 - 1
 MAX_EPOCH_AHEAD = 7 * 24 * 3600  # a gate epoch further ahead than this was not made by an agent's clock
 
 ACCEPTED = mavlink2.MAV_RESULT_ACCEPTED
-DENIED = mavlink2.MAV_RESULT_DENIED  # sequence not newer: ignored; result_param2 = the gate's epoch
+STALE = mavlink2.MAV_RESULT_TEMPORARILY_REJECTED  # made for an earlier load of the gate: the ack has its nonce
+DENIED = mavlink2.MAV_RESULT_DENIED  # sequence not newer: ignored; the ack has the gate's epoch
 FAILED = mavlink2.MAV_RESULT_FAILED  # malformed verdict from us: the gate blocks
 
 
@@ -135,44 +146,74 @@ class SequenceSource:
         self._set_epoch(gate_epoch + 1)
 
 
-def verdict_payload(kind: int, seq: Sequence, text: str) -> bytes:
-    """The gate's TUNNEL payload: magic, kind, epoch, counter, text length, text (ADR 0012)."""
+def gate_mac(key: bytes, data: bytes) -> bytes:
+    """HMAC-SHA256 under the gate key, truncated to 16 bytes: what the gate computes in Lua."""
+    return hmac.new(key, data, hashlib.sha256).digest()[:MAC_LEN]
+
+
+def verdict_payload(kind: int, seq: Sequence, text: str, key: bytes, nonce: bytes = bytes(NONCE_LEN)) -> bytes:
+    """The gate's TUNNEL payload (ADR 0015): magic, kind, the gate's nonce, epoch, counter, text, MAC."""
     raw = text.encode("ascii", "replace")
-    return MAGIC + struct.pack("<BiiB", kind, seq.epoch, seq.counter, len(raw)) + raw
+    data = MAGIC + struct.pack("<B8siiB", kind, nonce, seq.epoch, seq.counter, len(raw)) + raw
+    return data + gate_mac(key, data)
 
 
-def encode_verdict(verdict: Verdict, seq: Sequence, target_system: int = 1,
-                   target_component: int = 1) -> Any:
+def encode_verdict(verdict: Verdict, seq: Sequence, key: bytes, nonce: bytes = bytes(NONCE_LEN),
+                   target_system: int = 1, target_component: int = 1) -> Any:
     """The TUNNEL message that carries ``verdict`` (pymavlink message; send with ``conn.mav.send``)."""
     text = gate_text(verdict)
-    data = verdict_payload(VERDICT_PASS if text is None else VERDICT_FAIL, seq, text or "")
+    data = verdict_payload(VERDICT_PASS if text is None else VERDICT_FAIL, seq, text or "", key, nonce)
     return mavlink2.MAVLink_tunnel_message(target_system, target_component, TUNNEL_TYPE, len(data),
                                            list(data.ljust(128, b"\0")))
 
 
 @dataclass(frozen=True)
 class GateAck:
-    """The gate's answer to one verdict."""
+    """The gate's answer to one verdict, authenticated by the gate key."""
 
-    sequence: Sequence
+    sequence: Sequence  # the verdict it answers
     result: int
-    value: int  # result_param2: the counter echoed, or the gate's epoch when DENIED
-    gate_version: int  # progress
+    gate_epoch: int  # the newest epoch the gate has taken since it loaded
+    gate_version: int
+    foreign: int  # verdicts with a wrong MAC the gate has seen since it loaded
+    nonce: bytes  # the gate's nonce for this load
+
+
+class ForgedAck(GateError):
+    """A gate ack whose MAC the gate key did not make."""
+
+
+def decode_ack(msg: Any, key: bytes) -> GateAck | None:
+    """The gate ack in a TUNNEL message; None for any other TUNNEL; ForgedAck if its MAC is wrong."""
+    if msg.get_type() != "TUNNEL" or msg.payload_type != TUNNEL_TYPE:
+        return None
+    n = int(msg.payload_length)
+    data = bytes(msg.payload[:n])
+    if n != ACK_LEN or not data.startswith(ACK_MAGIC):
+        return None
+    body, tag = data[:-MAC_LEN], data[-MAC_LEN:]
+    if not hmac.compare_digest(tag, gate_mac(key, body)):
+        raise ForgedAck("an ack in the gate's name whose MAC the gate key did not make")
+    _, result, version, foreign, nonce, epoch, counter, gate_epoch = struct.unpack(ACK_FORMAT, body)
+    return GateAck(Sequence(epoch, counter), result, gate_epoch, version, foreign, nonce)
 
 
 class GateClient:
     """Sends verdicts to the gate over a pymavlink connection, waits for the ack, keeps a pass alive.
 
-    ``conn`` is a ``mavutil`` connection whose source ids are the agent's (the gate checks them).
-    While waiting for an ack, other messages are handed to ``on_message`` so a caller sharing the
-    connection loses nothing.
+    ``conn`` is a ``mavutil`` connection whose source ids are the agent's (the gate checks them);
+    ``key`` is the airframe's gate key. While waiting for an ack, other messages are handed to
+    ``on_message`` so a caller sharing the connection loses nothing. ``forged_acks`` counts acks in
+    the gate's name with a wrong MAC, ``foreign`` is what the gate last reported of verdicts with a
+    wrong MAC: either means something else on the channel speaks for the agent or the gate.
     """
 
-    def __init__(self, conn: Any, *, sequence: SequenceSource | None = None, target_system: int = 1,
+    def __init__(self, conn: Any, key: bytes, *, sequence: SequenceSource | None = None, target_system: int = 1,
                  target_component: int = 1, ack_timeout_s: float = 1.0, keepalive_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic,
                  on_message: Callable[[Any], None] | None = None) -> None:
         self._conn = conn
+        self._key = key
         self.sequence = sequence if sequence is not None else SequenceSource()
         self._target = (target_system, target_component)
         self._ack_timeout = ack_timeout_s
@@ -181,7 +222,10 @@ class GateClient:
         self._on_message = on_message
         self._verdict: Verdict | None = None
         self._last_sent = float("-inf")
+        self.nonce = bytes(NONCE_LEN)  # the gate's, learnt from its first STALE ack
         self.last_ack: GateAck | None = None
+        self.forged_acks = 0
+        self.foreign = 0
 
     @property
     def verdict(self) -> Verdict | None:
@@ -194,20 +238,25 @@ class GateClient:
             raise GateError("the link speaks MAVLink1 and the gate takes MAVLink2 only: set MAVLINK20=1 before "
                             "pymavlink is imported, or wait for the FC's first MAVLink2 frame")
         self._verdict = verdict
-        for _ in range(3):
+        for _ in range(4):
             seq = self.sequence.next()
-            self._conn.mav.send(encode_verdict(verdict, seq, *self._target))
+            self._conn.mav.send(encode_verdict(verdict, seq, self._key, self.nonce, *self._target))
             self._last_sent = self._clock()
             ack = self._wait_ack(seq)
+            self.foreign = ack.foreign
+            self.nonce = ack.nonce
+            if ack.result == STALE:
+                continue  # the gate loaded since our last verdict: again, with its nonce
             if ack.result == DENIED:
-                self.sequence.resync(ack.value)
+                self.sequence.resync(ack.gate_epoch)
                 continue
             self.last_ack = ack
             if ack.result != ACCEPTED:
                 raise GateError(f"the gate refused verdict {seq.epoch}.{seq.counter} as malformed "
                                 f"(MAV_RESULT {ack.result}); agent and gate script versions differ?")
             return ack
-        raise GateError("the gate keeps refusing the verdict sequence as old; reboot the FC to reset it")
+        raise GateError("the gate keeps refusing the verdict as old or stale (is it restarting?); reboot the FC "
+                        "to reset it")
 
     def keep_alive(self) -> GateAck | None:
         """Send the current verdict again if ``keepalive_s`` has passed since the last send."""
@@ -228,16 +277,17 @@ class GateClient:
                 self._on_message(msg)
         raise GateTimeout(f"no ack from the arming gate within {self._ack_timeout:.1f} s for verdict "
                           f"{seq.epoch}.{seq.counter}: is the gate installed and running (`flightseal gate install`, "
-                          "SCR_ENABLE=1) and the agent on the FC port the gate listens to?")
+                          "SCR_ENABLE=1), does it hold this agent's gate key (the FC says 'FlightSeal: forged verdict "
+                          "seen' if not), and is the agent on the FC port the gate listens to?")
 
     def _match(self, msg: Any, seq: Sequence) -> GateAck | None:
-        if msg.get_type() != "COMMAND_ACK" or msg.command != GATE_COMMAND:
+        if msg.get_type() != "TUNNEL" or (msg.get_srcSystem(), msg.get_srcComponent()) != self._target:
             return None
-        if (msg.get_srcSystem(), msg.get_srcComponent()) != self._target:
+        try:
+            ack = decode_ack(msg, self._key)
+        except ForgedAck:
+            self.forged_acks += 1
             return None
-        if msg.result == DENIED:
-            if msg.result_param2 < seq.epoch:
-                return None  # about an older verdict of ours
-        elif msg.result_param2 != seq.counter:
-            return None
-        return GateAck(seq, int(msg.result), int(msg.result_param2), int(msg.progress))
+        if ack is None or ack.sequence != seq:
+            return None  # not an ack, or about an older verdict of ours
+        return ack

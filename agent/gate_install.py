@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from agent.ftp import FtpClient, FtpError, FtpNotFound
 from agent.ftpwire import crc32_ardupilot
-from agent.gate import DENIED, GATE_COMMAND, Sequence, encode_verdict, gate_script, gate_version
+from agent.gate import STALE, ForgedAck, Sequence, decode_ack, encode_verdict, gate_script, gate_version
+from agent.gate_key import GATE_VM_I_COUNT, fc_key_path
 from agent.link import Link, LinkError
 from agent.statustext import StatusTexts
 from attest.errors import FlightSealError
@@ -80,8 +81,11 @@ def _set_param(link: Link, name: str, value: float) -> None:
         raise GateInstallError(f"the FC did not confirm {name}={value:g}")
 
 
-def install_gate(link: Link, say: Callable[[str], None] = lambda _: None,
+def install_gate(link: Link, key: bytes, say: Callable[[str], None] = lambda _: None,
                  reboot_timeout: float = 60.0) -> InstallReport:
+    """``key`` is the airframe's gate key (agent/gate_key.py): written beside the scripts directory,
+    where the gate reads it at load. Send it over a direct link: MAVLink FTP does not encrypt, and a
+    router would show it to every client (ADR 0015)."""
     if _armed(link):
         raise GateInstallError("the vehicle is armed: disarm and land before installing the gate (it reboots the FC)")
     script = gate_script()
@@ -89,6 +93,11 @@ def install_gate(link: Link, say: Callable[[str], None] = lambda _: None,
     try:
         ftp.reset_sessions()
         directory = _scripts_dir(ftp)
+        key_path = fc_key_path(directory)
+        say(f"writing the gate key to {key_path}")
+        ftp.write_file(key_path, key)
+        if ftp.crc32(key_path) != crc32_ardupilot(key):
+            raise GateInstallError(f"{key_path} on the FC does not hold the key just written; run the install again")
         path = f"{directory}/{GATE_NAME}"
         say(f"uploading {len(script)} bytes to {path}")
         ftp.write_file(path, script)
@@ -109,13 +118,20 @@ def install_gate(link: Link, say: Callable[[str], None] = lambda _: None,
         raise GateInstallError("the vehicle armed during the install: not rebooting; disarm and run it again")
     say("rebooting the FC so scripting loads the gate")
     _reboot(link, reboot_timeout)
+    vm = _param(link, "SCR_VM_I_COUNT")  # ArduPilot shows it only once scripting was on at boot
+    if vm is None:
+        raise GateInstallError("the FC has no SCR_VM_I_COUNT with scripting on: is SCR_ENABLE 1 after the reboot?")
+    if vm < GATE_VM_I_COUNT:
+        say(f"setting SCR_VM_I_COUNT={GATE_VM_I_COUNT} (the gate's MACs need it) and rebooting again")
+        _set_param(link, "SCR_VM_I_COUNT", GATE_VM_I_COUNT)
+        _reboot(link, reboot_timeout)
     say("FC is back; asking the gate to confirm")
-    version = _confirm(link)
+    version = _confirm(link, key)
     checksum = protect_scripts(link, say, directory)
     say("confirming that ArduPilot refuses arming when scripting stops")
     _confirm_stop_refused(link, reboot_timeout)
     say("FC is back; asking the gate to confirm again")
-    _confirm(link)
+    _confirm(link, key)
     texts = _prearm_scripting_texts(link)
     if texts:
         raise GateInstallError(f"after the reboot ArduPilot still refuses the scripts: {texts[0]}")
@@ -205,30 +221,47 @@ def _reboot(link: Link, timeout: float) -> None:
         raise GateInstallError(f"the FC did not come back after the reboot: {exc}") from None
 
 
-def _confirm(link: Link, timeout: float = 20.0) -> int:
-    """Prove the gate runs and listens to us without changing what it shows the pilot.
+def _confirm(link: Link, key: bytes, timeout: float = 20.0) -> int:
+    """Prove the gate runs, holds our key and listens to us, without changing what the pilot reads.
 
-    A verdict with sequence (0, 0) is never newer than anything the gate has taken, so the gate
-    answers DENIED (with its version in ``progress``) and leaves its state alone: the pilot keeps
-    reading "FlightSeal: waiting". An FC without the gate does not answer at all.
+    The probe is a fail verdict made with the key for no nonce of the gate's (all zero), so the gate
+    answers STALE with its version and nonce, in an ack made with the same key, and changes nothing:
+    the pilot keeps reading "FlightSeal: waiting". A gate with another key counts it as forged and
+    says so; an FC without the gate says nothing.
     """
     deadline = time.monotonic() + timeout
     probe = encode_verdict(Verdict.from_reasons([Reason(Code.MEASUREMENT_MISSING, "install check")]),
-                           Sequence(0, 0), link.fc[0], link.fc[1])
+                           Sequence(0, 0), key, bytes(8), link.fc[0], link.fc[1])
     last = "no answer"
+    texts = StatusTexts()
     while time.monotonic() < deadline:
         link.send(probe)
-        ack = link.recv(["COMMAND_ACK"], 1.0, lambda m: m.command == GATE_COMMAND and
-                        (m.get_srcSystem(), m.get_srcComponent()) == link.fc)
-        if ack is None:
-            continue
-        if ack.result == DENIED:
-            if int(ack.progress) != gate_version():
-                raise GateInstallError(f"the FC runs gate version {ack.progress}, this agent ships "
+        end = time.monotonic() + 1.0
+        while (left := end - time.monotonic()) > 0:
+            msg = link.recv(["TUNNEL", "STATUSTEXT"], left, lambda m: (m.get_srcSystem(), m.get_srcComponent())
+                            == link.fc)
+            if msg is None:
+                break
+            if msg.get_type() == "STATUSTEXT":
+                texts.add(msg)
+                said = [t for t in texts.texts if t.startswith("FlightSeal: ") and "gate v" not in t]
+                if said:
+                    last = f"the FC said {said[-1]!r}"
+                continue
+            try:
+                ack = decode_ack(msg, key)
+            except ForgedAck as exc:
+                raise GateInstallError(f"{exc}: something else answers in the gate's name") from None
+            if ack is None or ack.sequence != Sequence(0, 0):
+                continue
+            if ack.result != STALE:
+                raise GateInstallError(f"the gate answered the probe with MAV_RESULT {ack.result}, not STALE")
+            if ack.gate_version != gate_version():
+                raise GateInstallError(f"the FC runs gate version {ack.gate_version}, this agent ships "
                                        f"{gate_version()}: another copy of the gate is installed?")
-            return int(ack.progress)
-        last = f"MAV_RESULT {ack.result} (scripting still starting, or no gate running)"
-        time.sleep(0.5)
+            return ack.gate_version
+        time.sleep(0.3)
     raise GateInstallError(f"the gate did not answer after the reboot ({last}); check SCR_ENABLE and the FC's "
-                           "scripting messages (Lua: …) in the GCS (a gate older than this agent does not answer "
-                           "its verdicts either)")
+                           "scripting messages (Lua: …) in the GCS ('forged verdict seen': the FC holds another "
+                           "gate key, e.g. a stray APM/flightseal_gate.key; a gate older than this agent does not "
+                           "answer its verdicts either)")

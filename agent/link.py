@@ -43,6 +43,9 @@ MAX_TYPES_PER_COMPONENT = 64
 _NON_VEHICLE_TYPES = {MAV_TYPE_GCS, MAV_TYPE_ONBOARD_CONTROLLER, 26, 27, 30}  # GCS, companion, gimbal, ADSB, camera
 
 
+GATE_FORGED_TEXT = "FlightSeal: forged verdict seen"  # the gate's words (agent/lua/flightseal_gate.lua)
+
+
 class LinkError(FlightSealError):
     """The MAVLink link could not be opened or used."""
 
@@ -133,6 +136,7 @@ class Link:
         self.fc: tuple[int, int] = (config.fc_system_id or 0, config.fc_component_id or 0)
         self.fc_heartbeat: Any = None
         self.scripting_stopped = False  # the FC said "Scripting: stopped" (MAV_CMD_SCRIPTING, SCR_ENABLE=0)
+        self.gate_forgeries = 0  # verdicts or acks in the agent's or the gate's name not made with the gate key
         self.heard: dict[tuple[int, int], HeardComponent] = {}
         self.opened_at = 0.0
         self.listeners: list[Callable[[Any], None]] = []
@@ -367,12 +371,15 @@ class Link:
                 self.fc_heartbeat = msg
                 if int(msg.system_status) == MAV_STATE_BOOT:
                     self.scripting_stopped = False  # a reboot starts scripting afresh
+                    self.gate_forgeries = 0
         elif mtype == "STATUSTEXT" and key == self.fc:
             text = str(msg.text)
             if text.startswith("Scripting: stopped"):
                 self.scripting_stopped = True
             elif text.startswith("Scripting: restarted"):
                 self.scripting_stopped = False
+            elif text.startswith(GATE_FORGED_TEXT):
+                self.gate_forgeries = max(self.gate_forgeries, 1)
         elif mtype == "AUTOPILOT_VERSION":
             entry.autopilot_version = msg
         for listener in self.listeners:

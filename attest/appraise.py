@@ -67,6 +67,11 @@ def _posture(measured: list[Measurement], manifest: Manifest) -> list[Reason]:
     if m.claims.get("gate_stopped") is True:
         out.append(Reason(Code.POSTURE_GATE_STOPPED, "the FC said 'Scripting: stopped': the arming gate no longer "
                           "takes verdicts (ArduPilot's script checksums refuse arming; reboot the FC)", m.component))
+    forgeries = m.claims.get("gate_forgeries")
+    if isinstance(forgeries, int) and not isinstance(forgeries, bool) and forgeries > 0:
+        out.append(Reason(Code.POSTURE_GATE_FORGERY, f"{forgeries} verdict(s) or ack(s) in the agent's or the gate's "
+                          "name were not made with the gate key: something else on the channel speaks for them "
+                          "(a router's client?); find it, then reboot the FC", m.component))
     if need is not None and need.signed and m.claims.get("signed") is not True:
         out.append(Reason(Code.POSTURE_UNSIGNED, "the agent's link to the FC is not MAVLink2-signed, so any link may "
                           "set parameters (`flightseal signing setup`)", m.component))

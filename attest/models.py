@@ -169,6 +169,7 @@ class Code(enum.StrEnum):
     POSTURE_UNSIGNED = "posture-unsigned"
     POSTURE_SCRIPT_CHECKSUMS = "posture-script-checksums"
     POSTURE_GATE_STOPPED = "posture-gate-stopped"
+    POSTURE_GATE_FORGERY = "posture-gate-forgery"
 
 
 PILOT_TEXT_MAX = 42

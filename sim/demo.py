@@ -107,8 +107,9 @@ def run_demo(out: Path, *, use_sitl: bool | None = None) -> None:
                     lambda r: f"root {r.root_path}, device drone-001 ({signer.kind} key)")
 
         def install() -> int:
+            assert rig.gate_key is not None  # made by Rig.__post_init__
             with Link.open(LinkConfig(fc.companion_url, heartbeat_timeout=30.0)) as link:
-                return install_gate(link).version
+                return install_gate(link, rig.gate_key).version
 
         t.run("install the Lua gate over MAVLink (upload, SCR_ENABLE, reboot)", install, lambda v: f"gate v{v}")
         gcs = stack.enter_context(_closing(Gcs(fc.gcs_url)))

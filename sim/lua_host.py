@@ -29,6 +29,10 @@ GCS_Common.cpp, mavlink_helpers.h) and is kept here on purpose:
   therefore wraps above 2^31 here too. lupa's Lua has 64-bit numbers otherwise: the gate is
   written not to depend on the width.
 
+* ``io.open`` (read-only here) opens files relative to the FC's working directory, as ArduPilot's
+  filesystem does (SITL: its directory; a board: the SD card, where ``APM/`` lives).
+* the VM instruction limit is ``SCR_VM_I_COUNT`` (at least 1000), read at every run.
+
 Not modelled: other bindings, the 50-character STATUSTEXT split, routing (deliver only frames the
 FC handles itself), MAVLink signing (deliver only frames whose signature was accepted).
 """
@@ -331,6 +335,27 @@ local function make_env()
   end)
   env.gcs = gcs
 
+  local io = {}
+  io.open = function(path, mode)
+    if type(path) ~= "string" then error("bad argument #1 to 'open' (string expected)", 2) end
+    mode = mode or "r"
+    if mode ~= "r" and mode ~= "rb" then return nil, path .. ": read-only in this host", 13 end
+    local data = host.file_read(path)
+    if data == nil then return nil, path .. ": No such file or directory", 2 end
+    local pos = 1
+    local f = {}
+    function f.read(self, n)
+      if pos > #data then return nil end
+      local chunk
+      if n == "a" or n == "*a" then chunk = string.sub(data, pos) else chunk = string.sub(data, pos, pos + n - 1) end
+      pos = pos + #chunk
+      return chunk
+    end
+    function f.close(self) data = "" return true end
+    return f
+  end
+  env.io = io
+
   local param, pm = singleton("param")
   pm("get", 1, function(name)
     if type(name) ~= "string" then error("bad argument #2 (string expected)", 2) end
@@ -382,8 +407,11 @@ class LuaGateHost:
                  sysid: int = 1, compid: int = 1,
                  params: Mapping[str, float] | Callable[[str], float | None] | None = None,
                  send: Callable[[int, int, bytes], bool] | None = None,
-                 vm_instructions: int = VM_INSTRUCTIONS, channels: int = COMM_CHANNELS, now_ms: int = 0) -> None:
-        """``send(channel, msgid, payload)``, if given, frames and sends what scripts send (returns
+                 vm_instructions: int = VM_INSTRUCTIONS, channels: int = COMM_CHANNELS, now_ms: int = 0,
+                 files: Path | Mapping[str, bytes] | None = None) -> None:
+        """``files`` is what ``io.open`` sees: the FC's working directory, or a name → bytes map.
+        ``SCR_VM_I_COUNT`` in ``params``, where given, overrides ``vm_instructions`` (as on the FC).
+        ``send(channel, msgid, payload)``, if given, frames and sends what scripts send (returns
         False when the channel has no room); otherwise the host frames MAVLink2 itself as
         ``sysid``/``compid`` and keeps the frames for ``drain_outgoing``."""
         self.sysid = sysid
@@ -391,6 +419,7 @@ class LuaGateHost:
         self.channels = channels
         self._params = params if params is not None else {}
         self.vm_instructions = vm_instructions
+        self._files = files
         self.aux = AuxAuth()
         self.texts: list[GcsText] = []
         self.arm_requests = 0
@@ -496,7 +525,8 @@ class LuaGateHost:
 
     def _run(self, script: _Script) -> None:
         start = self._now_ms
-        self._lua.arm_hook(self.vm_instructions)
+        limit = self.param("SCR_VM_I_COUNT")
+        self._lua.arm_hook(max(int(limit) if limit is not None else self.vm_instructions, 1000))
         try:
             result = self._lua.pcall(script.run)
         finally:
@@ -532,6 +562,16 @@ class LuaGateHost:
         self._remove(script)
 
     # ---- the vehicle side ----------------------------------------------------------------------
+
+    def file_read(self, path: str) -> bytes | None:
+        """What ``io.open(path)`` reads, or None (no such file). Paths stay inside the FC's directory."""
+        parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+        if not parts or ".." in parts or self._files is None:
+            return None
+        if isinstance(self._files, Path):
+            target = self._files.joinpath(*parts)
+            return target.read_bytes() if target.is_file() else None
+        return self._files.get("/".join(parts))
 
     def param(self, name: str) -> float | None:
         """What ``param:get(name)`` returns: the value, or nil for an unknown parameter."""
@@ -696,6 +736,9 @@ class _Bindings:
     def send_text(self, severity: int, text: bytes) -> None:
         self._h._text(severity, text.decode("utf-8", "replace"))
 
+    def file_read(self, path: bytes) -> bytes | None:
+        return self._h.file_read(path.decode("utf-8", "replace"))
+
     def param_get(self, name: bytes) -> float | None:
         return self._h.param(name.decode("ascii", "replace"))
 
@@ -749,8 +792,10 @@ class LuaScriptingAuthority:
     def boot(self, bus: _Bus) -> None:
         self._bus = bus
         get_param = getattr(bus, "get_param", None)
+        directory = getattr(bus, "scripts_dir", None)
         host = LuaGateHost(sysid=bus.sysid, compid=bus.compid, send=bus.send_payload, params=get_param,
-                           vm_instructions=self._vm_instructions, now_ms=bus.time_ms())
+                           vm_instructions=self._vm_instructions, now_ms=bus.time_ms(),
+                           files=directory.parent if isinstance(directory, Path) else None)
         self.host = host
         enabled = get_param("SCR_ENABLE") if get_param is not None else 1
         if enabled:

@@ -27,6 +27,7 @@ from agent.config import AgentConfig, AuditConfig, DeviceConfig, GateConfig, Mav
 from agent.daemon import Daemon
 from agent.gate import gate_script
 from agent.gate_install import protect_scripts
+from agent.gate_key import ensure_gate_key
 from agent.link import Link, LinkConfig
 from agent.statustext import StatusTexts
 from attest import dsse, jsonio, timeutil
@@ -67,6 +68,7 @@ class Rig:
     makers: list[SoftwareSigner] = field(default_factory=lambda: [SoftwareSigner.generate() for _ in range(3)])
     parts: dict[str, PartInfo] = field(default_factory=dict)
     signing_key: bytes | None = None  # MAVLink2 signing key the FC holds (`flightseal signing setup`)
+    gate_key: bytes | None = None  # the gate key the FC holds (VfcConfig/SitlConfig gate_key); None: made here
     daemon: Daemon | None = None
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -74,6 +76,12 @@ class Rig:
     # ---- trust
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        key_file = self.workdir / "state" / "gate.key"  # where the agent's config looks (GateConfig.key_file "")
+        if self.gate_key is not None and not key_file.exists():
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            key_file.touch(mode=0o600)
+            key_file.write_bytes(self.gate_key)
+        self.gate_key = ensure_gate_key(key_file)[0]
         for i, key in enumerate(self.makers):
             path = self.workdir / f"manufacturer-{i + 1}.pem"
             if not path.exists():

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from agent.gate_key import FC_KEY_NAME, GATE_VM_I_COUNT
 from attest.errors import FlightSealError
 
 ENV_BINARY = "FLIGHTSEAL_SITL_BINARY"
@@ -100,6 +101,7 @@ class SitlConfig:
     params: Mapping[str, float] = field(default_factory=dict)  # extra defaults (SCR_ENABLE 1, ...)
     scripting: bool = False  # adds SCR_ENABLE 1
     scripts: Mapping[str, bytes] = field(default_factory=dict)  # put into scripts/ before start
+    gate_key: bytes | None = None  # as `gate install` leaves it: flightseal_gate.key, SCR_VM_I_COUNT raised
     workdir: Path | None = None  # default: a new temp directory
     start_timeout: float = 30.0
     stop_timeout: float = 5.0
@@ -151,6 +153,8 @@ class Sitl:
             params.update(MINIMAL_DEFAULTS)
         if self.config.scripting:
             params["SCR_ENABLE"] = 1
+        if self.config.gate_key is not None:
+            params["SCR_VM_I_COUNT"] = GATE_VM_I_COUNT
         params.update(self.config.params)
         path = self.workdir / "flightseal.parm"
         path.write_text("".join(f"{k} {v:g}\n" for k, v in params.items()))
@@ -162,6 +166,8 @@ class Sitl:
             self.scripts_dir.mkdir(exist_ok=True)
             for name, data in self.config.scripts.items():
                 (self.scripts_dir / name).write_bytes(data)
+        if self.config.gate_key is not None:
+            (self.workdir / FC_KEY_NAME).write_bytes(self.config.gate_key)
         for serial in (0, 1):
             if _port_open(self.port(serial)):
                 raise SitlError(f"TCP port {self.port(serial)} is already in use: another SITL instance "

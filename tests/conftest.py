@@ -13,6 +13,7 @@ import itertools
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,11 @@ def pkcs11_token(softhsm: SoftHsm, monkeypatch: pytest.MonkeyPatch) -> Pkcs11Tok
     token = Pkcs11Token(softhsm.init_token(f"fs-test-{n}", pin=f"pin-{n}"), f"pin-{n}", softhsm)
     monkeypatch.setenv("FLIGHTSEAL_PKCS11_PIN", token.pin)
     return token
+
+
+@pytest.fixture(autouse=True)
+def _gate_key_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`flightseal gate install` keeps the gate key in /var/lib/flightseal by default: never in tests."""
+    path = tmp_path / "gate-key" / "gate.key"
+    monkeypatch.setenv("FLIGHTSEAL_GATE_KEY", str(path))
+    return path

@@ -7,6 +7,8 @@ GCS_Common.cpp, answers a command no script blocked with UNSUPPORTED (a TUNNEL g
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import select
 import socket
@@ -20,6 +22,7 @@ import pytest
 from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 
 from agent.gate import (
+    ACCEPTED,
     EPOCH_BASE,
     GATE_SCRIPT_PATH,
     GateClient,
@@ -27,13 +30,17 @@ from agent.gate import (
     Sequence,
     SequenceSource,
     encode_verdict,
+    gate_mac,
     gate_version,
     verdict_payload,
 )
+from agent.gate_key import FC_KEY_NAME, GATE_VM_I_COUNT
 from attest.models import Code, Reason, Verdict
 from sim.lua_host import LuaGateHost
 
 PASS = Verdict(True)
+KEY = bytes(range(7, 39))
+OTHER_KEY = bytes(32)
 FAIL = Verdict(False, (Reason(Code.SCRIPT_MISMATCH, "tampered"),))
 
 
@@ -45,6 +52,7 @@ class FcPeer:
         self.lock = threading.Lock()
         self.mute = False
         self.heartbeat_before_acks = heartbeat_before_acks
+        self.forge_acks = False
         self.received: list[tuple[int, bytes]] = []
         self._stop = threading.Event()
         self._t0 = time.monotonic()
@@ -113,7 +121,18 @@ class FcPeer:
                     if ch == channel:
                         if self.heartbeat_before_acks:
                             conn.sendall(mavlink2.MAVLink_heartbeat_message(2, 3, 81, 0, 3, 3).pack(self._packer))
+                        if self.forge_acks:  # the gate's ids, its format, another key: a forger on the channel
+                            conn.sendall(self._forged_ack(frame))
                         conn.sendall(frame)
+
+    def _forged_ack(self, frame: bytes) -> bytes:
+        msg = mavlink2.MAVLink(None).parse_buffer(frame)[0]
+        data = bytes(msg.payload[:msg.payload_length])
+        body = data[:-16]
+        forged = body[:4] + bytes([ACCEPTED]) + body[5:]
+        out = forged + gate_mac(OTHER_KEY, forged)
+        return bytes(mavlink2.MAVLink_tunnel_message(msg.target_system, msg.target_component, msg.payload_type,
+                                                     len(out), list(out.ljust(128, b"\0"))).pack(self._packer))
 
     def _handle(self, channel: int, conn: socket.socket, msg: Any) -> None:
         frame = bytes(msg.get_msgbuf())
@@ -141,9 +160,14 @@ def connect(url: str, sysid: int = 1, compid: int = 191) -> Any:
     return mavutil.mavlink_connection(url, source_system=sysid, source_component=compid, autoreconnect=False)
 
 
+def gate_host() -> LuaGateHost:
+    """The shipped gate as `gate install` leaves it: its key beside the scripts, the VM budget raised."""
+    return LuaGateHost(GATE_SCRIPT_PATH, params={"SCR_VM_I_COUNT": GATE_VM_I_COUNT}, files={FC_KEY_NAME: KEY})
+
+
 @pytest.fixture
 def peer() -> Iterator[FcPeer]:
-    host = LuaGateHost(GATE_SCRIPT_PATH)
+    host = gate_host()
     with FcPeer(host, channels=(0, 1)) as p:
         yield p
 
@@ -157,22 +181,22 @@ def agent_conn(peer: FcPeer) -> Iterator[Any]:
 
 def test_pass_is_acknowledged_and_opens_the_gate(peer: FcPeer, agent_conn: Any) -> None:
     assert peer.arming_check() == (False, "FlightSeal: waiting")
-    client = GateClient(agent_conn)
+    client = GateClient(agent_conn, KEY)
     ack = client.send(PASS)
     assert ack.gate_version == gate_version()
-    assert ack.value == ack.sequence.counter
+    assert ack.gate_epoch == ack.sequence.epoch and ack.nonce == client.nonce != bytes(8)
     assert peer.arming_check() == (True, "")
 
 
 def test_fail_reason_reaches_the_prearm_text(peer: FcPeer, agent_conn: Any) -> None:
-    client = GateClient(agent_conn)
+    client = GateClient(agent_conn, KEY)
     client.send(PASS)
     client.send(FAIL)
     assert peer.arming_check() == (False, "FlightSeal: script-mismatch")
 
 
 def test_keep_alive_holds_the_pass_and_the_gate_lapses_when_the_agent_stops(peer: FcPeer, agent_conn: Any) -> None:
-    client = GateClient(agent_conn, keepalive_s=0.5)
+    client = GateClient(agent_conn, KEY, keepalive_s=0.5)
     client.send(PASS)
     start = time.monotonic()
     while time.monotonic() - start < 3.6:  # longer than the gate's 3 s lapse
@@ -188,9 +212,9 @@ def test_keep_alive_holds_the_pass_and_the_gate_lapses_when_the_agent_stops(peer
 
 def test_restarted_agent_in_the_same_second_resyncs_after_a_denied_ack(peer: FcPeer, agent_conn: Any) -> None:
     now = float(EPOCH_BASE + 5000)
-    first = GateClient(agent_conn, sequence=SequenceSource(clock=lambda: now))
+    first = GateClient(agent_conn, KEY, sequence=SequenceSource(clock=lambda: now))
     first.send(FAIL)
-    second = GateClient(agent_conn, sequence=SequenceSource(clock=lambda: now))
+    second = GateClient(agent_conn, KEY, sequence=SequenceSource(clock=lambda: now))
     ack = second.send(PASS)
     assert ack.sequence == Sequence(5001, 1)
     assert peer.arming_check() == (True, "")
@@ -199,20 +223,21 @@ def test_restarted_agent_in_the_same_second_resyncs_after_a_denied_ack(peer: FcP
 def test_persisted_epoch_keeps_sequences_rising_when_the_clock_goes_back(tmp_path: Path, peer: FcPeer,
                                                                          agent_conn: Any) -> None:
     state = tmp_path / "gate.seq"
-    GateClient(agent_conn, sequence=SequenceSource(state, clock=lambda: EPOCH_BASE + 9000.0)).send(FAIL)
+    GateClient(agent_conn, KEY, sequence=SequenceSource(state, clock=lambda: EPOCH_BASE + 9000.0)).send(FAIL)
     sent_before = len(peer.received)
-    ack = GateClient(agent_conn, sequence=SequenceSource(state, clock=lambda: EPOCH_BASE + 10.0)).send(PASS)
-    assert ack.sequence == Sequence(9001, 1)
+    ack = GateClient(agent_conn, KEY, sequence=SequenceSource(state, clock=lambda: EPOCH_BASE + 10.0)).send(PASS)
+    assert ack.sequence == Sequence(9001, 2)  # 9001.1 came back STALE with the nonce
     assert state.read_text() == "9001\n"
-    assert len(peer.received) == sent_before + 1, "taken at the first try"
+    assert len(peer.received) == sent_before + 2, "taken at the first try after learning the nonce"
     assert peer.arming_check() == (True, "")
 
 
 def test_forged_pass_on_the_gcs_port_with_the_agents_ids_is_ignored(peer: FcPeer, agent_conn: Any) -> None:
-    GateClient(agent_conn).send(FAIL)
+    GateClient(agent_conn, KEY).send(FAIL)
     gcs = connect(peer.url(0))
     try:
-        forger = GateClient(gcs, ack_timeout_s=0.3, sequence=SequenceSource(clock=lambda: 2**31 - 10.0 + EPOCH_BASE))
+        forger = GateClient(gcs, KEY, ack_timeout_s=0.3,
+                            sequence=SequenceSource(clock=lambda: 2**31 - 10.0 + EPOCH_BASE))
         with pytest.raises(GateTimeout):
             forger.send(PASS)
     finally:
@@ -221,7 +246,7 @@ def test_forged_pass_on_the_gcs_port_with_the_agents_ids_is_ignored(peer: FcPeer
 
 
 def test_replayed_pass_frame_is_ignored(peer: FcPeer, agent_conn: Any) -> None:
-    client = GateClient(agent_conn)
+    client = GateClient(agent_conn, KEY)
     client.send(PASS)
     recorded = [f for ch, f in peer.received if ch == 1]
     client.send(FAIL)
@@ -231,8 +256,9 @@ def test_replayed_pass_frame_is_ignored(peer: FcPeer, agent_conn: Any) -> None:
 
 
 def test_silent_gate_times_out_within_the_bound(peer: FcPeer, agent_conn: Any) -> None:
+    client = GateClient(agent_conn, KEY, ack_timeout_s=0.3)
+    client.send(FAIL)  # learns the gate's nonce
     peer.mute = True
-    client = GateClient(agent_conn, ack_timeout_s=0.3)
     start = time.monotonic()
     with pytest.raises(GateTimeout, match="no ack from the arming gate"):
         client.send(PASS)
@@ -245,29 +271,54 @@ def test_fc_without_the_gate_is_reported_with_how_to_install_it() -> None:
         conn = connect(bare.url(1))
         try:
             with pytest.raises(GateTimeout, match="gate install"):
-                GateClient(conn, ack_timeout_s=0.3).send(PASS)
+                GateClient(conn, KEY, ack_timeout_s=0.3).send(PASS)
         finally:
             conn.close()
 
 
 def test_other_messages_arriving_while_waiting_are_handed_on() -> None:
     seen: list[str] = []
-    with FcPeer(LuaGateHost(GATE_SCRIPT_PATH), heartbeat_before_acks=True) as chatty:
+    with FcPeer(gate_host(), heartbeat_before_acks=True) as chatty:
         conn = connect(chatty.url(1))
         try:
-            GateClient(conn, on_message=lambda m: seen.append(m.get_type())).send(PASS)
+            GateClient(conn, KEY, on_message=lambda m: seen.append(m.get_type())).send(PASS)
         finally:
             conn.close()
     assert "HEARTBEAT" in seen
 
 
 def test_verdict_message_fields() -> None:
-    msg = encode_verdict(FAIL, Sequence(77, 3))
+    nonce = bytes(range(1, 9))
+    msg = encode_verdict(FAIL, Sequence(77, 3), KEY, nonce)
     assert (msg.get_type(), msg.payload_type, msg.target_system, msg.target_component) == ("TUNNEL", 0xF5E2, 1, 1)
     data = bytes(msg.payload[:msg.payload_length])
-    assert data == verdict_payload(2, Sequence(77, 3), "FlightSeal: script-mismatch")
-    assert data[:4] == b"FSV2" and data[4] == 2 and data[13] == len("FlightSeal: script-mismatch")
-    assert int.from_bytes(data[5:9], "little") == 77 and int.from_bytes(data[9:13], "little") == 3
+    text = b"FlightSeal: script-mismatch"
+    assert data == verdict_payload(2, Sequence(77, 3), text.decode(), KEY, nonce)
+    assert data[:4] == b"FSV3" and data[4] == 2 and data[5:13] == nonce and data[21] == len(text)
+    assert int.from_bytes(data[13:17], "little") == 77 and int.from_bytes(data[17:21], "little") == 3
+    assert data[22:-16] == text and data[-16:] == hmac.new(KEY, data[:-16], hashlib.sha256).digest()[:16]
+
+
+def test_a_forger_without_the_key_on_the_agents_channel_is_ignored_and_reported(peer: FcPeer,
+                                                                                agent_conn: Any) -> None:
+    client = GateClient(agent_conn, KEY)
+    client.send(FAIL)
+    forger = connect(peer.url(1))  # the same channel and ids: a router's client
+    try:
+        with pytest.raises(GateTimeout):
+            GateClient(forger, OTHER_KEY, ack_timeout_s=0.3).send(PASS)
+    finally:
+        forger.close()
+    assert peer.arming_check() == (False, "FlightSeal: script-mismatch")
+    client.send(FAIL)
+    assert client.foreign >= 1  # the gate tells the agent, in an ack only the key makes
+
+
+def test_acks_forged_without_the_key_are_counted_and_never_taken(peer: FcPeer, agent_conn: Any) -> None:
+    peer.forge_acks = True
+    client = GateClient(agent_conn, KEY)
+    ack = client.send(PASS)
+    assert ack.result == ACCEPTED and client.forged_acks >= 2
 
 
 def test_a_forged_far_future_epoch_is_not_followed_nor_persisted(tmp_path: Path) -> None:

@@ -17,11 +17,12 @@ vfc = pytest.importorskip("sim.vfc")
 
 PASS = Verdict(True)
 FAIL = Verdict(False, (Reason(Code.FIRMWARE_MISMATCH, "other build"),))
+KEY = bytes(range(32, 64))
 
 
 @pytest.fixture
 def fc() -> Iterator[Any]:
-    config = vfc.VfcConfig(scripts={"flightseal_gate.lua": gate_script()})
+    config = vfc.VfcConfig(scripts={"flightseal_gate.lua": gate_script()}, gate_key=KEY)
     with vfc.VirtualFC(config, authority=LuaScriptingAuthority()) as fc:
         yield fc
 
@@ -62,7 +63,7 @@ def arm(conn: Any, on: bool = True) -> tuple[int, str]:
 def test_arming_is_refused_until_a_pass_and_a_fail_in_flight_only_blocks_the_next_arming(fc: Any,
                                                                                           conn: Any) -> None:
     assert arm(conn) == (4, "Arm: FlightSeal: waiting")
-    client = GateClient(conn)
+    client = GateClient(conn, KEY)
     client.send(PASS)
     assert arm(conn) == (0, "")
     client.send(FAIL)
@@ -73,7 +74,7 @@ def test_arming_is_refused_until_a_pass_and_a_fail_in_flight_only_blocks_the_nex
 
 
 def test_fc_reboot_resets_the_gate_to_waiting(fc: Any, conn: Any) -> None:
-    GateClient(conn).send(PASS)
+    GateClient(conn, KEY).send(PASS)
     authority = fc.authority
     assert isinstance(authority, LuaScriptingAuthority)
     fc.reboot()

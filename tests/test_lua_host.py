@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 
@@ -86,11 +87,26 @@ def test_syntax_error_is_reported_and_nothing_runs() -> None:
 
 def test_sandbox_lacks_what_arduPilot_leaves_out() -> None:
     host = LuaGateHost(b"print('x')", name="p.lua")
-    host.add_script(b"return io.open('/etc/passwd')", name="io.lua")
+    host.add_script(b"return os.time()", name="os.lua")
     host.add_script(b"return rawget(_G, 'x')", name="raw.lua")
     host.tick(0)
     assert len(host.texts) == 3
     assert all("attempt to" in t for t in texts(host))
+
+
+def test_io_reads_only_inside_the_fcs_directory(tmp_path: Path) -> None:
+    (tmp_path / "APM").mkdir()
+    (tmp_path / "APM" / "k.bin").write_bytes(b"\x00secret")
+    (tmp_path.parent / "outside.txt").write_bytes(b"no")
+    host = LuaGateHost(b"""
+local f = io.open("APM/k.bin", "rb")
+local a, b = f:read(3), f:read("a")
+f:close()
+gcs:send_text(6, #a .. " " .. b .. " " .. tostring(io.open("../outside.txt")) .. " "
+  .. tostring(io.open("/APM/k.bin") ~= nil) .. " " .. tostring(io.open("APM/k.bin", "w")))
+return""", name="io.lua", files=tmp_path)
+    host.tick(0)
+    assert texts(host) == ["3 cret nil true nil"]
 
 
 def test_receive_chan_gives_the_mavlink_message_t_zero_filled_to_the_message_length() -> None:

@@ -5,7 +5,9 @@ signature that key verified), ``script_checksums`` (ArduPilot checks the scripts
 ``SCR_LD_CHECKSUM`` and ``SCR_RUN_CHECKSUM`` set, ``SCR_DEBUG_OPTS`` bit 4 clear), ``gate_stopped``
 (the FC said "Scripting: stopped" since it booted), ``mavlink_serials`` (the SERIALn ports set to
 MAVLink), ``serial0_mavlink`` (USB/SERIAL0, which ArduPilot never checks for signatures) and
-``link`` (serial, tcp, udpin or udpout: a UDP endpoint is a router between agent and FC).
+``link`` (serial, tcp, udpin or udpout: a UDP endpoint is a router between agent and FC) and
+``gate_forgeries`` (verdicts or acks in the agent's or the gate's name that the gate key did not
+make, seen since the FC booted: something else on the channel speaks for them; ADR 0015).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def collect_posture(link: Link, inv: Inventory) -> Measurement:
         "signed": bool(link.config.signing_key) and hb is not None and bool(getattr(hb, "_signed", False)),
         "gate_stopped": link.scripting_stopped,
         "link": link.endpoint.kind,
+        "gate_forgeries": link.gate_forgeries,
     }
     params = inv.fc_params
     if params is not None:

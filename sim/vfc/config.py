@@ -95,6 +95,7 @@ class VfcConfig:
     params: dict[str, float] = field(default_factory=dict)
     root: Path | None = None  # SITL working directory (FTP "/"); a temp dir when None
     scripts: dict[str, bytes] = field(default_factory=dict)  # written to root/scripts at start
+    gate_key: bytes | None = None  # as `gate install` leaves it: root/flightseal_gate.key, SCR_VM_I_COUNT raised
     flash_image: bytes | None = None  # board mode: serve @SYS/flash.bin
     romfs: dict[str, bytes] = field(default_factory=lambda: {"locations.txt": b"CMAC=-35.363261,149.165230,584,353\n"})
     firmware: FirmwareInfo = field(default_factory=FirmwareInfo)

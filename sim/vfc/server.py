@@ -40,6 +40,7 @@ from typing import Any
 from pymavlink.dialects.v20 import ardupilotmega as mavlink
 
 from agent.ftpwire import FtpPacket
+from agent.gate_key import FC_KEY_NAME, GATE_VM_I_COUNT
 from attest.params import STREAM_RATES
 from sim.vfc.can import EFF_FLAG, CanBus, Forwarding, can_frame_message
 from sim.vfc.can import Frame as CanFrame
@@ -103,7 +104,8 @@ class VirtualFC:
         self._own_root = self.config.root is None
         self.root = Path(tempfile.mkdtemp(prefix="flightseal-vfc-")) if self.config.root is None else self.config.root
         can = {"CAN_P1_DRIVER": 1, "CAN_D1_PROTOCOL": 1} if self.config.dronecan_nodes else {}
-        self.params = ParamTable({**can, **self.config.params, "SCR_ENABLE": 1 if self.config.scripting else 0})
+        vm = {"SCR_VM_I_COUNT": GATE_VM_I_COUNT} if self.config.gate_key is not None else {}
+        self.params = ParamTable({**can, **vm, **self.config.params, "SCR_ENABLE": 1 if self.config.scripting else 0})
         fc_node = self.params.get("CAN_D1_UC_NODE")
         self.can_bus = CanBus(self.config.dronecan_nodes, int(fc_node.value) if fc_node else FC_NODE_DEFAULT) \
             if self.config.dronecan_nodes else None
@@ -142,6 +144,8 @@ class VirtualFC:
             scripts.mkdir(parents=True, exist_ok=True)
             for name, data in self.config.scripts.items():
                 (scripts / name).write_bytes(data)
+        if self.config.gate_key is not None:
+            (self.root / FC_KEY_NAME).write_bytes(self.config.gate_key)
         with self._lock:
             self._boot()
         self._thread = threading.Thread(target=self._run, name="virtual-fc", daemon=True)
