@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hardware.software import SoftwareSigner, write_private_key
-from sim.rig import Rig, gate_scripts
+from sim.rig import GATE_KEY, Rig, gate_scripts
 
 BASELINE = """
 import os, sys, time
@@ -82,7 +82,7 @@ def fc(sitl: bool) -> Iterator[tuple[str, str, object]]:
     if sitl:
         from sim.sitl import Sitl, SitlConfig, free_instance
 
-        with Sitl(SitlConfig(instance=free_instance(), scripting=True, scripts=gate_scripts())) as s:
+        with Sitl(SitlConfig(instance=free_instance(), scripting=True, scripts=gate_scripts(), gate_key=GATE_KEY)) as s:
             yield "SITL", s.url, s
     else:
         from sim.lua_host import LuaScriptingAuthority
@@ -90,7 +90,7 @@ def fc(sitl: bool) -> Iterator[tuple[str, str, object]]:
         from sim.vfc.server import VirtualFC
 
         image = bytes(range(256)) * 4096
-        with VirtualFC(VfcConfig(scripts=gate_scripts(), flash_image=image),
+        with VirtualFC(VfcConfig(scripts=gate_scripts(), gate_key=GATE_KEY, flash_image=image),
                        authority=LuaScriptingAuthority()) as v:
             yield "virtual FC", v.url(1), v
 
@@ -123,7 +123,7 @@ def main() -> None:
             key = work / "device.pem"
             signer = SoftwareSigner.generate()
             write_private_key(key, signer)
-            rig = Rig(work, url, url, signer)
+            rig = Rig(work, url, url, signer, gate_key=GATE_KEY)
             rig.sign_manifest(rig.baseline_manifest(rig.measure_fc()))
             base = []
             for _ in range(args.runs):

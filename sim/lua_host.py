@@ -431,6 +431,8 @@ class LuaGateHost:
         self._tx_seq = [0] * channels
         self._parsers = [_RxParser() for _ in range(channels)]
         self._rx: collections.deque[tuple[bytes, int, int]] | None = None
+        self.rx_queued: collections.Counter[int] = collections.Counter()  # frames queued for scripts, by channel
+        self.rx_dropped: collections.Counter[int] = collections.Counter()  # ... and dropped, the queue full
         self._rx_max = 0
         self._accept: list[int] = []
         self._accept_size = 0
@@ -632,8 +634,10 @@ class LuaGateHost:
         if msgid not in self._accept:
             return False
         if len(self._rx) >= self._rx_max:
+            self.rx_dropped[channel] += 1
             return False
         self._rx.append((data, channel, self._now_ms & 0xFFFFFFFF))
+        self.rx_queued[channel] += 1
         return True
 
     def drain_outgoing(self) -> list[tuple[int, bytes]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -280,3 +281,8 @@ def gcs(url: str) -> Iterator[Gcs]:
 
 def gate_scripts() -> dict[str, bytes]:
     return {"flightseal_gate.lua": gate_script()}
+
+
+# The gate key of FCs started with the gate preinstalled (VfcConfig/SitlConfig ``gate_key``); give the
+# same to the Rig (``gate_key=``), as `gate install` leaves one key on both sides.
+GATE_KEY = secrets.token_bytes(32)

@@ -10,7 +10,7 @@ import pytest
 
 from hardware.software import SoftwareSigner
 from sim.lua_host import LuaScriptingAuthority
-from sim.rig import Gcs, Rig, gate_scripts
+from sim.rig import GATE_KEY, Gcs, Rig, gate_scripts
 from sim.vfc.config import BusComponent, DroneCanNode, FirmwareInfo, VfcConfig
 from sim.vfc.server import VirtualFC
 
@@ -29,9 +29,9 @@ CAMERA = BusComponent(1, 100, 30, version=FirmwareInfo(git_hash="c0ffee00", vend
 
 
 def make_world(tmp_path, parts=None, components=(), dronecan=()) -> World:  # type: ignore[no-untyped-def]
-    fc = VirtualFC(VfcConfig(scripts=gate_scripts(), flash_image=IMAGE, prearm_period=1.0, components=components,
-                             dronecan_nodes=dronecan), authority=LuaScriptingAuthority()).start()
-    rig = Rig(tmp_path, fc.url(1), fc.url(0), SoftwareSigner.generate(), parts=dict(parts or {}))
+    fc = VirtualFC(VfcConfig(scripts=gate_scripts(), gate_key=GATE_KEY, flash_image=IMAGE, prearm_period=1.0,
+                             components=components, dronecan_nodes=dronecan), authority=LuaScriptingAuthority()).start()
+    rig = Rig(tmp_path, fc.url(1), fc.url(0), SoftwareSigner.generate(), parts=dict(parts or {}), gate_key=GATE_KEY)
     rig.sign_manifest(rig.baseline_manifest(rig.measure_fc()))
     return World(rig, fc, Gcs(fc.url(0)))
 
@@ -169,12 +169,12 @@ def test_forged_pass_from_the_gcs_link_is_ignored(world: World) -> None:
     from agent.gate import Sequence, encode_verdict
     from attest.models import Verdict
 
-    # another node on the GCS port claims the agent's ids and sends a well-formed pass
+    # another node on the GCS port claims the agent's ids and sends a well-formed pass (without the gate key)
     forger = mavutil.mavlink_connection(world.fc.url(0).replace("tcp:", "tcp:"), source_system=1, source_component=191)
     try:
         world.gcs.close()
         forger.wait_heartbeat(timeout=5)
-        forger.mav.send(encode_verdict(Verdict(passed=True), Sequence(2**30, 1)))
+        forger.mav.send(encode_verdict(Verdict(passed=True), Sequence(2**30, 1), bytes(32)))
         import time
 
         time.sleep(0.5)
@@ -256,22 +256,25 @@ def test_replayed_earlier_pass_on_the_agent_link_is_ignored(world: World) -> Non
 
     from pymavlink import mavutil
 
-    from agent.gate import Sequence, encode_verdict
+    from agent.gate import DENIED, Sequence, decode_ack, encode_verdict
     from attest.models import Verdict
 
     world.rig.start_agent()
     world.rig.wait_verdict(passed=True)
     assert world.rig.daemon is not None
     epoch = world.rig.daemon.sequence.epoch
+    assert world.rig.daemon.gate is not None
+    nonce = world.rig.daemon.gate.nonce
     world.rig.stop_agent()
     time.sleep(3.5)  # the pass lapses
-    # someone on the agent's own link replays a pass the gate already took (same epoch, counter 1)
+    # someone on the agent's own link replays a pass the gate already took (this load's nonce, counter 1)
     replayer = mavutil.mavlink_connection(world.rig.fc_url, source_system=1, source_component=191)
     try:
         replayer.wait_heartbeat(timeout=5)
-        replayer.mav.send(encode_verdict(Verdict(passed=True), Sequence(epoch, 1)))
-        ack = replayer.recv_match(type="COMMAND_ACK", blocking=True, timeout=2)
-        assert ack is not None and ack.result == 2, ack  # MAV_RESULT_DENIED: not newer than taken
+        replayer.mav.send(encode_verdict(Verdict(passed=True), Sequence(epoch, 1), GATE_KEY, nonce))
+        msg = replayer.recv_match(type="TUNNEL", blocking=True, timeout=2)
+        ack = decode_ack(msg, GATE_KEY) if msg is not None else None
+        assert ack is not None and ack.result == DENIED, ack  # not newer than what the gate took
     finally:
         replayer.close()
     result = world.gcs.arm()
@@ -359,9 +362,9 @@ def test_tpm_lost_mid_flight_blocks_the_next_arming_instead_of_keeping_an_old_pa
 
 
 def _world_parts(tmp_path, signer):  # type: ignore[no-untyped-def]
-    fc = VirtualFC(VfcConfig(scripts=gate_scripts(), flash_image=IMAGE, prearm_period=1.0),
+    fc = VirtualFC(VfcConfig(scripts=gate_scripts(), gate_key=GATE_KEY, flash_image=IMAGE, prearm_period=1.0),
                    authority=LuaScriptingAuthority()).start()
-    rig = Rig(tmp_path, fc.url(1), fc.url(0), signer)
+    rig = Rig(tmp_path, fc.url(1), fc.url(0), signer, gate_key=GATE_KEY)
     rig.sign_manifest(rig.baseline_manifest(rig.measure_fc()))
     return rig, fc, Gcs(fc.url(0))
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from hardware.software import SoftwareSigner, write_private_key
 from sim.lua_host import LuaScriptingAuthority
-from sim.rig import Gcs, Rig, gate_scripts
+from sim.rig import GATE_KEY, Gcs, Rig, gate_scripts
 from sim.vfc.config import VfcConfig
 from sim.vfc.server import VirtualFC
 
@@ -40,8 +40,9 @@ def agent_process(tmp_path: Path, **popen: Any) -> Iterator[tuple[VirtualFC, sub
     key = tmp_path / "device.pem"
     signer = SoftwareSigner.generate()
     write_private_key(key, signer)
-    with VirtualFC(VfcConfig(scripts=gate_scripts(), flash_image=IMAGE), authority=LuaScriptingAuthority()) as fc:
-        rig = Rig(tmp_path, fc.url(1), fc.url(0), signer)
+    with VirtualFC(VfcConfig(scripts=gate_scripts(), gate_key=GATE_KEY, flash_image=IMAGE),
+                   authority=LuaScriptingAuthority()) as fc:
+        rig = Rig(tmp_path, fc.url(1), fc.url(0), signer, gate_key=GATE_KEY)
         rig.sign_manifest(rig.baseline_manifest(rig.measure_fc()))
         cmd = [sys.executable, "-m", "agent", "agent", "run", "--config", str(rig.write_config_file(f"file:{key}"))]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)

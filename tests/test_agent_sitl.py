@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hardware.software import SoftwareSigner
-from sim.rig import Gcs, Rig, gate_scripts
+from sim.rig import GATE_KEY, Gcs, Rig, gate_scripts
 from tests.sitl_marks import SITL
 
 pytestmark = SITL
@@ -26,8 +26,8 @@ def test_demo_runs_green_on_sitl(tmp_path: Path) -> None:
 def sitl_world(tmp_path: Path) -> Iterator[tuple[Rig, Gcs]]:
     from sim.sitl import Sitl, SitlConfig, free_instance
 
-    with Sitl(SitlConfig(instance=free_instance(), scripting=True, scripts=gate_scripts())) as sitl:
-        rig = Rig(tmp_path, sitl.url, f"tcp:127.0.0.1:{sitl.port(0)}", SoftwareSigner.generate())
+    with Sitl(SitlConfig(instance=free_instance(), scripting=True, scripts=gate_scripts(), gate_key=GATE_KEY)) as sitl:
+        rig = Rig(tmp_path, sitl.url, f"tcp:127.0.0.1:{sitl.port(0)}", SoftwareSigner.generate(), gate_key=GATE_KEY)
         rig.sign_manifest(rig.baseline_manifest(rig.measure_fc()))
         gcs = Gcs(rig.gcs_url)
         try:
@@ -58,7 +58,7 @@ def test_forged_pass_on_serial0_is_ignored_and_a_change_in_flight_never_disarms_
     try:
         forger.wait_heartbeat(timeout=10)
         for i in range(3):
-            forger.mav.send(encode_verdict(Verdict(passed=True), Sequence(2**30, i + 1)))
+            forger.mav.send(encode_verdict(Verdict(passed=True), Sequence(2**30, i + 1), bytes(32)))
             time.sleep(0.2)
     finally:
         forger.close()

@@ -12,7 +12,7 @@ import pytest
 from hardware.software import SoftwareSigner
 from sim.lua_host import LuaScriptingAuthority
 from sim.mavproxy import mavproxy_command
-from sim.rig import Rig, gate_scripts
+from sim.rig import GATE_KEY, Rig, gate_scripts
 from sim.vfc.config import VfcConfig
 from sim.vfc.server import VirtualFC
 from tests.field import agent_behind_a_mavproxy_router, operator_session_with_mavproxy
@@ -25,7 +25,7 @@ IMAGE = b"\x00\x10\x00\x20 virtual FC firmware image " * 2048
 
 @pytest.fixture
 def fc() -> Iterator[VirtualFC]:
-    vfc = VirtualFC(VfcConfig(scripts=gate_scripts(), flash_image=IMAGE, prearm_period=1.0),
+    vfc = VirtualFC(VfcConfig(scripts=gate_scripts(), gate_key=GATE_KEY, flash_image=IMAGE, prearm_period=1.0),
                     authority=LuaScriptingAuthority()).start()
     try:
         yield vfc
@@ -35,7 +35,7 @@ def fc() -> Iterator[VirtualFC]:
 
 @pytest.fixture
 def rig(tmp_path: Path, fc: VirtualFC) -> Iterator[Rig]:
-    r = Rig(tmp_path, fc.url(1), fc.url(0), SoftwareSigner.generate())
+    r = Rig(tmp_path, fc.url(1), fc.url(0), SoftwareSigner.generate(), gate_key=GATE_KEY)
     r.sign_manifest(r.baseline_manifest(r.measure_fc()))
     try:
         yield r

@@ -11,6 +11,7 @@ from agent.cli import main
 from agent.ftpwire import crc32_ardupilot
 from agent.gate import gate_script
 from agent.gate_install import CHECKSUM_MASK
+from agent.gate_key import FC_KEY_NAME, GATE_VM_I_COUNT
 from sim.rig import Gcs
 from tests.field import arm_until
 from tests.sitl_marks import SITL
@@ -22,13 +23,18 @@ def test_gate_install_sets_checksums_and_a_stopped_gate_is_refused_by_ardupilot_
     from sim.sitl import Sitl, SitlConfig, free_instance
 
     with Sitl(SitlConfig(instance=free_instance(), scripting=False)) as sitl:
-        r = CliRunner().invoke(main, ["gate", "install", "--mavlink", sitl.url])
+        key_file = tmp_path / "gate.key"
+        r = CliRunner().invoke(main, ["gate", "install", "--mavlink", sitl.url, "--gate-key", str(key_file)])
         assert r.exit_code == 0, r.output
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        assert (sitl.workdir / FC_KEY_NAME).read_bytes() == key_file.read_bytes(), "the gate's key is ours"
+        assert "SCR_VM_I_COUNT=100000" in r.output
         want = crc32_ardupilot(gate_script()) & CHECKSUM_MASK
         assert f"{want:#x}" in r.output and "refuses arming when scripting stops" in r.output
         gcs = Gcs(f"tcp:127.0.0.1:{sitl.port(0)}")
         try:
             assert gcs.get_param("SCR_LD_CHECKSUM") == gcs.get_param("SCR_RUN_CHECKSUM") == want
+            assert gcs.get_param("SCR_VM_I_COUNT") == GATE_VM_I_COUNT
             refused = gcs.arm()
             assert not refused.accepted and "FlightSeal: waiting" in refused.text, refused
             gcs.conn.mav.command_long_send(1, 1, 42701, 0, 2, 0, 0, 0, 0, 0, 0)  # an unsigned STOP from the GCS

@@ -469,3 +469,26 @@ def test_the_key_on_a_boards_sd_card_comes_first() -> None:
     out = [m for _c, f in host.drain_outgoing() for m in mavlink2.MAVLink(None).parse_buffer(f) or []]
     acks = [decode_ack(m, KEY) for m in out]
     assert [a.result for a in acks if a is not None] == [STALE]
+
+
+def test_a_full_queue_of_bad_crc_frames_on_the_agents_channel_fits_the_budget_and_drains() -> None:
+    rig = Rig()
+    rig.learn_nonce()
+    rig.params["SCR_VM_I_COUNT"] = GATE_VM_I_COUNT * 2 // 3
+    good = verdict_payload(VERDICT_PASS, Sequence(1, 1), "", KEY, rig.nonce)
+    bad = bytearray(raw_tunnel(good))
+    bad[-1] ^= 0xFF  # the CRC
+    for _ in range(25):
+        rig.host.deliver(CHANNEL, bytes(bad), rig.now)
+    rig.advance(300)  # twelve CRC checks a run
+    assert rig.host.running, rig.host.texts
+    assert [a.result for a in rig.send(rig.verdict(PASS, 1, 2))] == [ACCEPTED]
+    assert rig.allowed()
+
+
+def test_the_agents_verdict_behind_a_full_queue_of_other_links_frames_is_taken_in_the_same_run(rig: Rig) -> None:
+    junk = rig.verdict(PASS, 9, 9, key=OTHER_KEY)
+    for _ in range(24):  # the radio's frames: the queue holds 25
+        rig.host.deliver(2, junk, rig.now)
+    acks = rig.send(rig.verdict(PASS, 1, 1))
+    assert [a.result for a in acks] == [ACCEPTED] and rig.allowed()

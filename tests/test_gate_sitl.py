@@ -20,11 +20,13 @@ from typing import Any
 import pytest
 
 from agent.gate import GATE_SCRIPT_PATH, GateClient, gate_version
+from agent.gate_key import FC_KEY_NAME, GATE_VM_I_COUNT
 from attest.models import Verdict
 
 pytestmark = [pytest.mark.sitl, pytest.mark.slow]
 
 HOME = "-35.363261,149.165230,584,353"
+KEY = bytes(range(200, 232))
 
 
 def _binary() -> Path:
@@ -67,7 +69,8 @@ def sitl(tmp_path: Path) -> Iterator[int]:
     defaults = _defaults(binary)
     (tmp_path / "scripts").mkdir()
     shutil.copyfile(GATE_SCRIPT_PATH, tmp_path / "scripts" / "flightseal_gate.lua")
-    (tmp_path / "flightseal.parm").write_text("SCR_ENABLE 1\n")
+    (tmp_path / FC_KEY_NAME).write_bytes(KEY)
+    (tmp_path / "flightseal.parm").write_text(f"SCR_ENABLE 1\nSCR_VM_I_COUNT {GATE_VM_I_COUNT}\n")
     instance = _free_instance()
     log = (tmp_path / "sitl.log").open("wb")
     proc = subprocess.Popen(
@@ -139,7 +142,8 @@ def test_sitl_refuses_arming_until_the_agent_sends_a_pass(sitl: int) -> None:
         assert _command(conn, 400, 1, texts=texts) == 4
         assert "Arm: FlightSeal: waiting" in texts
 
-        client = GateClient(conn, on_message=lambda m: texts.append(m.text) if m.get_type() == "STATUSTEXT" else None)
+        client = GateClient(conn, KEY,
+                            on_message=lambda m: texts.append(m.text) if m.get_type() == "STATUSTEXT" else None)
         assert client.send(Verdict(True)).gate_version == gate_version()
         deadline = time.monotonic() + 120  # until the EKF is ready (~42 s after boot at speedup 1)
         result = -1

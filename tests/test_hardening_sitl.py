@@ -25,7 +25,9 @@ def test_hardened_sitl_cannot_be_armed_past_a_failing_manifest_from_an_unsigned_
 
     with Sitl(SitlConfig(instance=free_instance(), scripting=False)) as sitl:
         companion, radio, usb = sitl.url, *(f"tcp:127.0.0.1:{sitl.port(n)}" for n in (2, 0))
-        assert CliRunner().invoke(main, ["gate", "install", "--mavlink", companion]).exit_code == 0
+        key_file = tmp_path / "rig" / "state" / "gate.key"  # where the rig's agent looks for it
+        assert CliRunner().invoke(main, ["gate", "install", "--mavlink", companion,
+                                         "--gate-key", str(key_file)]).exit_code == 0
         r = CliRunner().invoke(main, ["signing", "setup", "--mavlink", companion, "--out", str(tmp_path / "s"),
                                       "--probe", radio])
         assert r.exit_code == 0, r.output

@@ -25,8 +25,9 @@ local MIN_VM_I_COUNT = 100000     -- SCR_VM_I_COUNT this gate needs: a MAC costs
 local MAX_MACS_PER_RUN = 2        -- verdicts authenticated per run, so a run stays within MIN_VM_I_COUNT
 local PASS_LAPSE_MS = 3000
 local UPDATE_MS = 100
-local MAX_MSGS_PER_RUN = 4        -- bounds the work per run far below SCR_VM_I_COUNT
-local RX_QUEUE = 8
+local RX_QUEUE = 25               -- ArduPilot's largest script queue: a 57600-baud radio (~40 TUNNELs/s) cannot
+local MAX_MSGS_PER_RUN = 25       -- fill it between two runs, so a flood from it never pushes the agent's verdicts out
+local MAX_CRCS_PER_RUN = 12       -- CRC checks (~1,400 VM instructions each) per run; the rest wait for the next
 
 local MSG_TUNNEL = 385
 local CRC_EXTRA = 147             -- TUNNEL
@@ -155,6 +156,7 @@ local shown = WAITING
 local last_epoch, last_counter = 0, 0
 local foreign = 0                 -- verdicts from the agent's ids whose MAC was wrong, since load
 local macs = 0                    -- MACs computed in this run
+local crcs = 0                    -- CRCs checked in this run
 
 local function crc_ok(msg, len)
   local bytes = { string.byte(msg, 4, 12 + len) }
@@ -201,6 +203,7 @@ local function handle(msg, chan, ts)
   local payload = string.sub(msg, 13, 12 + len) .. string.rep("\0", PAYLOAD_LEN - len)
   local ptype, _, _, plen = string.unpack("<I2BBB", payload)
   if ptype ~= TUNNEL_TYPE or plen < HEADER + MAC_LEN or plen > PAYLOAD_LEN - 5 then return end
+  crcs = crcs + 1
   if not crc_ok(msg, len) then return end
   local tag, verdict, vnonce, epoch, counter, tlen = string.unpack("<c4Bc8i4i4B", payload, 6)
   if tag ~= MAGIC or HEADER + tlen + MAC_LEN ~= plen then return end
@@ -259,9 +262,9 @@ end
 
 local function step()
   acks = {}
-  macs = 0
+  macs, crcs = 0, 0
   for _ = 1, MAX_MSGS_PER_RUN do
-    if macs >= MAX_MACS_PER_RUN then break end   -- the rest wait in the queue for the next run
+    if macs >= MAX_MACS_PER_RUN or crcs >= MAX_CRCS_PER_RUN then break end   -- the rest wait for the next run
     local msg, chan, ts = mavlink:receive_chan()
     if msg == nil then break end
     handle(msg, chan, ts:toint())
