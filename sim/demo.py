@@ -6,7 +6,10 @@ manufacturer keys 2-of-3 → root → device enrolled → gate installed over MA
 and the manifest signed for what was measured → agent running → arming **accepted** → an
 approved Lua script changed on the FC → arming **refused** → restored → a pinned parameter
 changed → arming **refused** → restored → an operator challenge verified offline → a tampered
-manifest → arming **refused**. Any step that does not behave ends the demo with exit code 1.
+manifest → arming **refused** → an unsigned MAV_CMD_SCRIPTING stop with the agent killed → arming
+**refused** by ArduPilot's script checksum → reboot → MAVLink2 signing set up → the same stop from
+the unsigned telemetry radio is dropped and the pilot's signed arming is **accepted**. Any step that
+does not behave ends the demo with exit code 1.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class Fc:
     gcs_url: str
     scripts_dir: Path
     arm_timeout: float  # SITL needs its EKF to settle before any arming is accepted
+    radio_url: str  # a third MAVLink port: the telemetry radio an attacker holds
 
 
 @contextlib.contextmanager
@@ -57,10 +61,10 @@ def _virtual_fc() -> Iterator[Fc]:
     from sim.vfc.server import VirtualFC
 
     image = b"".join(i.to_bytes(4, "little") for i in range(64 * 1024))  # stands in for the flashed image
-    with VirtualFC(VfcConfig(scripting=False, flash_image=image, scripts={"mission.lua": MISSION_SCRIPT}),
+    with VirtualFC(VfcConfig(channels=3, scripting=False, flash_image=image, scripts={"mission.lua": MISSION_SCRIPT}),
                    authority=LuaScriptingAuthority()) as fc:
         yield Fc("virtual FC (ArduCopter 4.7.0-dev behaviour, real Lua gate in lupa)", fc.url(1), fc.url(0),
-                 fc.scripts_dir, 10.0)
+                 fc.scripts_dir, 10.0, fc.url(2))
 
 
 @contextlib.contextmanager
@@ -69,7 +73,7 @@ def _sitl() -> Iterator[Fc]:
 
     with Sitl(SitlConfig(instance=free_instance(), scripts={"mission.lua": MISSION_SCRIPT})) as sitl:
         yield Fc(f"ArduPilot SITL ({sitl.binary})", sitl.url, f"tcp:127.0.0.1:{sitl.port(0)}", sitl.scripts_dir,
-                 100.0)
+                 100.0, f"tcp:127.0.0.1:{sitl.port(2)}")
 
 
 def _arm_until(gcs: Gcs, *, accepted: bool, timeout: float, text: str = "") -> ArmResult:
@@ -155,7 +159,50 @@ def run_demo(out: Path, *, use_sitl: bool | None = None) -> None:
               lambda: _stop_gate(rig, gcs), lambda _: "the gate's last state was a pass")
         t.run("arm: REFUSED by ArduPilot's script checksum (ADR 0013)",
               lambda: _arm_until(gcs, accepted=False, timeout=20, text="Scripting: running CRC incorrect"), str)
+
+        gcs.close()
+        t.run("reboot the FC (scripting loads the gate again)", lambda: _reboot(fc), lambda _: "")
+        key = t.run("set up MAVLink2 signing (new key, sent to the FC, unsigned radio dropped)",
+                    lambda: _signing(fc, out / "signing"), lambda k: f"key in {out / 'signing'}/")
+        rig.signing_key = key
+        t.run("restart the agent on the signed link", lambda: rig.start_agent(rig.config(tpm.key_uri(TPM_HANDLE))),
+              lambda _: "")
+        t.run("agent verdict delivered to the gate", lambda: rig.wait_verdict(passed=True, timeout=60),
+              lambda d: "PASS")
+        gcs = stack.enter_context(_closing(Gcs(fc.gcs_url, signing_key=key)))
+        t.run("attack: unsigned MAV_CMD_SCRIPTING stop from the telemetry radio", lambda: _radio_stop(fc),
+              lambda _: "sent")
+        t.run("arm (signed GCS): ACCEPTED, the FC dropped the unsigned stop",
+              lambda: _arm_until(gcs, accepted=True, timeout=fc.arm_timeout), str)
     click.echo(f"demo passed: {len(t.rows)} steps; attestation and files in {out}/")
+
+
+def _reboot(fc: Fc) -> None:
+    with Link.open(LinkConfig(fc.gcs_url, heartbeat_timeout=30.0)) as link:
+        link.command_long(246, (1.0,), timeout=1.0, retries=2)  # MAV_CMD_PREFLIGHT_REBOOT_SHUTDOWN
+    time.sleep(3.0)
+    with Link.open(LinkConfig(fc.gcs_url, heartbeat_timeout=60.0)):
+        pass
+
+
+def _signing(fc: Fc, directory: Path) -> bytes:
+    from agent.signing import SigningSecret, answers_unsigned, fc_signs, save_secret, send_key
+
+    secret = SigningSecret.generate()
+    save_secret(directory, secret)
+    with Link.open(LinkConfig(fc.companion_url, heartbeat_timeout=30.0)) as link:
+        send_key(link, secret.key)
+    if not fc_signs(fc.companion_url, secret.key):
+        raise StepFailed("the FC does not sign with the new key")
+    if answers_unsigned(fc.radio_url):
+        raise StepFailed("the FC still answers the unsigned radio")
+    return secret.key
+
+
+def _radio_stop(fc: Fc) -> None:
+    with _closing(Gcs(fc.radio_url)) as radio:
+        radio.conn.mav.command_long_send(1, 1, 42701, 0, 2, 0, 0, 0, 0, 0, 0)  # MAV_CMD_SCRIPTING stop
+        time.sleep(1.0)
 
 
 def _stop_gate(rig: Rig, gcs: Gcs) -> None:

@@ -57,9 +57,33 @@ def test_hardened_sitl_cannot_be_armed_past_a_failing_manifest_from_an_unsigned_
             assert pilot.get_param("ARMING_CHECK") == 1 and pilot.get_param("SCR_ENABLE") == 1
             result = attacker.arm(timeout=2.0)
             assert not result.accepted and result.result is None, "the FC drops the unsigned arm"
+            attacker.close()  # SITL's TCP serial port takes one client: the radio's FTP session next
+            unsigned_ftp_is_dropped(radio, sitl.scripts_dir)
             text = arm_until(pilot, accepted=False, text="FlightSeal: pinned FS_THR_ENABLE", timeout=60)
             assert "Scripting:" not in text, text
+            # a key holder who stops scripting is refused by ArduPilot's own checksum check
+            pilot.conn.mav.command_long_send(1, 1, 42701, 0, 2, 0, 0, 0, 0, 0, 0)
+            rig.stop_agent()
+            arm_until(pilot, accepted=False, text="Scripting: running CRC incorrect", timeout=30)
         finally:
             attacker.close()
             pilot.close()
             rig.stop_agent()
+
+
+def unsigned_ftp_is_dropped(radio: str, scripts_dir: Path) -> None:
+    """Replacing or deleting the gate over MAVLink FTP from the unsigned radio: no answer, no change."""
+    from agent.ftp import FtpClient, FtpError
+    from agent.gate import gate_script
+    from agent.link import Link, LinkConfig
+
+    with Link.open(LinkConfig(radio, heartbeat_timeout=10.0)) as link:
+        ftp = FtpClient(link)
+        for attempt in (lambda: ftp.write_file("scripts/flightseal_gate.lua", b"return\n"),
+                        lambda: ftp.remove("scripts/flightseal_gate.lua")):
+            try:
+                attempt()
+            except FtpError:
+                continue
+            raise AssertionError("the signed FC answered an unsigned FTP request")
+    assert (scripts_dir / "flightseal_gate.lua").read_bytes() == gate_script()
