@@ -23,15 +23,18 @@ def gate() -> None:
 @click.option("--gate-key", "gate_key", type=click.Path(path_type=Path, dir_okay=False),
               default=Path("/var/lib/flightseal/gate.key"), show_default=True, envvar="FLIGHTSEAL_GATE_KEY",
               help="The airframe's gate key (made here, 0600, if missing; the agent's gate.key_file).")
+@click.option("--seal-to", "seal_to", metavar="TPM_URI",
+              help="Seal a new gate key file to this TPM (a tpm: key URI, e.g. the device key's).")
 @click.option("--heartbeat-timeout", type=click.FloatRange(1, 120), default=15.0, show_default=True)
-def install(url: str, signing_key: Path | None, gate_key: Path, heartbeat_timeout: float) -> None:
+def install(url: str, signing_key: Path | None, gate_key: Path, seal_to: str | None, heartbeat_timeout: float) -> None:
     """Upload the gate and its key over MAVLink FTP, enable scripting, reboot, and confirm the gate is
     blocking and holds the key. Use a direct link: FTP does not encrypt the key."""
     from agent.cli_measure import load_signing_key
     from agent.gate_key import ensure_gate_key
 
-    secret, made = ensure_gate_key(gate_key)
-    click.echo(f"  gate key {gate_key} ({'new' if made else 'existing'})")
+    secret, made = ensure_gate_key(gate_key, seal_to)
+    state = ("new, sealed to the TPM" if seal_to else "new") if made else "existing"
+    click.echo(f"  gate key {gate_key} ({state})")
     try:
         key = load_signing_key(signing_key)
         link = Link.open(LinkConfig(url, heartbeat_timeout=heartbeat_timeout, signing_key=key))

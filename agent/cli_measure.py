@@ -57,10 +57,14 @@ def mavlink_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def load_signing_key(path: Path | None) -> bytes | None:
     if path is None:
         return None
-    raw = read_bounded(path, "signing key", 256)
+    from agent.keyfiles import read_key_file
+
+    raw, sealed = read_key_file(path, "signing key")
     text = raw.strip()
     if len(raw) == SIGNING_KEY_BYTES:
         return raw
+    if sealed:
+        raise FormatError(f"signing key {path}", f"sealed {len(raw)} bytes, not {SIGNING_KEY_BYTES}")
     try:
         key = bytes.fromhex(text.decode("ascii"))
     except (UnicodeDecodeError, ValueError):

@@ -56,6 +56,10 @@ def _export(directory: Path, url: str) -> None:
                "(they hash it with SHA-256 the same way)")
 
 
+SEAL_HELP = ("Seal the key file to this TPM (a tpm: key URI, e.g. the device key's): a copy of the file is "
+             "useless elsewhere.")
+
+
 @click.group("signing")
 def signing() -> None:
     """MAVLink2 signing between the FC, the agent and the operators' ground stations."""
@@ -66,10 +70,11 @@ def signing() -> None:
 @click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False), default=Path("signing"),
               show_default=True, help="Where to keep the key and passphrase (never overwritten).")
 @click.option("--probe", "probes", multiple=True, help=PROBE_HELP)
+@click.option("--seal-to", "seal_to", metavar="TPM_URI", help=SEAL_HELP)
 @click.option("--heartbeat-timeout", type=click.FloatRange(1, 120), default=10.0, show_default=True)
-def setup(url: str, out: Path, probes: tuple[str, ...], heartbeat_timeout: float) -> None:
+def setup(url: str, out: Path, probes: tuple[str, ...], seal_to: str | None, heartbeat_timeout: float) -> None:
     """Make a key, give it to the FC (disarmed), and prove it is enforced. Exit 1 if a port stays open."""
-    _install(url, out, probes, None, heartbeat_timeout)
+    _install(url, out, probes, None, heartbeat_timeout, seal_to)
 
 
 @signing.command("rotate")
@@ -79,12 +84,14 @@ def setup(url: str, out: Path, probes: tuple[str, ...], heartbeat_timeout: float
 @click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Where to keep the new key (not where the old one is).")
 @click.option("--probe", "probes", multiple=True, help=PROBE_HELP)
+@click.option("--seal-to", "seal_to", metavar="TPM_URI", help=SEAL_HELP)
 @click.option("--heartbeat-timeout", type=click.FloatRange(1, 120), default=10.0, show_default=True)
-def rotate(url: str, old: Path, out: Path, probes: tuple[str, ...], heartbeat_timeout: float) -> None:
+def rotate(url: str, old: Path, out: Path, probes: tuple[str, ...], seal_to: str | None,
+           heartbeat_timeout: float) -> None:
     """Replace the FC's key with a new one, sent signed with the old one; the old file is kept."""
     from agent.cli_measure import load_signing_key
 
-    _install(url, out, probes, load_signing_key(old), heartbeat_timeout)
+    _install(url, out, probes, load_signing_key(old), heartbeat_timeout, seal_to)
 
 
 @signing.command("remove")
@@ -104,17 +111,21 @@ def remove(url: str, key_path: Path, heartbeat_timeout: float) -> None:
                "must no longer be given the key")
 
 
-def _install(url: str, out: Path, probes: tuple[str, ...], old_key: bytes | None, timeout: float) -> None:
+def _install(url: str, out: Path, probes: tuple[str, ...], old_key: bytes | None, timeout: float,
+             seal_to: str | None) -> None:
     secret = SigningSecret.generate()
     with _open(url, old_key, timeout) as link:
         if old_key is None and link.fc_heartbeat is not None and link.fc_heartbeat.get_header().incompat_flags & 1:
             raise SigningError(f"the FC on {url} already signs its packets: it holds a key, which only a signed "
                                "SETUP_SIGNING can replace; use `flightseal signing rotate --signing-key CURRENT`")
-        save_secret(out, secret)  # before the FC has it: a key the FC holds is never lost
+        save_secret(out, secret, seal_to)  # before the FC has it: a key the FC holds is never lost
         send_key(link, secret.key)
     click.echo(f"sent a new signing key to the FC on {url}")
     _confirm_enforced(url, secret.key, probes, out)
     _export(out, url)
+    if seal_to is not None:
+        click.echo(f"  the key file is sealed to the TPM ({seal_to}); the passphrase file is for the ground "
+                   f"stations: copy it to them, then delete {out / PASSPHRASE_FILE} from the companion")
 
 
 def register(group: click.Group) -> None:

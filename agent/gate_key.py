@@ -3,17 +3,17 @@
 32 random bytes, made once per companion by ``flightseal gate install``, kept in a 0600 file there
 and written beside the FC's scripts directory (``APM/flightseal_gate.key`` on a board's SD card,
 ``flightseal_gate.key`` in SITL's directory), where the gate reads it when it loads. Never
-overwritten: a second install reuses it, so an airframe's gate and agent always agree.
+overwritten: a second install reuses it, so an airframe's gate and agent always agree. It may be
+sealed to the companion's TPM (``gate install --seal-to``, ADR 0016).
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import stat
 from pathlib import Path
 
-from agent.files import read_bounded
+from agent.keyfiles import key_file_bytes, read_key_file, write_exclusive
 from attest.errors import FlightSealError
 
 GATE_KEY_LEN = 32
@@ -34,27 +34,20 @@ def load_gate_key(path: Path) -> bytes:
     if mode & 0o077:
         raise GateKeyError(f"gate key {path} is readable by others (mode {mode:o}): anyone with it can forge a "
                            f"pass; chmod 600 {path}")
-    key = read_bounded(path, "gate key", GATE_KEY_LEN + 1)
+    key, _sealed = read_key_file(path, "gate key")
     if len(key) != GATE_KEY_LEN:
         raise GateKeyError(f"gate key {path} has {len(key)} bytes, not {GATE_KEY_LEN}: not a gate key; move it "
                            "away and run `flightseal gate install` again")
     return key
 
 
-def ensure_gate_key(path: Path) -> tuple[bytes, bool]:
-    """The key in ``path``, made (0600, exclusively) if there is none; True when it was made now."""
+def ensure_gate_key(path: Path, seal_to: str | None = None) -> tuple[bytes, bool]:
+    """The key in ``path``, made (0600, exclusively; sealed to the TPM at ``seal_to`` if given) if
+    there is none; True when it was made now."""
     if path.exists():
         return load_gate_key(path), False
-    path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(GATE_KEY_LEN)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return load_gate_key(path), False
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
-        f.flush()
-        os.fsync(f.fileno())
+    write_exclusive(path, key_file_bytes(key, key, seal_to))
     return key, True
 
 

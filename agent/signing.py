@@ -13,12 +13,12 @@ derive it, so ground stations load the passphrase.
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.keyfiles import KeyFileError, key_file_bytes, write_exclusive
 from agent.link import Link, LinkConfig, LinkError
 from attest.errors import FlightSealError
 
@@ -55,20 +55,24 @@ def signing_timestamp(now: float | None = None) -> int:
     return int((max(time.time() if now is None else now, SIGNING_EPOCH) - SIGNING_EPOCH) * 1e5)
 
 
-def save_secret(directory: Path, secret: SigningSecret) -> tuple[Path, Path]:
-    """Write the key and passphrase 0600, never over existing ones (a lost key locks the operator out)."""
+def save_secret(directory: Path, secret: SigningSecret, seal_to: str | None = None) -> tuple[Path, Path]:
+    """Write the key and passphrase 0600, never over existing ones (a lost key locks the operator out).
+
+    With ``seal_to`` (a ``tpm:`` URI) the key file holds the key sealed to that TPM (ADR 0016); the
+    passphrase file is for the operators' ground stations, to be moved off the companion."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = (directory / KEY_FILE, directory / PASSPHRASE_FILE)
-    for path, text in zip(paths, (secret.key.hex(), secret.passphrase), strict=True):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
+    for path in paths:
+        if path.exists():
             raise SigningError(f"{path} exists: signing is already set up there (use `flightseal signing rotate`, "
+                               "or another --out)")
+    key = key_file_bytes(secret.key, (secret.key.hex() + "\n").encode(), seal_to)  # seals before writing anything
+    for path, data in zip(paths, (key, (secret.passphrase + "\n").encode()), strict=True):
+        try:
+            write_exclusive(path, data)
+        except KeyFileError as exc:
+            raise SigningError(f"{exc}: signing is already set up there (use `flightseal signing rotate`, "
                                "or another --out)") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-            f.flush()
-            os.fsync(f.fileno())
     return paths
 
 
