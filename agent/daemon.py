@@ -172,6 +172,7 @@ class Daemon:
                                          heartbeat_timeout=c.heartbeat_timeout_s, signing_key=self.signing_key))
         self._last_fc_heartbeat = time.monotonic()
         self._known_components = set(self.link.heard)
+        self._fc_signed: bool | None = None  # whether the FC's last heartbeat was signed (posture, ADR 0014)
         # Every message the link receives passes through here, whoever reads it (the FTP client during a
         # pass, the gate client waiting for its ack): a parameter change in the middle of a pass is not lost.
         self.link.listeners.append(self._handle)
@@ -404,6 +405,12 @@ class Daemon:
             if now - self._last_fc_heartbeat > REBOOT_GAP_S:
                 self._dirty = f"FC heartbeat back after {now - self._last_fc_heartbeat:.1f} s (rebooted?)"
             self._last_fc_heartbeat = now
+            signed = bool(getattr(msg, "_signed", False))
+            if self._fc_signed is not None and signed != self._fc_signed:
+                log.warning("the FC's heartbeats are now %s: the link posture changed", "signed" if signed else
+                            "unsigned")
+                self._dirty = f"the FC's heartbeats are now {'signed' if signed else 'unsigned'}"
+            self._fc_signed = signed
         elif mtype == "PARAM_VALUE" and src == self.link.fc:
             name = str(msg.param_id).rstrip("\x00")
             if not paramdigest.is_excluded(name, self._exclusions()):

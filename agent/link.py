@@ -10,7 +10,8 @@ soon as the FC's is seen.
 Every wait is bounded: opening waits for the FC's HEARTBEAT at most ``heartbeat_timeout``; a
 TCP peer closing the connection (SITL re-executes itself on reboot) raises :class:`LinkLost`,
 and :meth:`Link.reconnect` retries within a deadline. With a signing key, outgoing packets are
-signed (MAVLink2) and unsigned incoming packets are dropped. Heartbeats are sent from whichever
+signed (MAVLink2) and unsigned incoming packets are dropped, but for HEARTBEATs (so an FC that
+stopped signing is seen: the link posture). Heartbeats are sent from whichever
 thread is receiving (:meth:`Link.recv` and :meth:`Link.poll`), so the link needs no thread of
 its own; sends are serialised by a lock so a daemon may add threads.
 
@@ -44,6 +45,9 @@ _NON_VEHICLE_TYPES = {MAV_TYPE_GCS, MAV_TYPE_ONBOARD_CONTROLLER, 26, 27, 30}  # 
 
 
 GATE_FORGED_TEXT = "FlightSeal: forged verdict seen"  # the gate's words (agent/lua/flightseal_gate.lua)
+
+
+HEARTBEAT_ID = 0
 
 
 class LinkError(FlightSealError):
@@ -181,7 +185,10 @@ class Link:
         conn.handle_eof = self._on_eof  # pymavlink would print and carry on reading nothing
         conn.handle_disconnect = self._on_eof
         if self.config.signing_key is not None:
-            allow = (lambda _mav, _msgid: True) if self.config.accept_unsigned else None
+            # Unsigned HEARTBEATs are let through (and only those): they carry no data the agent trusts, and
+            # seeing one says the FC stopped signing, which the posture must report (ADR 0014)
+            allow = (lambda _mav, _msgid: True) if self.config.accept_unsigned else \
+                (lambda _mav, msgid: msgid == HEARTBEAT_ID)
             conn.setup_signing(self.config.signing_key, sign_outgoing=True, allow_unsigned_callback=allow,
                                link_id=self.config.signing_link_id)
         self.conn = conn

@@ -108,6 +108,6 @@ def fc_signs(url: str, key: bytes, timeout: float = 5.0) -> bool:
     """True when the FC's packets on ``url`` carry valid signatures with ``key`` (unsigned ones are refused)."""
     try:
         with Link.open(LinkConfig(url, heartbeat_timeout=timeout, signing_key=key)) as link:
-            return link.fc_heartbeat is not None
+            return link.fc_heartbeat is not None and bool(getattr(link.fc_heartbeat, "_signed", False))
     except LinkError:
         return False

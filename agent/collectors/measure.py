@@ -62,6 +62,13 @@ def measure(link: Link, opts: MeasureOptions | None = None, cache: ImageCache | 
     inv = Inventory()
     if not _timed(inv, "boot-wait", lambda: wait_booted(link, opts.boot_wait)):
         inv.missing("fc", f"the FC was still booting after {opts.boot_wait:.0f} s; measured anyway")
+    if link.config.signing_key is not None and not getattr(link.fc_heartbeat, "_signed", False):
+        # the link drops the FC's unsigned answers: every request would time out, and nothing it said
+        # could be trusted anyway; say so at once (the posture names it: posture-unsigned)
+        inv.missing("fc", "the FC no longer signs its packets (signing removed or another key): nothing it says "
+                          "is measured; set signing up again (`flightseal signing setup`)")
+        inv.measurements.append(collect_posture(link, inv))
+        return inv
     client = FtpClient(link, ftp_limits)
     ftp: FtpClient | None = client
     try:
