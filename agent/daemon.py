@@ -44,7 +44,7 @@ from agent.config import AgentConfig
 from agent.dronecan import node_statuses
 from agent.files import read_bounded
 from agent.ftp import FtpClient, FtpError
-from agent.gate import GateClient, GateError, SequenceSource
+from agent.gate import GateClient, GateError, GateTimeout, SequenceSource
 from agent.gate_key import load_gate_key
 from agent.link import Link, LinkConfig, LinkError, LinkLost
 from agent.manifest_state import ManifestState
@@ -241,7 +241,7 @@ class Daemon:
             try:
                 self.gate.send(verdict)
             except GateError as exc:
-                self._gate_failed(str(exc))
+                self._gate_failed(exc)
 
     # ---- one pass
     def _pass_failed(self, why: str, exc: FlightSealError) -> None:
@@ -259,7 +259,7 @@ class Daemon:
             try:
                 self.gate.send(verdict)
             except GateError as gate_exc:
-                self._gate_failed(str(gate_exc))
+                self._gate_failed(gate_exc)
 
     def _attest_pass(self, why: str) -> None:
         assert self.link is not None
@@ -309,21 +309,35 @@ class Daemon:
         try:
             self.gate.send(self.status.last.verdict)
         except GateError as exc:  # GateTimeout included: logged once, retried by keep-alive
-            self._gate_failed(str(exc))
+            self._gate_failed(exc)
             return
-        self.status.gate_acks += 1
-        self.status.gate_error = ""
-        self._check_forgeries()
+        self._gate_answered()
         self.status.delivered = self.status.last
         if self.status.first_ack_at is None:
             self.status.first_ack_at = time.monotonic()
 
-    def _gate_failed(self, why: str) -> None:
+    def _gate_failed(self, exc: GateError) -> None:
+        why = str(exc)
         # logged once per kind of failure: a stopped gate times out every keep-alive, each time with a new
         # verdict sequence in the text
         if re.sub(r"\d+", "#", why) != re.sub(r"\d+", "#", self.status.gate_error):
             log.error("gate: %s", why)
         self.status.gate_error = why
+        if isinstance(exc, GateTimeout) and self.link is not None and self.link.gate_answers is not False:
+            # the verdict may not be enforced: said in every attestation (posture-gate-silent) until it answers
+            self.link.gate_answers = False
+            self._unenforced.append(f"gate silent: {why}"[:100])
+            self._dirty = self._dirty or "the arming gate does not answer"
+        self._check_forgeries()
+
+    def _gate_answered(self) -> None:
+        self.status.gate_acks += 1
+        self.status.gate_error = ""
+        if self.link is not None:
+            if self.link.gate_answers is False:
+                log.info("the arming gate answers again")
+                self._dirty = self._dirty or "the arming gate answers again"
+            self.link.gate_answers = True
         self._check_forgeries()
 
     def _check_forgeries(self) -> None:
@@ -349,11 +363,9 @@ class Daemon:
             return
         try:
             if self.gate.keep_alive() is not None:
-                self.status.gate_acks += 1
-                self.status.gate_error = ""
-                self._check_forgeries()
+                self._gate_answered()
         except GateError as exc:
-            self._gate_failed(str(exc))
+            self._gate_failed(exc)
 
     # ---- manifest
     def _load_manifest(self) -> VerifiedManifest | FlightSealError:

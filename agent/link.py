@@ -141,6 +141,7 @@ class Link:
         self.fc_heartbeat: Any = None
         self.scripting_stopped = False  # the FC said "Scripting: stopped" (MAV_CMD_SCRIPTING, SCR_ENABLE=0)
         self.gate_forgeries = 0  # verdicts or acks in the agent's or the gate's name not made with the gate key
+        self.gate_answers: bool | None = None  # whether the gate acked the agent's last verdict (None: none sent)
         self.heard: dict[tuple[int, int], HeardComponent] = {}
         self.opened_at = 0.0
         self.listeners: list[Callable[[Any], None]] = []

@@ -67,6 +67,10 @@ def _posture(measured: list[Measurement], manifest: Manifest) -> list[Reason]:
     if m.claims.get("gate_stopped") is True:
         out.append(Reason(Code.POSTURE_GATE_STOPPED, "the FC said 'Scripting: stopped': the arming gate no longer "
                           "takes verdicts (ArduPilot's script checksums refuse arming; reboot the FC)", m.component))
+    if m.claims.get("gate_answers") is False:
+        out.append(Reason(Code.POSTURE_GATE_SILENT, "the arming gate did not answer the agent's last verdict, so no "
+                          "verdict is known to be enforced (gate removed, stopped, without this agent's key, or the "
+                          "link dropping its answers)", m.component))
     forgeries = m.claims.get("gate_forgeries")
     if isinstance(forgeries, int) and not isinstance(forgeries, bool) and forgeries > 0:
         out.append(Reason(Code.POSTURE_GATE_FORGERY, f"{forgeries} verdict(s) or ack(s) in the agent's or the gate's "

@@ -170,6 +170,7 @@ class Code(enum.StrEnum):
     POSTURE_SCRIPT_CHECKSUMS = "posture-script-checksums"
     POSTURE_GATE_STOPPED = "posture-gate-stopped"
     POSTURE_GATE_FORGERY = "posture-gate-forgery"
+    POSTURE_GATE_SILENT = "posture-gate-silent"
 
 
 PILOT_TEXT_MAX = 42

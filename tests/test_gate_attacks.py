@@ -157,7 +157,7 @@ def test_a_swapped_gate_with_the_same_crc32_is_caught_by_its_sha256(world: World
 
 def test_a_stopped_gate_is_said_loudly_and_named_in_every_attestation(world: World) -> None:
     """Item 6: the agent hears "Scripting: stopped", audits it, and every attestation fails with
-    posture-gate-stopped until the FC reboots."""
+    posture-gate-stopped until the FC reboots; the gate no longer answering adds posture-gate-silent."""
     pass_then(world)
     daemon = world.rig.daemon
     assert daemon is not None
@@ -171,7 +171,11 @@ def test_a_stopped_gate_is_said_loudly_and_named_in_every_attestation(world: Wor
     while Code.POSTURE_GATE_STOPPED not in codes() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert Code.POSTURE_GATE_STOPPED in codes(), codes()
+    deadline = time.monotonic() + 15  # the fail verdict goes unanswered: the gate is silent too
+    while Code.POSTURE_GATE_SILENT not in codes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert Code.POSTURE_GATE_SILENT in codes(), codes()
     audit = (world.rig.workdir / "state" / "audit.log").read_text()
-    assert '"kind":"gate-unenforced"' in audit and "Scripting: stopped" in audit
+    assert '"kind":"gate-unenforced"' in audit and "Scripting: stopped" in audit and "gate silent" in audit
     reboot(world)
     world.rig.wait_verdict(passed=True, timeout=30)  # a reboot starts the gate afresh: enforced again

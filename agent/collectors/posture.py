@@ -7,7 +7,8 @@ signature that key verified), ``script_checksums`` (ArduPilot checks the scripts
 MAVLink), ``serial0_mavlink`` (USB/SERIAL0, which ArduPilot never checks for signatures) and
 ``link`` (serial, tcp, udpin or udpout: a UDP endpoint is a router between agent and FC) and
 ``gate_forgeries`` (verdicts or acks in the agent's or the gate's name that the gate key did not
-make, seen since the FC booted: something else on the channel speaks for them; ADR 0015).
+make, seen since the FC booted: something else on the channel speaks for them; ADR 0015) and
+``gate_answers`` (whether the gate acked the agent's last verdict; absent before the first one).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def collect_posture(link: Link, inv: Inventory) -> Measurement:
         "link": link.endpoint.kind,
         "gate_forgeries": link.gate_forgeries,
     }
+    if link.gate_answers is not None:
+        claims["gate_answers"] = link.gate_answers
     params = inv.fc_params
     if params is not None:
         claims["script_checksums"] = (params.get("SCR_ENABLE") == 1 and params.get("SCR_LD_CHECKSUM", -1) != -1
