@@ -25,7 +25,8 @@ IMAGE = b"\x00\x10\x00\x20 virtual FC firmware image " * 2048
 
 @pytest.fixture
 def fc() -> Iterator[VirtualFC]:
-    vfc = VirtualFC(VfcConfig(scripts=gate_scripts(), gate_key=GATE_KEY, flash_image=IMAGE, prearm_period=1.0),
+    vfc = VirtualFC(VfcConfig(channels=3, scripts=gate_scripts(), gate_key=GATE_KEY, flash_image=IMAGE,
+                              prearm_period=1.0),  # 0 the GCS, 1 the companion, 2 a telemetry radio
                     authority=LuaScriptingAuthority()).start()
     try:
         yield vfc

@@ -3,41 +3,20 @@ real MAVProxy as the companion's router. The same scenarios run on SITL in test_
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from hardware.software import SoftwareSigner
 from sim.lua_host import LuaScriptingAuthority
 from sim.mavproxy import mavproxy_command
-from sim.rig import GATE_KEY, Gcs, Rig, gate_scripts
-from sim.vfc.config import VfcConfig
+from sim.rig import Gcs, Rig
 from sim.vfc.server import VirtualFC
 from tests.forgery import forger_behind_the_router, radio_flood, replay_after_reboot
+from tests.test_field_vfc import fc, rig
 
-IMAGE = b"\x00\x10\x00\x20 virtual FC firmware image " * 2048
-RADIO = 2  # a third MAVLink port: the telemetry radio
+RADIO = 2  # the third MAVLink port: the telemetry radio
 
-
-@pytest.fixture
-def fc() -> Iterator[VirtualFC]:
-    vfc = VirtualFC(VfcConfig(channels=3, scripts=gate_scripts(), gate_key=GATE_KEY, flash_image=IMAGE,
-                              prearm_period=1.0), authority=LuaScriptingAuthority()).start()
-    try:
-        yield vfc
-    finally:
-        vfc.stop()
-
-
-@pytest.fixture
-def rig(tmp_path: Path, fc: VirtualFC) -> Iterator[Rig]:
-    r = Rig(tmp_path, fc.url(1), fc.url(0), SoftwareSigner.generate(), gate_key=GATE_KEY)
-    r.sign_manifest(r.baseline_manifest(r.measure_fc()))
-    try:
-        yield r
-    finally:
-        r.stop_agent()
+__all__ = ["fc", "rig"]  # the field tests' virtual FC and rig, used here as fixtures
 
 
 @pytest.mark.skipif(mavproxy_command() is None,
