@@ -61,14 +61,15 @@ def verify(attestation: Path, trust_dir: Path, nonce_hex: str, manifest_path: Pa
     td = TrustDir(trust_dir)
     state = td.trusted_state()
     devices = td.devices(state)
-    highest, _ = td.highest_manifest()
+    highest, highest_digest = td.highest_manifest()  # an equal version must be the very same document
     envelope = read_bounded(attestation, "attestation", LIMITS.max_envelope_bytes)
     from hardware.quote_check import default_quote_checker
 
     result = verify_attestation(
         envelope, trust=state, devices=devices, manifest_bytes=td.manifest_bytes(manifest_path),
         nonce=expected_nonce, now=timeutil.now(), expected_device=expected_device,
-        highest_manifest_version=highest, quote_checker=default_quote_checker(td.device_clocks()),
+        highest_manifest_version=highest, highest_manifest_digest=highest_digest,
+        quote_checker=default_quote_checker(td.device_clocks()),
         policy=VerifierPolicy(allow_software_keys=allow_software_keys, max_age=timedelta(seconds=max_age),
                               require_quote=require_quote),
     )

@@ -3,23 +3,44 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from attest.errors import FormatError
 
 
 def read_bounded(path: Path, what: str, max_bytes: int) -> bytes:
-    """Read a whole file, refusing one larger than ``max_bytes`` before reading it."""
+    """Read a whole regular file, refusing one larger than ``max_bytes`` before reading it.
+
+    Opened without blocking and checked to be a regular file before any read: a FIFO (or a device)
+    in place of a file would otherwise block, or never end.
+    """
     try:
-        with path.open("rb") as f:
-            data = f.read(max_bytes + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise FormatError(f"{what} {path}", "file not found") from None
     except IsADirectoryError:
         raise FormatError(f"{what} {path}", "is a directory, not a file") from None
     except OSError as exc:
         raise FormatError(f"{what} {path}", f"cannot read ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise FormatError(f"{what} {path}", "is a directory, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise FormatError(f"{what} {path}", "is not a regular file (a FIFO, socket or device?)")
+        if info.st_size > max_bytes:
+            raise FormatError(f"{what} {path}", f"is larger than the limit of {max_bytes} bytes")
+        with os.fdopen(fd, "rb") as f:
+            fd = -1
+            data = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise FormatError(f"{what} {path}", f"cannot read ({exc.strerror})") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
     if len(data) > max_bytes:
         raise FormatError(f"{what} {path}", f"is larger than the limit of {max_bytes} bytes")
     return data
@@ -44,3 +65,18 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def read_state_json(path: Path, what: str, max_bytes: int) -> Any:
+    """A state file the agent or verifier wrote (strict JSON), or None when there is none.
+
+    A symbolic link is refused, dangling or not: state that decides what counts as a rollback must
+    not silently reset when a link points nowhere, nor be read from somewhere else.
+    """
+    from attest import jsonio
+
+    if path.is_symlink():
+        raise FormatError(f"{what} {path}", "is a symbolic link; state files must be regular files")
+    if not os.path.lexists(path):
+        return None
+    return jsonio.loads(read_bounded(path, what, max_bytes), f"{what} {path}", max_bytes)

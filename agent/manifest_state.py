@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.files import read_bounded, write_atomic
+from agent.files import read_state_json, write_atomic
+from attest import jsonio
 from attest.errors import FormatError
+
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+MAX_VERSION = 2**53  # a manifest version (attest.manifest bounds them the same way)
 
 
 @dataclass
@@ -15,14 +20,20 @@ class ManifestState:
     path: Path
 
     def load(self) -> tuple[int, str | None]:
-        if not self.path.exists():
-            return 0, None
+        what = f"manifest state {self.path}"
         try:
-            data = json.loads(read_bounded(self.path, "manifest state", 4096))
-            return int(data["version"]), str(data["sha256"])
-        except (ValueError, KeyError, TypeError):
-            raise FormatError(f"manifest state {self.path}",
-                              "is corrupt; restore it or re-provision the agent") from None
+            data = read_state_json(self.path, "manifest state", 4096)
+            if data is None:
+                return 0, None
+            obj = jsonio.expect_object(data, what, {"version", "sha256"})
+            version = jsonio.expect_int(obj["version"], what, "version", 1, MAX_VERSION)
+            digest = jsonio.expect_str(obj["sha256"], what, "sha256")
+            if not SHA256_HEX.fullmatch(digest):
+                raise FormatError(what, "must be 64 lowercase hex digits", "sha256")
+            return version, digest
+        except FormatError as exc:
+            raise FormatError(what, f"is corrupt ({f'{exc.field}: ' if exc.field else ''}{exc.detail}); restore it or "
+                              "re-provision") from None
 
     def record(self, version: int, digest: str) -> None:
         current, _ = self.load()

@@ -18,8 +18,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.files import read_bounded, write_atomic
+from agent.files import read_bounded, read_state_json, write_atomic
 from agent.manifest_state import ManifestState
+from attest import jsonio
 from attest.enrollment import DeviceRecord
 from attest.errors import FlightSealError, FormatError
 from attest.limits import LIMITS
@@ -79,14 +80,24 @@ class TrustDir:
 
     def device_clocks(self) -> dict[str, ClockInfo]:
         """The last accepted TPM clock per device, so a replayed older quote is refused."""
-        if not self.clocks_path.exists():
-            return {}
+        what = f"clocks {self.clocks_path}"
         try:
-            data = json.loads(read_bounded(self.clocks_path, "clocks", 1024 * 1024))
-            return {str(dev): ClockInfo(int(c["clock"]), int(c["reset_count"]), int(c["restart_count"]),
-                                        bool(c["safe"])) for dev, c in data.items()}
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise FormatError(f"clocks {self.clocks_path}", "is corrupt; restore it from a backup") from None
+            data = read_state_json(self.clocks_path, "clocks", 1024 * 1024)
+            if data is None:
+                return {}
+            if not isinstance(data, dict):
+                raise FormatError(what, "must be an object of device ids")
+            out = {}
+            for dev, entry in data.items():
+                c = jsonio.expect_object(entry, what, {"clock", "reset_count", "restart_count", "safe"})
+                out[dev] = ClockInfo(jsonio.expect_int(c["clock"], what, "clock", 0, 2**64 - 1),
+                                     jsonio.expect_int(c["reset_count"], what, "reset_count", 0, 2**32 - 1),
+                                     jsonio.expect_int(c["restart_count"], what, "restart_count", 0, 2**32 - 1),
+                                     jsonio.expect_bool(c["safe"], what, "safe"))
+            return out
+        except FormatError as exc:
+            raise FormatError(what, f"is corrupt ({f'{exc.field}: ' if exc.field else ''}{exc.detail}); restore it "
+                              "from a backup") from None
 
     def record_clock(self, device_id: str, clock: ClockInfo) -> None:
         clocks = self.device_clocks()

@@ -10,6 +10,7 @@ reported as invalid JSON).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from attest.errors import FormatError
@@ -34,6 +35,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
 def loads(data: bytes | str, what: str, max_bytes: int) -> Any:
     """Parse one JSON document, refusing oversize input, duplicate keys, NaN and deep nesting."""
     raw = data.encode() if isinstance(data, str) else data
@@ -48,7 +56,8 @@ def loads(data: bytes | str, what: str, max_bytes: int) -> Any:
     except UnicodeDecodeError as exc:
         raise FormatError(what, f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates(what), parse_constant=_reject_constant)
+        value = json.loads(text, object_pairs_hook=_no_duplicates(what), parse_constant=_reject_constant,
+                           parse_float=_finite_float)
     except FormatError:
         raise
     except (ValueError, RecursionError) as exc:
@@ -101,6 +110,8 @@ def expect_int(value: Any, what: str, field: str, minimum: int = 0, maximum: int
 def expect_number(value: Any, what: str, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise FormatError(what, f"must be a number, not {type(value).__name__}", field)
+    if not math.isfinite(value) or abs(value) > 2**53:
+        raise FormatError(what, "must be a finite number no larger than 2**53", field)
     return float(value)
 
 

@@ -57,6 +57,7 @@ def verify_attestation(
     expected_device: str | None = None,
     highest_manifest_version: int = 0,
     quote_checker: QuoteChecker | None = None,
+    highest_manifest_digest: str | None = None,
 ) -> VerificationResult:
     try:
         envelope = dsse.Envelope.from_bytes(envelope_bytes, "attestation", LIMITS.max_envelope_bytes)
@@ -78,7 +79,8 @@ def verify_attestation(
     reasons: list[Reason] = []
     reasons += _identity(predicate, device, expected_device, policy)
     reasons += _freshness(predicate, nonce, now, policy)
-    reasons += _manifest_and_appraisal(predicate, device, trust, manifest_bytes, now, highest_manifest_version)
+    reasons += _manifest_and_appraisal(predicate, device, trust, manifest_bytes, now, highest_manifest_version,
+                                       highest_manifest_digest)
     if predicate.quote is not None:
         if quote_checker is None:
             reasons.append(Reason(Code.QUOTE_INVALID, "attestation carries a TPM quote this verifier cannot check"))
@@ -134,9 +136,9 @@ def _freshness(p: Predicate, nonce: bytes, now: datetime, policy: VerifierPolicy
 
 
 def _manifest_and_appraisal(p: Predicate, device: DeviceRecord, trust: TrustedState, manifest_bytes: bytes,
-                            now: datetime, highest: int) -> list[Reason]:
+                            now: datetime, highest: int, highest_digest: str | None) -> list[Reason]:
     try:
-        verified = trust.verify_manifest(manifest_bytes, now, highest)
+        verified = trust.verify_manifest(manifest_bytes, now, highest, highest_digest)
     except FlightSealError as exc:
         return [manifest_failure(exc)]
     out = []

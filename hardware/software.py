@@ -12,7 +12,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from attest.errors import KeyLoadError
+from attest.errors import FormatError, KeyLoadError
 from attest.keys import KeyKind, PublicKey
 
 
@@ -60,14 +60,16 @@ def write_private_key(path: Path, signer: SoftwareSigner) -> None:
 
 
 def load_private_key(path: Path) -> SoftwareSigner:
+    from agent.files import read_bounded
+
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise KeyLoadError(f"cannot read key file {path}: {exc.strerror}") from None
+        data = read_bounded(path, "key file", 64 * 1024)
+    except FormatError as exc:
+        raise KeyLoadError(str(exc)) from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         raise KeyLoadError(f"{path} is not an unencrypted PEM private key ({exc})") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise KeyLoadError(f"{path} is not an ECDSA key (FlightSeal uses ECDSA P-256)")
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise KeyLoadError(f"{path} is not an ECDSA P-256 key (FlightSeal uses ECDSA P-256 only, ADR 0002)")
     return SoftwareSigner(key)

@@ -178,7 +178,7 @@ def test_verifier_remembers_manifest_version_and_refuses_rollback(project: Path)
     run("verify", "att.json", "--trust", "trust", "--nonce", nonce, "--allow-software-keys")
     state = json.loads((project / "trust" / "state.json").read_text())
     assert state["version"] == 1
-    (project / "trust" / "state.json").write_text(json.dumps({"version": 2, "sha256": "x"}))
+    (project / "trust" / "state.json").write_text(json.dumps({"version": 2, "sha256": "ab" * 32}))
     r = run("verify", "att.json", "--trust", "trust", "--nonce", nonce, "--allow-software-keys", ok=1)
     assert "manifest-rollback" in r.output
 

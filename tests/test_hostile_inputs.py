@@ -1,0 +1,128 @@
+"""Issue 11: hostile or broken files get a clear refusal (exit 2 naming the file), never a hang, a
+traceback or a silent acceptance. Each case here was a hang, a traceback or a wrong acceptance."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from attest import jsonio
+from attest.errors import FormatError
+from tests.test_cli_core import attest, project, run
+
+__all__ = ["project"]
+
+FLIGHTSEAL = [sys.executable, "-m", "agent"]
+
+
+def cli(cwd: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """The CLI as its own process: a hang is a timeout here, not a stuck test run."""
+    return subprocess.run([*FLIGHTSEAL, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def verified(project: Path) -> str:
+    nonce = run("nonce").output.strip()
+    attest(nonce)
+    run("verify", "att.json", "--trust", "trust", "--nonce", nonce, "--allow-software-keys")
+    return nonce
+
+
+FIFO_CASES = {
+    "attestation": ("att.json", ["verify", "att.json", "--trust", "trust", "--nonce", "00" * 32]),
+    "root": ("trust/root.json", ["verify", "att.json", "--trust", "trust", "--nonce", "00" * 32]),
+    "enrollment": ("trust/devices/dev.json", ["verify", "att.json", "--trust", "trust", "--nonce", "00" * 32]),
+    "state": ("trust/state.json", ["verify", "att.json", "--trust", "trust", "--nonce", "00" * 32]),
+    "clocks": ("trust/clocks.json", ["verify", "att.json", "--trust", "trust", "--nonce", "00" * 32]),
+    "measurements": ("meas.json", ["attest", "--measurements", "meas.json", "--manifest", "manifest.json",
+                                   "--root", "root.json", "--key", "file:dev.pem", "--device-id", "drone-001",
+                                   "--airframe", "FS-Quad-1", "--nonce", "00" * 32, "-o", "out.json"]),
+    "manifest show": ("manifest.json", ["manifest", "show", "manifest.json"]),
+    "key file": ("m1.pem", ["sign", "root.json", "--key", "file:m1.pem"]),
+    "agent config": ("agent.toml", ["agent", "run", "--config", "agent.toml"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FIFO_CASES))
+def test_a_fifo_in_place_of_any_input_is_refused_at_once(project: Path, case: str) -> None:
+    name, args = FIFO_CASES[case]
+    if not (project / "att.json").exists():
+        attest("00" * 32)
+    target = project / name
+    target.unlink(missing_ok=True)
+    os.mkfifo(target)
+    done = cli(project, *args)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "not a regular file" in done.stderr + done.stdout, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("body", [
+    '{"version": -5, "sha256": "%s"}', '{"version": 1.9, "sha256": "%s"}', '{"version": true, "sha256": "%s"}',
+    '{"version": 1, "sha256": 5}', '\ufeff{"version": 1, "sha256": "%s"}', '{"version": Infinity, "sha256": "%s"}',
+    '{"version": 1e400, "sha256": "%s"}', "[" * 3000 + "]" * 3000, '{"version": 1, "sha256": "%s", "x": 1}',
+])
+def test_a_bad_verifier_state_is_refused_naming_it(project: Path, body: str) -> None:
+    nonce = verified(project)
+    text = body % ("ab" * 32) if "%s" in body else body
+    (project / "trust" / "state.json").write_text(text, encoding="utf-8")
+    r = run("verify", "att.json", "--trust", "trust", "--nonce", nonce, "--allow-software-keys", ok=2)
+    assert "state.json" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("name", ["state.json", "clocks.json"])
+def test_a_dangling_symlink_does_not_reset_the_rollback_state(project: Path, name: str) -> None:
+    nonce = verified(project)
+    path = project / "trust" / name
+    path.unlink(missing_ok=True)
+    path.symlink_to(project / "nowhere.json")
+    r = run("verify", "att.json", "--trust", "trust", "--nonce", nonce, "--allow-software-keys", ok=2)
+    assert "symbolic link" in r.output
+
+
+@pytest.mark.parametrize("entry", [{"clock": 1, "reset_count": 0, "restart_count": 0, "safe": "no"},
+                                   {"clock": -1, "reset_count": 0, "restart_count": 0, "safe": True},
+                                   {"clock": 1, "reset_count": 0, "restart_count": 0}])
+def test_a_bad_clocks_file_is_refused(project: Path, entry: dict[str, object]) -> None:
+    nonce = verified(project)
+    (project / "trust" / "clocks.json").write_text(json.dumps({"drone-001": entry}))
+    r = run("verify", "att.json", "--trust", "trust", "--nonce", nonce, "--allow-software-keys", ok=2)
+    assert "clocks" in r.output
+
+
+def test_another_manifest_of_the_recorded_version_is_a_rollback(project: Path) -> None:
+    """`verify` used to throw the recorded digest away and pass a different manifest of the same version."""
+    nonce = verified(project)
+    run("manifest", "create", "--airframe", "FS-Quad-1", "--version", "1", "-o", "other.json")
+    run("manifest", "set", "other.json", "--relax-posture", "signed", "--relax-posture", "script-checksums")
+    run("manifest", "add-firmware", "other.json", "--name", "copter", "--fw-version", "4.7.0", "--git-hash",
+        "2598e9d4", "--board-id", "0", "--release", "1")
+    run("manifest", "add-script", "other.json", "--fc-path", "scripts/flightseal.lua", "--file", "gate.lua",
+        "--required")
+    run("sign", "other.json", "--key", "file:m2.pem")
+    run("sign", "other.json", "--key", "file:m3.pem")
+    (project / "trust" / "manifest.json").write_bytes((project / "other.json").read_bytes())
+    r = run("verify", "att.json", "--trust", "trust", "--nonce", nonce, "--allow-software-keys", ok=1)
+    assert "manifest-rollback" in r.output and "differs from the trusted one" in r.output
+
+
+def test_an_ec_key_on_another_curve_is_refused_not_a_traceback(project: Path) -> None:
+    key = ec.generate_private_key(ec.SECP384R1())
+    (project / "p384.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                         serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    r = run("sign", "manifest.json", "--key", "file:p384.pem", ok=2)
+    assert "P-256" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("doc", [b'{"a": 1e400}', b'{"a": -1e999}', b'{"a": NaN}', b'{"a": Infinity}'])
+def test_json_numbers_beyond_float_range_are_refused(doc: bytes) -> None:
+    with pytest.raises(FormatError, match="test doc"):
+        jsonio.loads(doc, "test doc", 1000)
