@@ -71,6 +71,10 @@ def create(backend: str, out: Path | None, tcti: str | None, handle: str, pcrs: 
     if backend == "file":
         if out is None:
             raise click.UsageError("--backend file needs --out PATH")
+        if out.suffix == ".pub":
+            raise click.BadParameter(f"{out} would be both the private key and its public key ({out.stem}.pub "
+                                     "is written beside it): name the private key file, e.g. "
+                                     f"{out.with_suffix('.pem')}", param_hint="--out")
         signer = SoftwareSigner.generate()
         write_private_key(out, signer)
         write_atomic(out.with_suffix(".pub"), signer.public_key.public_pem.encode())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -57,9 +58,9 @@ def manifest() -> None:
 
 @manifest.command("create")
 @click.option("--airframe", required=True, help="Airframe model this manifest approves parts for.")
-@click.option("--version", "version", type=click.IntRange(1), required=True,
+@click.option("--version", "version", type=click.IntRange(1, 2**53), required=True,
               help="Manifest version; must grow with every release (rollback protection).")
-@click.option("--expires-days", type=click.IntRange(1), default=90, show_default=True)
+@click.option("--expires-days", type=click.IntRange(1, 3650), default=90, show_default=True)
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True)
 def create(airframe: str, version: int, expires_days: int, out: Path) -> None:
     """Start an empty manifest (it approves nothing until you add to it)."""
@@ -140,6 +141,8 @@ def deny(path: Path, origins: tuple[str, ...], vendors: tuple[str, ...]) -> None
 @click.argument("value", type=float)
 def pin_param(path: Path, name: str, value: float) -> None:
     """Pin an FC parameter to a value."""
+    if not math.isfinite(value) or abs(value) > 2**53:
+        raise click.BadParameter(f"{value} is not a parameter value: a finite number up to 2**53", param_hint="VALUE")
     def change(m: Manifest) -> Manifest:
         pinned = {**m.params.pinned, name: value}
         return dataclasses.replace(m, params=ParamPolicy.from_json({**m.params.to_json(), "pinned": pinned}))
@@ -178,8 +181,8 @@ def exclude_param(path: Path, add: tuple[str, ...], remove: tuple[str, ...]) -> 
 @click.option("--bind-fc-uid", "fc_uids", multiple=True)
 @click.option("--bind-device", "device_ids", multiple=True)
 @click.option("--params-sha256", help="Digest of the whole parameter set (see `flightseal measure`).")
-@click.option("--version", "version", type=click.IntRange(1), help="Bump the version for a new release.")
-@click.option("--expires-days", type=click.IntRange(1), help="Renew: expire this many days from now.")
+@click.option("--version", "version", type=click.IntRange(1, 2**53), help="Bump the version for a new release.")
+@click.option("--expires-days", type=click.IntRange(1, 3650), help="Renew: expire this many days from now.")
 @click.option("--relax-posture", "relax", multiple=True, type=click.Choice(["signed", "script-checksums"]),
               help="Stop requiring this protection of the FC's links (ADR 0014; shown by show and verify).")
 @click.option("--require-posture", "require", multiple=True, type=click.Choice(["signed", "script-checksums"]),

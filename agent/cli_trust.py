@@ -29,8 +29,8 @@ def root() -> None:
 @click.option("--enrollment-key", "enrollment_keys", multiple=True, required=True,
               help="Key allowed to sign device enrollments.")
 @click.option("--enrollment-threshold", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--version", "version", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--expires-days", type=click.IntRange(1), default=365, show_default=True)
+@click.option("--version", "version", type=click.IntRange(1, 2**53), default=1, show_default=True)
+@click.option("--expires-days", type=click.IntRange(1, 3650), default=365, show_default=True)
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True)
 def create(root_keys: tuple[str, ...], root_threshold: int, manifest_keys: tuple[str, ...], manifest_threshold: int,
            enrollment_keys: tuple[str, ...], enrollment_threshold: int, version: int, expires_days: int,

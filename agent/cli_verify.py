@@ -49,7 +49,8 @@ def nonce() -> None:
 @click.option("--manifest", "manifest_path", type=click.Path(path_type=Path),
               help="Manifest to appraise against (default: TRUST/manifest.json).")
 @click.option("--device", "expected_device", help="Device id this attestation must come from.")
-@click.option("--max-age", type=click.IntRange(1), default=300, show_default=True, help="Seconds.")
+@click.option("--max-age", type=click.IntRange(1, 10 * 365 * 86400), default=300, show_default=True,
+              help="Seconds.")
 @click.option("--allow-software-keys", is_flag=True, help="Accept development software device keys.")
 @click.option("--require-quote", is_flag=True, help="Refuse attestations without a TPM quote.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")

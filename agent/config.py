@@ -7,6 +7,7 @@ back to a default in a security product).
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -77,6 +78,11 @@ class AgentConfig:
     audit: AuditConfig = field(default_factory=AuditConfig)
 
 
+MAX_SECONDS = 86400.0  # every duration option: a day at most
+MAX_INT = 2**31 - 1
+MAX_STRING = 4096
+
+
 def _section(cls: type[Any], data: Any, name: str, where: str) -> Any:
     if not isinstance(data, dict):
         raise FormatError(where, "must be a table", f"[{name}]")
@@ -92,10 +98,17 @@ def _section(cls: type[Any], data: Any, name: str, where: str) -> Any:
         elif isinstance(default, float):
             ok = isinstance(value, int | float) and not isinstance(value, bool)
             value = float(value) if ok else value
+            if ok and not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+                raise FormatError(where, f"must be a number of seconds in (0, {MAX_SECONDS}]", f"{name}.{key}")
         elif isinstance(default, int):
             ok = isinstance(value, int) and not isinstance(value, bool)
+            if ok and not 0 <= value <= MAX_INT:
+                raise FormatError(where, f"must be in 0..{MAX_INT}", f"{name}.{key}")
         else:
             ok = isinstance(value, str)
+            if ok and (len(value) > MAX_STRING or any(ord(c) < 32 or c == "\ufffd" for c in value)):
+                raise FormatError(where, f"must be printable text of at most {MAX_STRING} characters",
+                                  f"{name}.{key}")
         if not ok:
             raise FormatError(where, f"must be {type(default).__name__}, not {type(value).__name__}", f"{name}.{key}")
         values[key] = value
@@ -129,4 +142,9 @@ def parse(text: str, where: str = "config") -> AgentConfig:
 def load(path: Path) -> AgentConfig:
     from agent.files import read_bounded
 
-    return parse(read_bounded(path, "config", MAX_CONFIG_BYTES).decode("utf-8", errors="replace"), f"config {path}")
+    raw = read_bounded(path, "config", MAX_CONFIG_BYTES)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"config {path}", f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return parse(text, f"config {path}")

@@ -64,7 +64,8 @@ def operator_session_with_mavproxy(rig: Rig, workdir: Path, *, arm_timeout: floa
                        timeout=40)
             rig.start_agent()
             rig.wait_verdict(passed=True, timeout=60)
-            assert pilot.set_mode(GUIDED) == 0
+            wait_until("GUIDED accepted (SITL needs a position first)", lambda: pilot.set_mode(GUIDED) == 0,
+                       timeout=arm_timeout, period=1.0)
             arm_until(pilot, accepted=True, timeout=arm_timeout)
             assert pilot.set_mode(STABILIZE) == 0
 

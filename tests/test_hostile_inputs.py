@@ -126,3 +126,20 @@ def test_an_ec_key_on_another_curve_is_refused_not_a_traceback(project: Path) ->
 def test_json_numbers_beyond_float_range_are_refused(doc: bytes) -> None:
     with pytest.raises(FormatError, match="test doc"):
         jsonio.loads(doc, "test doc", 1000)
+
+
+@pytest.mark.parametrize("args", [
+    ("keys", "create", "--out", "new.pub"),
+    ("manifest", "create", "--airframe", "A", "--version", str(2**64), "-o", "m2.json"),
+    ("manifest", "create", "--airframe", "A", "--version", "1", "--expires-days", "99999999", "-o", "m2.json"),
+    ("manifest", "pin-param", "manifest.json", "X", "nan"),
+    ("manifest", "pin-param", "manifest.json", "X", "inf"),
+    ("manifest", "pin-param", "manifest.json", "X", "1e400"),
+    ("verify", "att.json", "--trust", "trust", "--nonce", "00" * 32, "--max-age", str(10**20)),
+])
+def test_out_of_range_options_are_usage_errors(project: Path, args: tuple[str, ...]) -> None:
+    before = (project / "manifest.json").read_bytes()
+    r = run(*args, ok=2)
+    assert "Traceback" not in r.output
+    assert (project / "manifest.json").read_bytes() == before
+    assert not (project / "new.pub").exists() and not (project / "m2.json").exists()
