@@ -11,12 +11,12 @@ from typing import Any
 import click
 
 from agent.attestation import check_manifest, seal_measurements
-from agent.cli_common import CheckFailed
+from agent.cli_common import EXIT_FAIL, EXIT_USAGE, CheckFailed
 from agent.cli_measure import mavlink_options, run_measure
 from agent.files import read_bounded, write_atomic
 from agent.trustdir import TrustDir
-from attest import jsonio, timeutil
-from attest.errors import FormatError
+from attest import dsse, jsonio, timeutil
+from attest.errors import FlightSealError, FormatError, KeyLoadError
 from attest.limits import LIMITS
 from attest.manifest import Manifest
 from attest.models import Measurement, Reason
@@ -58,6 +58,24 @@ def verify(attestation: Path, trust_dir: Path, nonce_hex: str, manifest_path: Pa
            expected_device: str | None, max_age: int, allow_software_keys: bool, require_quote: bool,
            as_json: bool) -> None:
     """Verify an attestation offline. Exit 0 pass, 1 fail (reasons printed), 2 unusable input."""
+    try:
+        _verify(attestation, trust_dir, nonce_hex, manifest_path, expected_device, max_age, allow_software_keys,
+                require_quote, as_json)
+    except (FlightSealError, click.ClickException) as exc:
+        if not as_json or isinstance(exc, CheckFailed):
+            raise
+        # a script reading --json gets a document on stdout for every outcome, then the same exit code
+        usage = isinstance(exc, FormatError | KeyLoadError | click.ClickException)
+        code = EXIT_USAGE if usage else EXIT_FAIL
+        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        click.echo(json.dumps({"passed": False, "exit_code": code, "error": message, "reasons": []}, indent=2))
+        click.echo(f"flightseal: {'error' if usage else 'failed'}: {message}", err=True)
+        raise SystemExit(code) from None
+
+
+def _verify(attestation: Path, trust_dir: Path, nonce_hex: str, manifest_path: Path | None,
+            expected_device: str | None, max_age: int, allow_software_keys: bool, require_quote: bool,
+            as_json: bool) -> None:
     expected_nonce = parse_nonce(nonce_hex)
     td = TrustDir(trust_dir)
     state = td.trusted_state()
@@ -66,8 +84,11 @@ def verify(attestation: Path, trust_dir: Path, nonce_hex: str, manifest_path: Pa
     envelope = read_bounded(attestation, "attestation", LIMITS.max_envelope_bytes)
     from hardware.quote_check import default_quote_checker
 
+    manifest_bytes = td.manifest_bytes(manifest_path)
+    # a manifest file that is not even a signed envelope is unusable input (exit 2), not a failed check
+    dsse.Envelope.from_bytes(manifest_bytes, f"manifest {manifest_path or td.manifest_path}", LIMITS.max_manifest_bytes)
     result = verify_attestation(
-        envelope, trust=state, devices=devices, manifest_bytes=td.manifest_bytes(manifest_path),
+        envelope, trust=state, devices=devices, manifest_bytes=manifest_bytes,
         nonce=expected_nonce, now=timeutil.now(), expected_device=expected_device,
         highest_manifest_version=highest, highest_manifest_digest=highest_digest,
         quote_checker=default_quote_checker(td.device_clocks()),

@@ -49,7 +49,12 @@ def read_bounded(path: Path, what: str, max_bytes: int) -> bytes:
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over ``path``."""
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    except FileNotFoundError:
+        raise FormatError(f"cannot write {path}", f"directory {directory} does not exist") from None
+    except OSError as exc:
+        raise FormatError(f"cannot write {path}", f"{exc.strerror} in {directory}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -49,7 +49,12 @@ class TrustDir:
     def trusted_state(self) -> TrustedState:
         if not self.root_path.exists():
             raise FormatError(f"trust directory {self.path}", "has no root.json; copy the pinned root there")
-        return TrustedState(read_bounded(self.root_path, "root", LIMITS.max_root_bytes))
+        raw = read_bounded(self.root_path, "root", LIMITS.max_root_bytes)
+        try:
+            return TrustedState(raw)
+        except FormatError as exc:
+            raise FormatError(f"root {self.root_path}", f"{exc.field + ': ' if exc.field else ''}{exc.detail}") \
+                from None
 
     def devices(self, state: TrustedState) -> list[DeviceRecord]:
         """Every enrollment that verifies against the root; one that does not is an error, not skipped."""

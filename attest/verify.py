@@ -108,9 +108,12 @@ def _find_signer(envelope: dsse.Envelope, devices: Sequence[DeviceRecord]) -> tu
 
 def _identity(p: Predicate, device: DeviceRecord, expected: str | None, policy: VerifierPolicy) -> list[Reason]:
     out = []
-    if p.device_id != device.device_id or p.airframe != device.airframe:
+    if p.device_id != device.device_id:
         out.append(Reason(Code.WRONG_DEVICE, f"statement claims device {p.device_id}, but the key is enrolled "
                           f"for {device.device_id}", "device"))
+    if p.airframe != device.airframe:
+        out.append(Reason(Code.WRONG_DEVICE, f"statement claims airframe {p.airframe}, but device "
+                          f"{device.device_id} is enrolled as a {device.airframe}", "airframe"))
     if expected is not None and device.device_id != expected:
         out.append(Reason(Code.WRONG_DEVICE, f"attestation is from device {device.device_id}, expected {expected}",
                           "device"))

@@ -143,3 +143,35 @@ def test_out_of_range_options_are_usage_errors(project: Path, args: tuple[str, .
     assert "Traceback" not in r.output
     assert (project / "manifest.json").read_bytes() == before
     assert not (project / "new.pub").exists() and not (project / "m2.json").exists()
+
+
+@pytest.mark.parametrize("name", ["root.json", "devices/dev.json", "manifest.json"])
+def test_a_malformed_trust_dir_file_is_bad_input_exit_2_also_in_json(project: Path, name: str) -> None:
+    nonce = verified(project)
+    (project / "trust" / name).write_bytes(b"{not json")
+    r = run("verify", "att.json", "--trust", "trust", "--nonce", nonce, "--allow-software-keys", ok=None)
+    assert r.exit_code == 2, r.output
+    j = run("verify", "att.json", "--trust", "trust", "--nonce", nonce, "--allow-software-keys", "--json", ok=2)
+    doc = json.loads(j.stdout)
+    assert doc["passed"] is False and doc["exit_code"] == 2 and name.split("/")[-1] in doc["error"]
+
+
+def test_output_into_a_missing_directory_names_the_path_asked_for(project: Path) -> None:
+    r = run("manifest", "create", "--airframe", "A", "--version", "1", "-o", "nowhere/m.json", ok=2)
+    assert "nowhere/m.json" in r.output and "does not exist" in r.output and ".m.json." not in r.output
+
+
+def test_a_wrong_airframe_claim_names_the_airframe(project: Path) -> None:
+    from attest.verify import _identity  # the message, without forging a whole signed statement
+
+    class P:
+        device_id, airframe, key_kind = "drone-001", "FS-Hexa-9", "software"
+
+    class D:
+        device_id, airframe, key_kind = "drone-001", "FS-Quad-1", "software"
+
+    from attest.verify import VerifierPolicy
+
+    reasons = _identity(P(), D(), None, VerifierPolicy())  # type: ignore[arg-type]
+    assert [r.detail for r in reasons] == ["statement claims airframe FS-Hexa-9, but device drone-001 is "
+                                           "enrolled as a FS-Quad-1"]
