@@ -25,8 +25,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
+import math
 import re
 import secrets
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -58,6 +60,23 @@ from attest.trust import TrustedState, VerifiedManifest
 from hardware.uri import quoter_for
 
 log = logging.getLogger("flightseal.agent")
+
+
+def _same_float32(a: float, b: float) -> bool:
+    """Equal as MAVLink carries them (PARAM_VALUE is a float32; an INT32 parameter loses digits in it)."""
+    def f32(x: float) -> float:
+        try:
+            return float(struct.unpack("<f", struct.pack("<f", x))[0])
+        except OverflowError:  # beyond float32: as it is
+            return x
+
+    fa, fb = f32(a), f32(b)
+    return fa == fb or (math.isnan(fa) and math.isnan(fb))
+
+
+def _printable(text: str, limit: int = 16) -> str:
+    """Link-supplied text as it may go into a log line: printable ASCII, bounded."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text[:limit])
 
 REBOOT_GAP_S = 3.0  # no FC heartbeat this long, then one again: the FC rebooted
 MANIFEST_POLL_S = 1.0
@@ -406,6 +425,26 @@ class Daemon:
         return self.base_options.param_exclusions
 
     # ---- watching
+    def _param_value(self, name: str, value: float) -> None:
+        """A PARAM_VALUE from the FC: a change only if the value differs from the one last measured.
+
+        ArduPilot answers every read and every PARAM_SET (even of the same value) with one, and a
+        router's other clients read parameters too; re-measuring on each would let anyone on the link
+        keep the agent busy. A name the FC did not have when measured is not a change either (ArduPilot
+        adds parameters at boot, and a reboot is a change of its own); it is never logged raw.
+        """
+        if paramdigest.is_excluded(name, self._exclusions()):
+            return
+        known = self._inventory.fc_params if self._inventory is not None else None
+        if known is None:
+            self._dirty = self._dirty or f"parameter {_printable(name)} reported before any pass"
+            return
+        before = known.get(name)
+        if before is None:
+            log.debug("PARAM_VALUE for %r, which the FC did not have when measured: ignored", _printable(name))
+        elif not _same_float32(before, value):
+            self._dirty = f"parameter {name} changed"
+
     def _handle(self, msg: Any) -> None:
         """Note what changed; cheap and without I/O, since it runs inside whoever is receiving."""
         if self.link is None:
@@ -424,9 +463,7 @@ class Daemon:
                 self._dirty = f"the FC's heartbeats are now {'signed' if signed else 'unsigned'}"
             self._fc_signed = signed
         elif mtype == "PARAM_VALUE" and src == self.link.fc:
-            name = str(msg.param_id).rstrip("\x00")
-            if not paramdigest.is_excluded(name, self._exclusions()):
-                self._dirty = f"parameter {name} changed"
+            self._param_value(str(msg.param_id).rstrip("\x00"), float(msg.param_value))
         elif mtype == "STATUSTEXT" and src == self.link.fc and str(msg.text).startswith(
                 ("Scripting: stopped", "Scripting: restarted")):
             text = str(msg.text)
