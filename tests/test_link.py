@@ -129,9 +129,14 @@ def test_signed_link_is_answered_and_unsigned_is_ignored_on_serial1() -> None:
             Link.open(LinkConfig(vfc.url(1), signing_key=bytes(32 * [7]), heartbeat_timeout=0.5))
 
 
-def test_signed_agent_ignores_an_unsigned_fc() -> None:
-    with VirtualFC(VfcConfig(**FAST)) as vfc, pytest.raises(FcSilent):
-        Link.open(LinkConfig(vfc.url(1), signing_key=KEY, heartbeat_timeout=0.5))
+def test_signed_agent_sees_an_unsigned_fc_by_its_heartbeat_and_takes_nothing_else_from_it() -> None:
+    """The FC's unsigned HEARTBEATs pass (the posture must see an FC that stopped signing); every other
+    unsigned packet is dropped."""
+    with VirtualFC(VfcConfig(**FAST)) as vfc, \
+            Link.open(LinkConfig(vfc.url(1), signing_key=KEY, heartbeat_timeout=2.0)) as link:
+        assert link.fc_heartbeat is not None and not getattr(link.fc_heartbeat, "_signed", False)
+        link.send(link.mav.param_request_read_encode(1, 1, b"ARMING_CHECK", -1))
+        assert link.recv(["PARAM_VALUE"], 1.5) is None
 
 
 def test_everyone_heard_is_noted(fc: VirtualFC) -> None:
