@@ -22,6 +22,7 @@ pass runs after disarm.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import logging
@@ -31,6 +32,7 @@ import secrets
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,7 @@ from attest.trust import TrustedState, VerifiedManifest
 from hardware.uri import quoter_for
 
 log = logging.getLogger("flightseal.agent")
+BENIGN_TRIGGERS = ("the arming gate answers again",)  # passes that do not put a kept-alive pass in doubt
 
 
 def _same_float32(a: float, b: float) -> bool:
@@ -232,15 +235,18 @@ class Daemon:
                 self._poll_manifest()
             if now >= self._next_script_poll:
                 self._next_script_poll = now + self.cfg.measure.script_poll_s
-                self._poll_scripts()
+                with self._gate_ticking():
+                    self._poll_scripts()
             if now >= self._next_script_hash and not self._dirty:
                 self._next_script_hash = now + self.cfg.measure.script_hash_s
                 if not self._fc_armed():  # a read-back loads the link: never in flight
-                    self._hash_scripts()
+                    with self._gate_ticking():
+                        self._hash_scripts()
             if now >= self._next_dronecan_poll and self._dirty is None:
                 self._next_dronecan_poll = now + self.cfg.measure.dronecan_poll_s
                 if not self._fc_armed():  # forwarding a CAN bus loads the link: never in flight
-                    self._poll_dronecan()
+                    with self._gate_ticking():
+                        self._poll_dronecan()
 
     # ---- in flight
     def _fc_armed(self) -> bool:
@@ -282,15 +288,50 @@ class Daemon:
 
     def _attest_pass(self, why: str) -> None:
         assert self.link is not None
+        self._hold_gate(why)  # before anything else: the pass in force is in doubt from now on
         self._enter(State.MEASURE, why)
-        manifest = self._load_manifest()
-        opts = self._options(manifest)
-        self._inventory = measure(self.link, opts, self.image_cache)
+        with self._gate_ticking():
+            manifest = self._load_manifest()
+            opts = self._options(manifest)
+            self._inventory = measure(self.link, opts, self.image_cache)
         self._scripts_crc = self._measured_script_crcs()
         self._known_components = set(self.link.heard)
         self._dronecan = list(self._inventory.dronecan)
         self._next_dronecan_poll = time.monotonic() + self.cfg.measure.dronecan_poll_s
         self._seal_and_deliver(why)
+
+    def _hold_gate(self, why: str) -> None:
+        """A pass starts: a pass verdict kept alive from before is no longer what the agent knows, so
+        the gate gets a fail naming the re-attestation ("FlightSeal: re-attesting") until the new one."""
+        if self.gate is None or self.gate.verdict is None or not self.gate.verdict.passed or why in BENIGN_TRIGGERS:
+            return
+        try:
+            self.gate.send(Verdict.from_reasons([Reason(Code.REATTESTING, f"re-attesting: {why}"[:200])]))
+        except GateError as exc:
+            self._gate_failed(exc)
+
+    @contextlib.contextmanager
+    def _gate_ticking(self) -> Iterator[None]:
+        """While a long job receives (a pass, a script read-back, a CAN scan), the gate's verdict stays
+        alive: sent from the link's tick without waiting, acked through ``_handle``. A verdict never
+        lapses because the agent was busy (issue 11); it ends only by the agent's decision."""
+        if self.link is None or self.gate is None:
+            yield
+            return
+        self.link.tick_hooks.append(self._tick_gate)
+        try:
+            yield
+        finally:
+            if self.link is not None and self._tick_gate in self.link.tick_hooks:
+                self.link.tick_hooks.remove(self._tick_gate)
+
+    def _tick_gate(self) -> None:
+        if self.gate is None:
+            return
+        try:
+            self.gate.send_nowait()
+        except (GateError, OSError) as exc:
+            self.status.gate_error = str(exc)
 
     def _seal_and_deliver(self, why: str) -> None:
         assert self._inventory is not None
@@ -473,6 +514,11 @@ class Daemon:
                 self._unenforced.append(text)
             self._dirty = f"FC said {text!r}"
         elif mtype == "TUNNEL":
+            if self.gate is not None and src == self.link.fc:
+                try:
+                    self.gate.observe(msg)  # an ack to a verdict sent while a pass was receiving
+                except GateError as exc:
+                    self.status.gate_error = str(exc)
             payload = tunnel_payload(msg, self.cfg.mavlink.system_id, self.cfg.mavlink.component_id)
             if payload is not None:
                 self.responder.handle(src[0], src[1], payload)

@@ -226,6 +226,7 @@ class GateClient:
         self.last_ack: GateAck | None = None
         self.forged_acks = 0
         self.foreign = 0
+        self._unanswered: dict[Sequence, float] = {}  # sent by send_nowait, not acked yet
 
     @property
     def verdict(self) -> Verdict | None:
@@ -257,6 +258,41 @@ class GateClient:
             return ack
         raise GateError("the gate keeps refusing the verdict as old or stale (is it restarting?); reboot the FC "
                         "to reset it")
+
+    def send_nowait(self) -> bool:
+        """Send the current verdict again, if due, without waiting for the ack (``observe`` takes it
+        later): for a pass in progress, whose receiving must not be interrupted. True if sent."""
+        if self._verdict is None or self._clock() - self._last_sent < self._keepalive:
+            return False
+        seq = self.sequence.next()
+        self._conn.mav.send(encode_verdict(self._verdict, seq, self._key, self.nonce, *self._target))
+        self._last_sent = self._clock()
+        self._unanswered[seq] = self._last_sent
+        while len(self._unanswered) > 16:
+            self._unanswered.pop(next(iter(self._unanswered)))
+        return True
+
+    def observe(self, msg: Any) -> GateAck | None:
+        """An ack read by someone else (during a pass): taken if it answers a verdict sent with
+        ``send_nowait``; a STALE one teaches the nonce, a DENIED one the epoch."""
+        if msg.get_type() != "TUNNEL" or (msg.get_srcSystem(), msg.get_srcComponent()) != self._target:
+            return None
+        try:
+            ack = decode_ack(msg, self._key)
+        except ForgedAck:
+            self.forged_acks += 1
+            return None
+        if ack is None or self._unanswered.pop(ack.sequence, None) is None:
+            return None
+        self.foreign = ack.foreign
+        self.nonce = ack.nonce
+        if ack.result == DENIED:
+            self.sequence.resync(ack.gate_epoch)
+        elif ack.result == STALE:
+            self._last_sent = float("-inf")  # again at the next tick, with the nonce
+        elif ack.result == ACCEPTED:
+            self.last_ack = ack
+        return ack
 
     def keep_alive(self) -> GateAck | None:
         """Send the current verdict again if ``keepalive_s`` has passed since the last send."""

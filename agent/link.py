@@ -145,6 +145,7 @@ class Link:
         self.heard: dict[tuple[int, int], HeardComponent] = {}
         self.opened_at = 0.0
         self.listeners: list[Callable[[Any], None]] = []
+        self.tick_hooks: list[Callable[[], None]] = []  # run by whoever receives (e.g. the gate keep-alive)
         self._send_lock = threading.Lock()
         self._next_heartbeat = 0.0
         self._lost = False
@@ -307,9 +308,12 @@ class Link:
         self._next_heartbeat = time.monotonic() + self.config.heartbeat_period
 
     def poll(self) -> None:
-        """Send the 1 Hz heartbeat if it is due (callers that do not receive for a while call this)."""
+        """Send the 1 Hz heartbeat if it is due (callers that do not receive for a while call this), and
+        run the tick hooks: a long pass (FTP, parameters) receives all the time, so they keep running."""
         if self.fc_heartbeat is not None and time.monotonic() >= self._next_heartbeat:
             self.send_heartbeat()
+        for hook in self.tick_hooks:
+            hook()
 
     # ---- receiving
     def _recv_raw(self, timeout: float) -> Any:

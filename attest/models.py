@@ -141,6 +141,7 @@ class Code(enum.StrEnum):
     MANIFEST_SIGNATURE = "manifest-signature"
     MANIFEST_INVALID = "manifest-invalid"
     MEASUREMENT_MISSING = "measurement-missing"
+    REATTESTING = "re-attesting"  # only ever sent to the gate: something changed and a pass is running
     MEASUREMENT_TOO_WEAK = "measurement-too-weak"
     # verifier-side codes
     ENVELOPE_INVALID = "envelope-invalid"

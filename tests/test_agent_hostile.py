@@ -33,3 +33,49 @@ def test_setting_a_parameter_to_its_own_value_or_reading_it_starts_no_pass(world
     assert daemon.status.passes == passes, daemon.status.transitions[-4:]
     world.gcs.set_param("FS_THR_ENABLE", 0)
     world.rig.wait_verdict(passes=passes + 1, passed=False, code="param-pinned", timeout=20)
+
+
+def test_a_pass_longer_than_the_gates_lapse_never_lets_the_verdict_lapse(tmp_path: Path) -> None:
+    """Issue 11: no keep-alive went out while a pass ran, so a pass over 3 s dropped a valid pass (and
+    hostile traffic makes passes long). Now the verdict in force is kept alive, and a pass that a
+    change started is announced ("re-attesting"): it ends only by the agent's decision."""
+    import dataclasses
+
+    from hardware.software import SoftwareSigner
+    from sim.lua_host import LuaScriptingAuthority
+    from sim.rig import GATE_KEY, Gcs, Rig, gate_scripts
+    from sim.vfc.config import VfcConfig
+    from sim.vfc.server import VirtualFC
+    image = b"\x00\x10\x00\x20 small image " * 128
+    with VirtualFC(VfcConfig(scripts=gate_scripts(), gate_key=GATE_KEY, flash_image=image, prearm_period=1.0,
+                             ftp_link_bps=5000), authority=LuaScriptingAuthority()) as fc:
+        rig = Rig(tmp_path, fc.url(1), fc.url(0), SoftwareSigner.generate(), gate_key=GATE_KEY)
+        rig.sign_manifest(rig.baseline_manifest(rig.measure_fc()))
+        gcs = Gcs(fc.url(0))
+        try:
+            cfg = rig.config()  # no script read-backs competing for the slow link
+            cfg = dataclasses.replace(cfg, measure=dataclasses.replace(cfg.measure, script_poll_s=600.0,
+                                                                       script_hash_s=600.0))
+            daemon = rig.start_agent(cfg)
+            rig.wait_verdict(passed=True, timeout=120)
+            assert gcs.arm().accepted and gcs.disarm().accepted
+            passes = daemon.status.passes
+            gcs.set_param("RTL_ALT", 2500)  # a change: the pass it starts reads param.pck slowly
+            deadline = time.monotonic() + 30  # the agent hears it between its slow script read-backs
+            while daemon.status.state.value != "measure" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert daemon.status.state.value == "measure", daemon.status.transitions[-3:]
+            texts = []
+            deadline = time.monotonic() + 120
+            while daemon.status.passes == passes and time.monotonic() < deadline:
+                result = gcs.arm()
+                assert not result.accepted, ("a changed airframe armed during its re-attestation",
+                                             daemon.status.state, daemon.status.transitions[-5:], texts)
+                texts.append(result.text)
+                time.sleep(0.5)
+            assert len(texts) >= 8, f"the pass took {len(texts) / 2:.1f} s: not longer than the 3 s lapse"
+            assert not any("lapsed" in t for t in texts), texts
+            assert any("FlightSeal: re-attesting" in t for t in texts), texts
+        finally:
+            gcs.close()
+            rig.stop_agent()
