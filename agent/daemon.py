@@ -478,13 +478,13 @@ class Daemon:
             return
         known = self._inventory.fc_params if self._inventory is not None else None
         if known is None:
-            self._dirty = self._dirty or f"parameter {_printable(name)} reported before any pass"
+            self._dirty = self._dirty or f"parameter {_printable(name)} changed"  # no pass yet to compare with
             return
         before = known.get(name)
         if before is None:
             log.debug("PARAM_VALUE for %r, which the FC did not have when measured: ignored", _printable(name))
         elif not _same_float32(before, value):
-            self._dirty = f"parameter {name} changed"
+            self._dirty = f"parameter {_printable(name)} changed"
 
     def _handle(self, msg: Any) -> None:
         """Note what changed; cheap and without I/O, since it runs inside whoever is receiving."""
