@@ -17,7 +17,7 @@ import hashlib
 import random
 import time
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,16 +49,63 @@ def tunnel_payload(msg: Any, own_system: int, own_component: int) -> bytes | Non
     return bytes(msg.payload[:length])
 
 
+MAX_OUTBOX = wire.MAX_CHUNKS + 16  # one whole attestation, its offer and a few errors
+_Item = tuple[int, int, wire.Packet]
+
+
+class Outbox(deque[_Item]):
+    """The responder's queue, which knows in O(1) what it holds (so nothing is queued twice)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held: Counter[_Item] = Counter()
+
+    def __contains__(self, item: object) -> bool:
+        return self._held[item] > 0  # type: ignore[index]
+
+    def append(self, item: _Item) -> None:
+        super().append(item)
+        self._held[item] += 1
+
+    def appendleft(self, item: _Item) -> None:
+        super().appendleft(item)
+        self._held[item] += 1
+
+    def popleft(self) -> _Item:
+        item = super().popleft()
+        self._held[item] -= 1
+        if self._held[item] <= 0:
+            del self._held[item]
+        return item
+
+    def clear(self) -> None:
+        super().clear()
+        self._held.clear()
+
+
 @dataclass
 class Responder:
     """Answers challenges addressed to the agent. ``attest(nonce)`` returns a sealed envelope."""
 
     attest: Callable[[bytes], bytes]
     clock: Callable[[], float] = time.monotonic
-    outbox: deque[tuple[int, int, wire.Packet]] = field(default_factory=deque)
+    outbox: Outbox = field(default_factory=Outbox)
     _last_challenge: float = -1e9
     _chunks: dict[int, list[bytes]] = field(default_factory=dict)
     _offer: wire.Packet | None = None
+    dropped: int = 0  # packets not queued because the outbox was full
+
+    def _queue(self, system: int, component: int, packet: wire.Packet) -> None:
+        """Queue once: a packet already waiting is not queued again (RESENDs asking for the same chunks
+        would otherwise multiply the outbox), and the outbox never holds more than one attestation's
+        worth (issue 11: 10k RESENDs queued 610k packets)."""
+        key = (system, component, packet)
+        if key in self.outbox:
+            return
+        if len(self.outbox) >= MAX_OUTBOX:
+            self.dropped += 1
+            return
+        self.outbox.append(key)
 
     def handle(self, src_system: int, src_component: int, payload: bytes) -> None:
         try:
@@ -75,35 +122,35 @@ class Responder:
             chunks = self._chunks[packet.session]
             for i in indices:
                 if 0 <= i < len(chunks):
-                    self.outbox.append((src_system, src_component, wire.chunk(packet.session, i, chunks[i])))
+                    self._queue(src_system, src_component, wire.chunk(packet.session, i, chunks[i]))
 
     def _challenge(self, src_system: int, src_component: int, packet: wire.Packet) -> None:
         now = self.clock()
         if packet.session in self._chunks and self._offer is not None:
             # the same challenge again (our answer or the challenge was lost): answer again, same bytes
-            self.outbox.append((src_system, src_component, self._offer))
+            self._queue(src_system, src_component, self._offer)
             for i, data in enumerate(self._chunks[packet.session]):
-                self.outbox.append((src_system, src_component, wire.chunk(packet.session, i, data)))
+                self._queue(src_system, src_component, wire.chunk(packet.session, i, data))
             return
         if now - self._last_challenge < MIN_CHALLENGE_INTERVAL_S:
-            self.outbox.append((src_system, src_component, wire.error(packet.session, "busy: retry in 1 s")))
+            self._queue(src_system, src_component, wire.error(packet.session, "busy: retry in 1 s"))
             return
         self._last_challenge = now
         try:
             nonce = wire.parse_challenge(packet)
             blob = zlib.compress(self.attest(nonce), 9)
         except FlightSealError as exc:
-            self.outbox.append((src_system, src_component, wire.error(packet.session, str(exc))))
+            self._queue(src_system, src_component, wire.error(packet.session, str(exc)))
             return
         if len(blob) > wire.MAX_BLOB_BYTES:
-            self.outbox.append((src_system, src_component, wire.error(packet.session, "attestation too large")))
+            self._queue(src_system, src_component, wire.error(packet.session, "attestation too large"))
             return
         chunks = wire.split(blob)
         self._chunks = {packet.session: chunks}  # one session kept for resends
         self._offer = wire.offer(packet.session, len(blob), len(chunks), hashlib.sha256(blob).digest())
-        self.outbox.append((src_system, src_component, self._offer))
+        self._queue(src_system, src_component, self._offer)
         for i, data in enumerate(chunks):
-            self.outbox.append((src_system, src_component, wire.chunk(packet.session, i, data)))
+            self._queue(src_system, src_component, wire.chunk(packet.session, i, data))
 
     def pump(self, conn: Any, budget: int = 32) -> int:
         """Send up to ``budget`` queued packets; the caller paces it to the link."""

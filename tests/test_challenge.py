@@ -161,3 +161,27 @@ def test_lost_challenge_is_repeated_by_the_client(operator_for: Any) -> None:
     op = operator_for(fake_attestation, ignore_challenges=1)
     got = request_attestation(op, secrets.token_bytes(32), timeout=10)
     assert len(got) > 3000
+
+
+def test_resends_cannot_grow_the_outbox_past_one_attestation() -> None:
+    """Issue 11: each RESEND queued its chunks again: 10k RESENDs made 610k packets (~200 MB)."""
+    import os as _os
+
+    from agent import challenge_wire as wire
+    from agent.challenge import MAX_OUTBOX, Responder
+
+    blob = _os.urandom(20_000)  # incompressible: ~166 chunks
+    r = Responder(lambda _n: blob)
+    r.handle(255, 190, wire.challenge(7, bytes(32)).encode())
+    first = len(r.outbox)
+    assert first > 100
+    every = list(range(first))
+    for k in range(10_000):
+        start = (k * wire.MAX_RESEND) % first
+        r.handle(255, 190, wire.resend(7, every[start:start + wire.MAX_RESEND]).encode())
+    assert len(r.outbox) == first <= MAX_OUTBOX, "nothing queued twice"
+    assert len(set(r.outbox)) == len(r.outbox)
+    sent = r.pump(type("C", (), {"mav": type("M", (), {"tunnel_send": lambda *_a: None})()})(), budget=first)
+    assert sent == first and not r.outbox
+    r.handle(255, 190, wire.resend(7, [0, 1, 2]).encode())
+    assert len(r.outbox) == 3, "after sending, a resend queues again"
