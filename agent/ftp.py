@@ -213,7 +213,9 @@ class FtpClient:
         last_packet = time.monotonic()
         while True:
             reply = self._next(min(0.2, self.limits.burst_stall))
-            if reply is None or reply.session != self._session or reply.req_opcode != Op.BURST_READ_FILE:
+            ours = reply is not None and reply.session == self._session and reply.req_opcode == Op.BURST_READ_FILE
+            if reply is None or not ours or (reply.opcode != Op.NAK and reply.offset in chunks):
+                # nothing new: no packet, someone else's, or one we have (repeats do not count as progress)
                 if time.monotonic() - last_packet < self.limits.burst_stall:
                     continue
                 restarts += 1
@@ -223,7 +225,6 @@ class FtpClient:
                 self._send_burst(burst_from)
                 last_packet = time.monotonic()
                 continue
-            last_packet = time.monotonic()
             self._seq = (reply.seq + 1) & 0xFFFF  # never reuse a seq the FC may take for a repeat
             if reply.opcode == Op.NAK:
                 if reply.error != FtpErr.EOF:
@@ -242,6 +243,9 @@ class FtpClient:
                                       f"the file is larger than the limit of {max_bytes} bytes")
                 raise FtpError("read", path, FtpErr.INVALID_DATA_SIZE, f"packet at unaligned offset {reply.offset}")
             if reply.offset not in chunks:
+                # only new data counts as progress: a packet repeated over and over (a loop on the link,
+                # or a hostile peer) must still end in a stall, bounded by burst_restarts (issue 11)
+                last_packet = time.monotonic()
                 chunks[reply.offset] = data
                 have += len(data)
                 if progress is not None:

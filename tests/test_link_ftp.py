@@ -121,3 +121,29 @@ def test_a_file_left_open_by_another_link_is_waited_out_within_the_bound(fc: Vir
         assert FtpClient(link, FtpLimits(busy_wait=3.1)).read_file("scripts/tick.lua", 1000) == TICK_LUA
         assert 3.0 < time.monotonic() - start < 5.0
     other.close()
+
+
+def test_a_burst_packet_repeated_forever_ends_in_a_bounded_stall() -> None:
+    """Issue 11: a repeated burst packet reset the stall timer, and a read ran on (20 s seen)."""
+    import time as _time
+
+    from agent.ftp import FtpClient, FtpError, FtpLimits
+    from agent.ftpwire import MAX_DATA, FtpPacket, Op
+
+    class Repeating(FtpClient):
+        def __init__(self) -> None:  # no link: every reply is the same first packet of the file
+            self.limits = FtpLimits(burst_stall=0.2, burst_restarts=2)
+            self._session = 3
+            self._seq = 0
+
+        def _send(self, packet: FtpPacket) -> None:
+            pass
+
+        def _next(self, timeout: float) -> FtpPacket | None:
+            _time.sleep(0.005)
+            return FtpPacket(1, 3, Op.ACK, MAX_DATA, Op.BURST_READ_FILE, 0, 0, b"x" * MAX_DATA)
+
+    start = _time.monotonic()
+    with pytest.raises(FtpError, match="burst stalled"):
+        Repeating()._burst_read("scripts/a.lua", 1 << 20, None, None)
+    assert _time.monotonic() - start < 2.0
