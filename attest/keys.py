@@ -40,7 +40,11 @@ class PublicKey:
     public_pem: str
 
     def __post_init__(self) -> None:
-        self._load()
+        if _canonical_pem(self.public_pem) != self.public_pem:
+            # one key, one text, one key id: another encoding of the same key (compressed point, other
+            # line breaks) would get a second key id and count twice toward a threshold (issue 11)
+            raise KeyLoadError("public key is not in canonical form (PEM SubjectPublicKeyInfo, uncompressed "
+                               "point, as `flightseal keys show` prints it)")
 
     def _load(self) -> ec.EllipticCurvePublicKey:
         return _load_pem(self.public_pem)
@@ -96,6 +100,12 @@ def _load_pem(pem: str) -> ec.EllipticCurvePublicKey:
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise KeyLoadError("public key is not ECDSA P-256 (the only key type FlightSeal accepts)")
     return key
+
+
+@functools.lru_cache(maxsize=256)
+def _canonical_pem(pem: str) -> str:
+    key = _load_pem(pem)
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
 @functools.lru_cache(maxsize=256)

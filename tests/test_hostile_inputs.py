@@ -175,3 +175,24 @@ def test_a_wrong_airframe_claim_names_the_airframe(project: Path) -> None:
     reasons = _identity(P(), D(), None, VerifierPolicy())  # type: ignore[arg-type]
     assert [r.detail for r in reasons] == ["statement claims airframe FS-Hexa-9, but device drone-001 is "
                                            "enrolled as a FS-Quad-1"]
+
+
+def test_one_key_in_two_pem_encodings_cannot_count_twice() -> None:
+    """Issue 11: the same key with other line breaks got a second key id, so a threshold of two could
+    be met with one key."""
+    import base64
+
+    from attest.errors import KeyLoadError
+    from attest.keys import PublicKey
+    from hardware.software import SoftwareSigner
+
+    pem = SoftwareSigner.generate().public_key.public_pem
+    body = "".join(line for line in pem.splitlines() if not line.startswith("-----"))
+    assert base64.b64decode(body)  # the same DER
+    one_line = f"-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----\n"
+    assert one_line != pem
+    with pytest.raises(KeyLoadError, match="canonical"):
+        PublicKey(one_line)
+    with pytest.raises(FormatError, match="canonical"):
+        PublicKey.from_json({"keytype": "ecdsa", "scheme": "ecdsa-sha2-nistp256", "public": one_line})
+    assert PublicKey(pem).keyid
