@@ -97,6 +97,7 @@ def _verify(attestation: Path, trust_dir: Path, nonce_hex: str, manifest_path: P
     )
     if result.passed and result.predicate is not None and result.predicate.manifest is not None:
         td.record_manifest(result.predicate.manifest.version, result.predicate.manifest.sha256)
+        td.record_root()
         if result.predicate.quote is not None and result.device is not None:
             from attest.quote import observed_clock
 

@@ -51,7 +51,7 @@ from agent.ftp import FtpClient, FtpError
 from agent.gate import GateClient, GateError, GateTimeout, SequenceSource
 from agent.gate_key import load_gate_key
 from agent.link import Link, LinkConfig, LinkError, LinkLost
-from agent.manifest_state import ManifestState
+from agent.manifest_state import ManifestState, check_root
 from attest import params as paramdigest
 from attest import timeutil
 from attest.errors import FlightSealError
@@ -122,7 +122,11 @@ class Daemon:
         self.signing_key = signing_key
         state_dir = Path(cfg.trust.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.trust = TrustedState(read_bounded(Path(cfg.trust.root), "root", LIMITS.max_root_bytes))
+        root = read_bounded(Path(cfg.trust.root), "root", LIMITS.max_root_bytes)
+        self.trust = TrustedState(root)
+        root_state = ManifestState(state_dir / "root-state.json", "root")
+        check_root(root_state, self.trust.root.version, hashlib.sha256(root).hexdigest())  # never an older root
+        root_state.record(self.trust.root.version, hashlib.sha256(root).hexdigest())
         self.manifest_state = ManifestState(state_dir / "manifest-state.json")
         self.sequence = SequenceSource(state_dir / "gate.seq")
         self.gate_key = load_gate_key(Path(cfg.gate.key_file) if cfg.gate.key_file else state_dir / "gate.key") \

@@ -1,4 +1,4 @@
-"""The agent's memory of the highest manifest it has trusted, so it never goes back."""
+"""The memory of the highest manifest (and root) version trusted, so neither ever goes back."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agent.files import read_state_json, write_atomic
 from attest import jsonio
-from attest.errors import FormatError
+from attest.errors import FormatError, RollbackError
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 MAX_VERSION = 2**53  # a manifest version (attest.manifest bounds them the same way)
@@ -18,11 +18,12 @@ MAX_VERSION = 2**53  # a manifest version (attest.manifest bounds them the same 
 @dataclass
 class ManifestState:
     path: Path
+    kind: str = "manifest"  # or "root": the same record for the trust root (RootState)
 
     def load(self) -> tuple[int, str | None]:
-        what = f"manifest state {self.path}"
+        what = f"{self.kind} state {self.path}"
         try:
-            data = read_state_json(self.path, "manifest state", 4096)
+            data = read_state_json(self.path, f"{self.kind} state", 4096)
             if data is None:
                 return 0, None
             obj = jsonio.expect_object(data, what, {"version", "sha256"})
@@ -40,3 +41,14 @@ class ManifestState:
         if version > current:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(self.path, json.dumps({"version": version, "sha256": digest}).encode(), 0o600)
+
+
+def check_root(state: ManifestState, version: int, digest: str) -> None:
+    """Refuse a root older than the highest one trusted here, or another root of the same version
+    (issue 11: an older root could be put back, as no root version was kept)."""
+    highest, recorded = state.load()
+    if version < highest:
+        raise RollbackError(f"root version {version} is older than version {highest} already trusted here: an older "
+                            "root was put back; restore the newest root")
+    if version == highest and recorded is not None and digest != recorded:
+        raise RollbackError(f"root version {version} differs from the trusted root of the same version")

@@ -14,12 +14,13 @@ Reading it is the only I/O the offline verifier does.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.files import read_bounded, read_state_json, write_atomic
-from agent.manifest_state import ManifestState
+from agent.manifest_state import ManifestState, check_root
 from attest import jsonio
 from attest.enrollment import DeviceRecord
 from attest.errors import FlightSealError, FormatError
@@ -51,10 +52,20 @@ class TrustDir:
             raise FormatError(f"trust directory {self.path}", "has no root.json; copy the pinned root there")
         raw = read_bounded(self.root_path, "root", LIMITS.max_root_bytes)
         try:
-            return TrustedState(raw)
+            state = TrustedState(raw)
         except FormatError as exc:
             raise FormatError(f"root {self.root_path}", f"{exc.field + ': ' if exc.field else ''}{exc.detail}") \
                 from None
+        check_root(self.root_state(), state.root.version, hashlib.sha256(raw).hexdigest())
+        return state
+
+    def root_state(self) -> ManifestState:
+        return ManifestState(self.path / "root-state.json", "root")
+
+    def record_root(self) -> None:
+        """After a verification passed: this root is the newest one trusted here."""
+        raw = read_bounded(self.root_path, "root", LIMITS.max_root_bytes)
+        self.root_state().record(TrustedState(raw).root.version, hashlib.sha256(raw).hexdigest())
 
     def devices(self, state: TrustedState) -> list[DeviceRecord]:
         """Every enrollment that verifies against the root; one that does not is an error, not skipped."""

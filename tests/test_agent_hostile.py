@@ -79,3 +79,20 @@ def test_a_pass_longer_than_the_gates_lapse_never_lets_the_verdict_lapse(tmp_pat
         finally:
             gcs.close()
             rig.stop_agent()
+
+
+def test_the_agent_refuses_a_root_older_than_one_it_trusted(tmp_path: Path) -> None:
+    import json
+
+    from agent.daemon import Daemon
+    from attest.errors import RollbackError
+    from hardware.software import SoftwareSigner
+    from sim.rig import Rig
+
+    rig = Rig(tmp_path, "tcp:127.0.0.1:9", "tcp:127.0.0.1:9", SoftwareSigner.generate())
+    Daemon(rig.config(), rig.device)  # records root version 1
+    state = tmp_path / "state" / "root-state.json"
+    assert json.loads(state.read_text())["version"] == 1
+    state.write_text(json.dumps({"version": 5, "sha256": "ab" * 32}))  # a newer root was trusted before
+    with pytest.raises(RollbackError, match="root version 1 is older than version 5"):
+        Daemon(rig.config(), rig.device)

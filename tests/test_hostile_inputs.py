@@ -196,3 +196,20 @@ def test_one_key_in_two_pem_encodings_cannot_count_twice() -> None:
     with pytest.raises(FormatError, match="canonical"):
         PublicKey.from_json({"keytype": "ecdsa", "scheme": "ecdsa-sha2-nistp256", "public": one_line})
     assert PublicKey(pem).keyid
+
+
+def test_an_older_root_put_back_is_refused(project: Path) -> None:
+    """Issue 11: no root version was kept, so an older root could be put back in the trust dir."""
+    keys = [a for k in ("m1", "m2", "m3") for a in ("--{role}-key", f"{k}.pub")]
+    args = []
+    for role in ("root", "manifest", "enrollment"):
+        args += [a.format(role=role) for a in keys] + [f"--{role}-threshold", "2"]
+    run("root", "create", *args, "--version", "2", "-o", "root2.json")
+    run("sign", "root2.json", "--key", "file:m1.pem")
+    run("sign", "root2.json", "--key", "file:m2.pem")
+    (project / "trust" / "root.json").write_bytes((project / "root2.json").read_bytes())
+    nonce = verified(project)
+    assert json.loads((project / "trust" / "root-state.json").read_text())["version"] == 2
+    (project / "trust" / "root.json").write_bytes((project / "root.json").read_bytes())  # version 1 again
+    r = run("verify", "att.json", "--trust", "trust", "--nonce", nonce, "--allow-software-keys", ok=1)
+    assert "root version 1 is older than version 2" in r.output
