@@ -16,7 +16,7 @@ from agent import __version__
 from attest import dsse, evidence
 from attest.appraise import appraise, manifest_failure
 from attest.errors import FlightSealError
-from attest.models import Measurement, Reason, Verdict
+from attest.models import Code, Measurement, Reason, Verdict
 from attest.signer import Signer
 from attest.trust import TrustedState, VerifiedManifest
 
@@ -62,7 +62,12 @@ def seal_measurements(
         verified = None
     else:
         appraised = appraise(measurements, manifest.manifest)
-        verdict = Verdict.from_reasons([*appraised.reasons, *problems])
+        binding = manifest.manifest.airframe
+        wrong = [] if binding.covers(airframe, device_id) else [Reason(
+            Code.WRONG_HARDWARE, f"manifest v{manifest.manifest.version} is for {binding.model}"
+            f"{' devices ' + ', '.join(binding.device_ids) if binding.device_ids else ''}, not this {airframe} "
+            f"({device_id})", "device")]
+        verdict = Verdict.from_reasons([*wrong, *appraised.reasons, *problems])
         ref = evidence.ManifestRef(manifest.digest, manifest.manifest.version)
         verified = manifest
     predicate = evidence.Predicate(

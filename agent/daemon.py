@@ -440,13 +440,17 @@ class Daemon:
             data = read_bounded(path, "manifest", LIMITS.max_manifest_bytes)
             highest, digest = self.manifest_state.load()
             self._manifest = check_manifest(self.trust, data, timeutil.now(), highest, digest)
-            if isinstance(self._manifest, VerifiedManifest):
-                # trusted from now on, whatever the airframe's verdict: an older one is a rollback
+            if isinstance(self._manifest, VerifiedManifest) and self._binds_us(self._manifest):
+                # trusted from now on, whatever the airframe's verdict: an older one is a rollback. Only
+                # a manifest for this airframe counts: another one's version must not make ours "old"
                 self.manifest_state.record(self._manifest.manifest.version, self._manifest.digest)
         except (OSError, FlightSealError) as exc:
             self._manifest = exc if isinstance(exc, FlightSealError) else FlightSealError(
                 f"manifest {path}: {exc.strerror or exc}")
         return self._manifest
+
+    def _binds_us(self, verified: VerifiedManifest) -> bool:
+        return verified.manifest.airframe.covers(self.cfg.device.airframe, self.cfg.device.id)
 
     def _poll_manifest(self) -> None:
         try:

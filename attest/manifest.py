@@ -197,6 +197,10 @@ class Airframe:
     fc_uids: tuple[str, ...] = ()
     device_ids: tuple[str, ...] = ()
 
+    def covers(self, airframe: str, device_id: str) -> bool:
+        """Whether a device of this airframe model (and id) may use the manifest at all."""
+        return self.model == airframe and (not self.device_ids or device_id in self.device_ids)
+
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "board_ids": list(self.board_ids), "fc_uids": list(self.fc_uids),
                 "device_ids": list(self.device_ids)}

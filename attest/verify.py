@@ -150,12 +150,13 @@ def _manifest_and_appraisal(p: Predicate, device: DeviceRecord, trust: TrustedSt
                           f"(device used {p.manifest.version if p.manifest else 'none'}, "
                           f"you have {verified.manifest.version})", "manifest"))
     binding = verified.manifest.airframe
-    if device.airframe != binding.model or (binding.device_ids and device.device_id not in binding.device_ids):
+    covered = binding.covers(device.airframe, device.device_id)
+    if not covered:
         out.append(Reason(Code.WRONG_HARDWARE, f"device {device.device_id} ({device.airframe}) is not an airframe "
                           f"this manifest covers ({binding.model})", "device"))
     verdict = appraise(p.measurements, verified.manifest)
     out += verdict.reasons
-    if p.verdict.passed != verdict.passed:
+    if p.verdict.passed != (verdict.passed and covered):  # the device refuses another airframe's manifest too
         out.append(Reason(Code.VERDICT_DISAGREES, f"device reported {'pass' if p.verdict.passed else 'fail'}, "
                           f"appraisal gives {'pass' if verdict.passed else 'fail'}", "verdict"))
     return out

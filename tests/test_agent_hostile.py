@@ -96,3 +96,23 @@ def test_the_agent_refuses_a_root_older_than_one_it_trusted(tmp_path: Path) -> N
     state.write_text(json.dumps({"version": 5, "sha256": "ab" * 32}))  # a newer root was trusted before
     with pytest.raises(RollbackError, match="root version 1 is older than version 5"):
         Daemon(rig.config(), rig.device)
+
+
+def test_a_manifest_for_another_airframe_is_not_recorded_and_cannot_make_ours_a_rollback(world: World) -> None:
+    """Issue 11: a high-version manifest for another airframe was recorded before its binding was
+    checked, and the real one then counted as a rollback."""
+    import dataclasses
+    import json
+
+    from attest.manifest import Airframe
+
+    real = world.rig.baseline_manifest(world.rig.measure_fc())
+    world.rig.sign_manifest(dataclasses.replace(real, version=9, airframe=Airframe("FS-Hexa-9")))
+    world.rig.start_agent()
+    daemon = world.rig.wait_verdict(passed=False, code="wrong-hardware", timeout=20)  # it used to PASS
+    assert not world.gcs.arm().accepted
+    state = world.rig.workdir / "state" / "manifest-state.json"
+    assert not state.exists() or json.loads(state.read_text())["version"] != 9
+    passes = daemon.status.passes
+    world.rig.sign_manifest(real)  # version 1, for this airframe
+    world.rig.wait_verdict(passes=passes + 1, passed=True, timeout=20)
