@@ -275,13 +275,7 @@ class GateClient:
     def observe(self, msg: Any) -> GateAck | None:
         """An ack read by someone else (during a pass): taken if it answers a verdict sent with
         ``send_nowait``; a STALE one teaches the nonce, a DENIED one the epoch."""
-        if msg.get_type() != "TUNNEL" or (msg.get_srcSystem(), msg.get_srcComponent()) != self._target:
-            return None
-        try:
-            ack = decode_ack(msg, self._key)
-        except ForgedAck:
-            self.forged_acks += 1
-            return None
+        ack = self._ack_in(msg)
         if ack is None or self._unanswered.pop(ack.sequence, None) is None:
             return None
         self.foreign = ack.foreign
@@ -317,13 +311,17 @@ class GateClient:
                           "seen' if not), and is the agent on the FC port the gate listens to?")
 
     def _match(self, msg: Any, seq: Sequence) -> GateAck | None:
-        if msg.get_type() != "TUNNEL" or (msg.get_srcSystem(), msg.get_srcComponent()) != self._target:
-            return None
-        try:
-            ack = decode_ack(msg, self._key)
-        except ForgedAck:
-            self.forged_acks += 1
-            return None
+        ack = self._ack_in(msg)
         if ack is None or ack.sequence != seq:
             return None  # not an ack, or about an older verdict of ours
         return ack
+
+    def _ack_in(self, msg: Any) -> GateAck | None:
+        """The gate's authenticated ack in ``msg``, if it is one; a forged one is counted, never taken."""
+        if msg.get_type() != "TUNNEL" or (msg.get_srcSystem(), msg.get_srcComponent()) != self._target:
+            return None
+        try:
+            return decode_ack(msg, self._key)
+        except ForgedAck:
+            self.forged_acks += 1
+            return None
