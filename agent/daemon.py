@@ -234,6 +234,7 @@ class Daemon:
             self._keep_alive()
             self.responder.pump(self.link.conn, budget=8)
             now = time.monotonic()
+            self._check_gone(now)
             if now >= self._next_manifest_poll:
                 self._next_manifest_poll = now + MANIFEST_POLL_S
                 self._poll_manifest()
@@ -251,6 +252,25 @@ class Daemon:
                 if not self._fc_armed():  # forwarding a CAN bus loads the link: never in flight
                     with self._gate_ticking():
                         self._poll_dronecan()
+
+    def _check_gone(self, now: float) -> None:
+        """A MAVLink component the last pass measured and no longer heard: a new pass leaves it out
+        (issue 11: one spoofed HEARTBEAT gave component-unknown until the agent reconnected)."""
+        if self.link is None or self._inventory is None or self._dirty is not None:
+            return
+        gone_s = self.base_options.component_gone_s
+        for m in self._inventory.measurements:
+            if m.kind is not Kind.COMPONENT or not m.component.startswith("mavlink:"):
+                continue
+            try:
+                sysid, compid = (int(x) for x in m.component.removeprefix("mavlink:").split("/"))
+            except ValueError:
+                continue
+            entry = self.link.heard.get((sysid, compid))
+            if entry is None or now - entry.last_seen > gone_s:
+                self._known_components.discard((sysid, compid))
+                self._dirty = f"component {sysid}/{compid} no longer heard"
+                return
 
     # ---- in flight
     def _fc_armed(self) -> bool:

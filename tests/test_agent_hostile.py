@@ -116,3 +116,17 @@ def test_a_manifest_for_another_airframe_is_not_recorded_and_cannot_make_ours_a_
     passes = daemon.status.passes
     world.rig.sign_manifest(real)  # version 1, for this airframe
     world.rig.wait_verdict(passes=passes + 1, passed=True, timeout=20)
+
+
+def test_one_spoofed_heartbeat_from_another_component_does_not_stick(world: World) -> None:
+    """Issue 11: one HEARTBEAT from a made-up component gave component-unknown until the agent
+    reconnected. Now the part is left out once it has not been heard for component_gone_s."""
+    world.rig.start_agent()
+    daemon = world.rig.wait_verdict(passed=True)
+    passes = daemon.status.passes
+    world.gcs.conn.mav.srcSystem, world.gcs.conn.mav.srcComponent = 42, 1
+    world.gcs.conn.mav.heartbeat_send(30, 8, 0, 0, 4)  # a "camera" heard once
+    world.gcs.conn.mav.srcSystem, world.gcs.conn.mav.srcComponent = 255, 190
+    world.rig.wait_verdict(passes=passes + 1, passed=False, code="component-unknown", timeout=20)
+    world.rig.wait_verdict(passes=passes + 2, passed=True, timeout=30)
+    assert any("component 42/1 no longer heard" in t for t in daemon.status.transitions)

@@ -55,6 +55,7 @@ class MeasureOptions:
     max_script_depth: int = 3
     listen_time: float = 1.2  # components: hear the bus at least this long (heartbeats are 1 Hz)
     component_reply_timeout: float = 0.5
+    component_gone_s: float = 10.0  # a component not heard for this long is gone (a spoofed one-off, or unplugged)
     include_gcs: bool = False
     dronecan: bool = True  # scan the FC's DroneCAN buses through MAVLink CAN forwarding
     dronecan_node_id: int = 127  # our node id on the CAN bus while asking GetNodeInfo (must be free)

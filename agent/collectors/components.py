@@ -131,9 +131,10 @@ def collect_components(link: Link, opts: MeasureOptions, inv: Inventory) -> list
         link.recv(None, remaining)
     own = (link.config.system_id, link.config.component_id)
     out: list[Measurement] = []
+    now = time.monotonic()
     for key, entry in sorted(link.heard.items()):
-        if key in (link.fc, own):
-            continue
+        if key in (link.fc, own) or now - entry.last_seen > opts.component_gone_s:
+            continue  # a sender heard once long ago (one spoofed HEARTBEAT) is not a part on the bus
         hb = entry.heartbeat
         if hb is not None and int(hb.type) == MAV_TYPE_GCS and not opts.include_gcs:
             continue
