@@ -29,7 +29,6 @@ import logging
 import math
 import re
 import secrets
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -43,6 +42,7 @@ from agent.challenge import Responder, tunnel_payload
 from agent.collectors.base import DroneCanBus, Inventory, MeasureOptions
 from agent.collectors.imagecache import ImageCache
 from agent.collectors.measure import measure
+from agent.collectors.params import as_float32
 from agent.collectors.scripts import list_scripts
 from agent.config import AgentConfig
 from agent.dronecan import node_statuses
@@ -63,18 +63,6 @@ from hardware.uri import quoter_for
 
 log = logging.getLogger("flightseal.agent")
 BENIGN_TRIGGERS = ("the arming gate answers again",)  # passes that do not put a kept-alive pass in doubt
-
-
-def _same_float32(a: float, b: float) -> bool:
-    """Equal as MAVLink carries them (PARAM_VALUE is a float32; an INT32 parameter loses digits in it)."""
-    def f32(x: float) -> float:
-        try:
-            return float(struct.unpack("<f", struct.pack("<f", x))[0])
-        except OverflowError:  # beyond float32: as it is
-            return x
-
-    fa, fb = f32(a), f32(b)
-    return fa == fb or (math.isnan(fa) and math.isnan(fb))
 
 
 def _printable(text: str, limit: int = 16) -> str:
@@ -124,9 +112,9 @@ class Daemon:
         state_dir.mkdir(parents=True, exist_ok=True)
         root = read_bounded(Path(cfg.trust.root), "root", LIMITS.max_root_bytes)
         self.trust = TrustedState(root)
-        root_state = ManifestState(state_dir / "root-state.json", "root")
-        check_root(root_state, self.trust.root.version, hashlib.sha256(root).hexdigest())  # never an older root
-        root_state.record(self.trust.root.version, hashlib.sha256(root).hexdigest())
+        root_state, root_digest = ManifestState(state_dir / "root-state.json", "root"), hashlib.sha256(root).hexdigest()
+        check_root(root_state, self.trust.root.version, root_digest)  # never an older root
+        root_state.record(self.trust.root.version, root_digest)
         self.manifest_state = ManifestState(state_dir / "manifest-state.json")
         self.sequence = SequenceSource(state_dir / "gate.seq")
         self.gate_key = load_gate_key(Path(cfg.gate.key_file) if cfg.gate.key_file else state_dir / "gate.key") \
@@ -511,7 +499,7 @@ class Daemon:
         before = known.get(name)
         if before is None:
             log.debug("PARAM_VALUE for %r, which the FC did not have when measured: ignored", _printable(name))
-        elif not _same_float32(before, value):
+        elif not (as_float32(value) == before or (math.isnan(value) and math.isnan(before))):  # measured: float32
             self._dirty = f"parameter {_printable(name)} changed"
 
     def _handle(self, msg: Any) -> None:

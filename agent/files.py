@@ -46,6 +46,16 @@ def read_bounded(path: Path, what: str, max_bytes: int) -> bytes:
     return data
 
 
+def write_new(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write a file that must not exist yet (a key: never overwritten), fsync'd; FileExistsError or
+    OSError for the caller to name."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over ``path``."""
     directory = path.parent if str(path.parent) else Path(".")

@@ -7,10 +7,9 @@ only this companion's TPM can open, so a copied file gives nothing away. Readers
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from agent.files import read_bounded
+from agent.files import read_bounded, write_new
 from attest.errors import FlightSealError
 
 SEALED_MAX_BYTES = 4096
@@ -24,13 +23,9 @@ def write_exclusive(path: Path, data: bytes) -> None:
     """``data`` into a new 0600 file; KeyFileError naming the path if one is there."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_new(path, data)
     except FileExistsError:
         raise KeyFileError(f"{path} exists: not overwriting a key") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def key_file_bytes(key: bytes, plain: bytes, seal_to: str | None) -> bytes:
@@ -44,11 +39,9 @@ def key_file_bytes(key: bytes, plain: bytes, seal_to: str | None) -> bytes:
 
 def read_key_file(path: Path, what: str) -> tuple[bytes, bool]:
     """A key file's bytes, unsealed if it was sealed (True then)."""
-    raw = read_bounded(path, what, SEALED_MAX_BYTES)
-    from hardware.sealed import is_sealed
+    from hardware.sealed import is_sealed, unseal
 
+    raw = read_bounded(path, what, SEALED_MAX_BYTES)
     if not is_sealed(raw):
         return raw, False
-    from hardware.sealed import unseal
-
     return unseal(raw, f"{what} {path}"), True

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.files import read_bounded, read_state_json, write_atomic
@@ -34,6 +34,7 @@ MAX_DEVICES = 4096
 @dataclass
 class TrustDir:
     path: Path
+    _root_seen: tuple[int, str] | None = field(default=None, init=False, repr=False)  # version, sha256 loaded
 
     @property
     def root_path(self) -> Path:
@@ -56,16 +57,17 @@ class TrustDir:
         except FormatError as exc:
             raise FormatError(f"root {self.root_path}", f"{exc.field + ': ' if exc.field else ''}{exc.detail}") \
                 from None
-        check_root(self.root_state(), state.root.version, hashlib.sha256(raw).hexdigest())
+        self._root_seen = (state.root.version, hashlib.sha256(raw).hexdigest())
+        check_root(self.root_state(), *self._root_seen)
         return state
 
     def root_state(self) -> ManifestState:
         return ManifestState(self.path / "root-state.json", "root")
 
     def record_root(self) -> None:
-        """After a verification passed: this root is the newest one trusted here."""
-        raw = read_bounded(self.root_path, "root", LIMITS.max_root_bytes)
-        self.root_state().record(TrustedState(raw).root.version, hashlib.sha256(raw).hexdigest())
+        """After a verification passed: the root it used (``trusted_state``) is the newest trusted here."""
+        if self._root_seen is not None:
+            self.root_state().record(*self._root_seen)
 
     def devices(self, state: TrustedState) -> list[DeviceRecord]:
         """Every enrollment that verifies against the root; one that does not is an error, not skipped."""

@@ -6,7 +6,6 @@ verifier policy refuses it. Key files are PEM (PKCS#8), written 0600 and never o
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -47,16 +46,14 @@ class SoftwareSigner:
 
 def write_private_key(path: Path, signer: SoftwareSigner) -> None:
     """Write a new key file 0600; refuse to overwrite (a lost signing key cannot be re-made)."""
+    from agent.files import write_new
+
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_new(path, signer.private_pem())
     except FileExistsError:
         raise KeyLoadError(f"{path} already exists; choose another name or delete it yourself") from None
     except OSError as exc:
         raise KeyLoadError(f"cannot create {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(signer.private_pem())
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def load_private_key(path: Path) -> SoftwareSigner:
