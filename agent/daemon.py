@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.attestation import Sealed, check_manifest, seal_measurements
-from agent.audit import AuditLog
+from agent.audit import AuditError, AuditLog
 from agent.challenge import Responder, tunnel_payload
 from agent.collectors.base import DroneCanBus, Inventory, MeasureOptions
 from agent.collectors.imagecache import ImageCache
@@ -98,6 +98,7 @@ class Status:
     last_reason: str = ""
     gate_acks: int = 0
     gate_error: str = ""
+    audit_error: str = ""  # why the audit log cannot be written now (a full disk), "" when it can
     first_ack_at: float | None = None
     transitions: list[str] = field(default_factory=list)
 
@@ -154,6 +155,19 @@ class Daemon:
         self.status.transitions.append(line)
         log.info(line)
 
+    def _audit(self, kind: str, body: dict[str, Any]) -> None:
+        """An audit record whose loss must not stop the daemon (a full disk): logged once, not raised.
+        Records that a verdict depends on go through ``self.audit.append`` and fail the pass instead."""
+        try:
+            self.audit.append(kind, body)
+        except AuditError as exc:
+            self._audit_failed(exc)
+
+    def _audit_failed(self, exc: AuditError) -> None:
+        if str(exc) != self.status.audit_error:
+            log.error("%s", exc)
+        self.status.audit_error = str(exc)
+
     def run(self, stop: threading.Event) -> None:
         attempt = 0
         try:
@@ -174,6 +188,12 @@ class Daemon:
                 except LinkLost as exc:
                     log.warning("%s", exc)
                     self._dirty = "link lost: FC rebooted or unplugged"
+                except OSError as exc:
+                    # a local fault (a full disk under gate.seq or the image cache, a vanished device):
+                    # the daemon stays up; the pass in force lapses at the gate while it reconnects
+                    log.error("local error: %s; reconnecting in %.0f s, arming blocked meanwhile", exc, PASS_RETRY_S)
+                    self._dirty = f"recovering from a local error: {exc.strerror or exc}"
+                    stop.wait(PASS_RETRY_S)
                 finally:
                     self._close()
         finally:
@@ -215,7 +235,7 @@ class Daemon:
                     self._attest_pass(why)
                 except LinkLost:
                     raise
-                except FlightSealError as exc:
+                except (FlightSealError, OSError) as exc:  # OSError: a full disk, a lost device
                     self._pass_failed(why, exc)
                 self._enter(State.WATCH)
             self.link.recv(timeout=0.05)  # received messages reach _handle through the link's listener
@@ -272,7 +292,7 @@ class Daemon:
             return
         self._deferred = why
         log.warning("%s while armed: arming after landing is blocked until re-attested", why)
-        self.audit.append("deferred-in-flight", {"why": why})
+        self._audit("deferred-in-flight", {"why": why})
         if self.gate is not None:
             verdict = Verdict.from_reasons([Reason(Code.MEASUREMENT_MISSING, f"changed in flight: {why}"[:200])])
             try:
@@ -281,7 +301,7 @@ class Daemon:
                 self._gate_failed(exc)
 
     # ---- one pass
-    def _pass_failed(self, why: str, exc: FlightSealError) -> None:
+    def _pass_failed(self, why: str, exc: FlightSealError | OSError) -> None:
         """No attestation could be made (e.g. the TPM is unreachable): never keep an older pass alive.
 
         The gate gets a fail verdict (it needs no signature: it only ever tightens), the failure is
@@ -289,7 +309,7 @@ class Daemon:
         """
         log.error("attestation pass failed (%s): %s; arming blocked, retrying in %.0f s", why, exc, PASS_RETRY_S)
         verdict = Verdict.from_reasons([Reason(Code.MEASUREMENT_MISSING, f"attestation failed: {exc}"[:200])])
-        self.audit.append("pass-failed", {"why": why, "error": str(exc)[:1000]})
+        self._audit("pass-failed", {"why": why, "error": str(exc)[:1000]})
         self._dirty = f"retry after failure: {why}"
         self._retry_at = time.monotonic() + PASS_RETRY_S
         if self.gate is not None:
@@ -348,19 +368,24 @@ class Daemon:
     def _seal_and_deliver(self, why: str) -> None:
         assert self._inventory is not None
         for text in self._unenforced:  # audited here: _handle runs inside whoever is receiving, without I/O
-            self.audit.append("gate-unenforced", {"fc_said": text[:100]})
+            self._audit("gate-unenforced", {"fc_said": text[:100]})
         self._unenforced.clear()
         self._enter(State.APPRAISE)
         if self._manifest is None:
             self._load_manifest()
         self._enter(State.SEAL)
         sealed = self._seal(secrets.token_bytes(32))
+        try:  # an attestation that is not in the audit log is never delivered: the pass fails instead
+            self.audit.append("attestation", {"why": why, "envelope_sha256": hashlib.sha256(
+                sealed.envelope.to_bytes()).hexdigest(), "verdict": sealed.verdict.to_json(),
+                "manifest_version": sealed.predicate.manifest.version if sealed.predicate.manifest else None})
+        except AuditError as exc:
+            self._audit_failed(exc)
+            raise
+        self.status.audit_error = ""
         self.status.passes += 1
         self.status.last = sealed
         self.status.last_reason = why
-        self.audit.append("attestation", {"why": why, "envelope_sha256": hashlib.sha256(
-            sealed.envelope.to_bytes()).hexdigest(), "verdict": sealed.verdict.to_json(),
-            "manifest_version": sealed.predicate.manifest.version if sealed.predicate.manifest else None})
         verdict = sealed.verdict
         log.info("verdict %s%s", "PASS" if verdict.passed else "FAIL",
                  "" if verdict.passed else ": " + "; ".join(str(r) for r in verdict.reasons))

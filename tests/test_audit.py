@@ -72,3 +72,14 @@ def test_audit_verify_cli_exit_codes(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes().replace(b'"i":1', b'"i":7'))
     r = CliRunner().invoke(main, ["audit", "verify", str(path)])
     assert r.exit_code == 1 and "altered" in r.output
+
+
+def test_a_deeply_nested_or_over_long_line_is_named_not_a_traceback(tmp_path: Path) -> None:
+    path = filled(tmp_path, 2)
+    good = path.read_bytes()
+    path.write_bytes(good + b"[" * 200_000 + b"\n")
+    with pytest.raises(AuditError, match=r"record 3 .* is not a JSON record"):
+        scan(path)
+    path.write_bytes(good + b"x" * (3 * 1024 * 1024) + b"\n" + good)
+    with pytest.raises(AuditError, match=r"record 3 .* longer than any record"):
+        scan(path)
