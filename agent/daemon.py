@@ -51,14 +51,15 @@ from agent.ftp import FtpClient, FtpError
 from agent.gate import GateClient, GateError, GateTimeout, SequenceSource
 from agent.gate_key import load_gate_key
 from agent.link import Link, LinkConfig, LinkError, LinkLost
-from agent.manifest_state import ManifestState, check_root
+from agent.manifest_state import ManifestState
+from agent.root_store import RootStore
 from attest import params as paramdigest
 from attest import timeutil
 from attest.errors import FlightSealError
 from attest.limits import LIMITS
 from attest.models import Code, Kind, Reason, Verdict
 from attest.signer import Signer
-from attest.trust import TrustedState, VerifiedManifest
+from attest.trust import VerifiedManifest
 from hardware.uri import quoter_for
 
 log = logging.getLogger("flightseal.agent")
@@ -111,11 +112,9 @@ class Daemon:
         self.signing_key = signing_key
         state_dir = Path(cfg.trust.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
-        root = read_bounded(Path(cfg.trust.root), "root", LIMITS.max_root_bytes)
-        self.trust = TrustedState(root)
-        root_state, root_digest = ManifestState(state_dir / "root-state.json", "root"), hashlib.sha256(root).hexdigest()
-        check_root(root_state, self.trust.root.version, root_digest)  # never an older root
-        root_state.record(self.trust.root.version, root_digest)
+        roots = RootStore(Path(cfg.trust.root), state_dir)  # never an older root, a newer one only through it
+        self.trust = roots.load()
+        roots.accept()
         self.manifest_state = ManifestState(state_dir / "manifest-state.json")
         self.sequence = SequenceSource(state_dir / "gate.seq")
         self.gate_key = load_gate_key(Path(cfg.gate.key_file) if cfg.gate.key_file else state_dir / "gate.key") \

@@ -3,7 +3,9 @@
 Layout::
 
     trust/
-      root.json            pinned root (DSSE envelope), copied in out of band
+      root.json            pinned root (DSSE envelope), copied in out of band; a newer one must
+                           follow from the root in force (roots/<N>.root.json in between)
+      root-trusted.json    the root in force here, and root-state.json its version (the verifier)
       manifest.json        the current signed manifest
       devices/*.json       signed device enrollments
       state.json           highest manifest version trusted so far (written by the verifier)
@@ -14,13 +16,13 @@ Reading it is the only I/O the offline verifier does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.files import read_bounded, read_state_json, write_atomic
-from agent.manifest_state import ManifestState, check_root
+from agent.manifest_state import ManifestState
+from agent.root_store import RootStore
 from attest import jsonio
 from attest.enrollment import DeviceRecord
 from attest.errors import FlightSealError, FormatError
@@ -34,7 +36,7 @@ MAX_DEVICES = 4096
 @dataclass
 class TrustDir:
     path: Path
-    _root_seen: tuple[int, str] | None = field(default=None, init=False, repr=False)  # version, sha256 loaded
+    _root_store: RootStore | None = field(default=None, init=False, repr=False)
 
     @property
     def root_path(self) -> Path:
@@ -49,25 +51,21 @@ class TrustDir:
         return self.path / "state.json"
 
     def trusted_state(self) -> TrustedState:
+        """The trusted state under ``root.json``, which must follow from the root in force here
+        (``root-trusted.json``; a newer root only through ``roots/<N>.root.json``, see agent.root_store)."""
         if not self.root_path.exists():
             raise FormatError(f"trust directory {self.path}", "has no root.json; copy the pinned root there")
-        raw = read_bounded(self.root_path, "root", LIMITS.max_root_bytes)
-        try:
-            state = TrustedState(raw)
-        except FormatError as exc:
-            raise FormatError(f"root {self.root_path}", f"{exc.field + ': ' if exc.field else ''}{exc.detail}") \
-                from None
-        self._root_seen = (state.root.version, hashlib.sha256(raw).hexdigest())
-        check_root(self.root_state(), *self._root_seen)
-        return state
+        return self._roots.load()
 
-    def root_state(self) -> ManifestState:
-        return ManifestState(self.path / "root-state.json", "root")
+    @property
+    def _roots(self) -> RootStore:
+        if self._root_store is None:
+            self._root_store = RootStore(self.root_path, self.path)
+        return self._root_store
 
     def record_root(self) -> None:
-        """After a verification passed: the root it used (``trusted_state``) is the newest trusted here."""
-        if self._root_seen is not None:
-            self.root_state().record(*self._root_seen)
+        """After a verification passed: the root it used (``trusted_state``) is the root in force here."""
+        self._roots.accept()
 
     def devices(self, state: TrustedState) -> list[DeviceRecord]:
         """Every enrollment that verifies against the root; one that does not is an error, not skipped."""

@@ -212,4 +212,64 @@ def test_an_older_root_put_back_is_refused(project: Path) -> None:
     assert json.loads((project / "trust" / "root-state.json").read_text())["version"] == 2
     (project / "trust" / "root.json").write_bytes((project / "root.json").read_bytes())  # version 1 again
     r = run("verify", "att.json", "--trust", "trust", "--nonce", nonce, "--allow-software-keys", ok=1)
-    assert "root version 1 is older than version 2" in r.output
+    assert "is version 1, older than version 2 in force here" in r.output
+
+
+# ---- found by the fuzz campaign (tests/fuzz_campaign.py): each raised something other than FlightSealError
+
+
+def test_a_json_string_with_a_lone_surrogate_escape_is_refused() -> None:
+    r"""A ``\ud800`` escape without its pair decoded to a string that is not text: a threshold-signed
+    manifest holding one verified, then crashed whoever wrote it out (UnicodeEncodeError)."""
+    from attest.errors import FlightSealError
+    from tests.factory import World
+
+    with pytest.raises(FormatError, match="lone UTF-16 surrogate"):
+        jsonio.loads(b'{"a": ["x", {"\\udfff": 1}]}', "test doc", 1000)
+    assert jsonio.loads(b'{"a": "\\ud83d\\ude00"}', "test doc", 1000) == {"a": "\U0001f600"}  # a pair is text
+    world = World()
+    doc = world.manifest().to_json()
+    doc["airframe"]["name"] = "FS-Quad-\ud800"
+    payload = json.dumps(doc).encode()  # ensure_ascii: the escape, as an attacker's tool would write it
+    from attest import dsse
+
+    signed = dsse.sign(dsse.MANIFEST_PAYLOAD_TYPE, payload, world.m_keys[:2]).to_bytes()
+    with pytest.raises(FlightSealError, match="surrogate"):
+        world.trust().verify_manifest(signed, world.now)
+
+
+@pytest.mark.parametrize("text", ["a = " + "[" * 2000 + "]" * 2000, "[mavlink]\nsystem_id = 1" + "0" * 5000])
+def test_an_agent_config_nested_too_deep_or_with_a_huge_integer_is_refused(text: str) -> None:
+    """tomllib raised RecursionError and ValueError (over 4300 digits), not TOMLDecodeError."""
+    from agent.config import parse
+
+    with pytest.raises(FormatError, match="not valid TOML"):
+        parse(text)
+
+
+def test_a_public_key_of_an_unknown_algorithm_is_refused_not_a_traceback() -> None:
+    """cryptography raises UnsupportedAlgorithm (not ValueError) for an unknown key type OID."""
+    import base64
+
+    from attest.errors import KeyLoadError
+    from attest.keys import PublicKey
+    from hardware.software import SoftwareSigner
+
+    pem = SoftwareSigner.generate().public_key.public_pem
+    der = base64.b64decode("".join(pem.strip().splitlines()[1:-1]))
+    body = base64.b64encode(der.replace(bytes.fromhex("06072a8648ce3d0201"), bytes.fromhex("06072a8648ce3d0205")))
+    lines = "\n".join(body[i:i + 64].decode() for i in range(0, len(body), 64))
+    with pytest.raises(KeyLoadError, match="not a PEM public key"):
+        PublicKey(f"-----BEGIN PUBLIC KEY-----\n{lines}\n-----END PUBLIC KEY-----\n")
+
+
+def test_a_key_file_that_looks_sealed_but_nests_too_deep_is_refused(tmp_path: Path) -> None:
+    """The unsealer's json.loads let a RecursionError out of the agent's key-file reader."""
+    from agent.gate_key import load_gate_key
+    from attest.errors import FlightSealError
+
+    path = tmp_path / "gate.key"
+    path.write_bytes(b'{"format": "flightseal-tpm-sealed-v1", "x": ' + b"[" * 2000 + b"]" * 2000 + b"}")
+    path.chmod(0o600)
+    with pytest.raises(FlightSealError, match="gate key"):
+        load_gate_key(path)
