@@ -71,6 +71,10 @@ def _printable(text: str, limit: int = 16) -> str:
     return "".join(c if " " <= c <= "~" else "?" for c in text[:limit])
 
 REBOOT_GAP_S = 3.0  # no FC heartbeat this long, then one again: the FC rebooted
+ARMED_ACK_FRESH_S = 2.5  # a gate ack this recent says whether the vehicle is armed (keep-alive: 1 s)
+HEARTBEAT_DISPUTE_S = 3.0  # "armed" HEARTBEATs the gate's acks contradict this long are not the FC's
+ARMED_HEARTBEAT_S = 1.5  # an FC HEARTBEAT said armed this recently (the FC sends them at 1 Hz)
+COMPONENT_PASS_MIN_S = 5.0  # passes started by components coming or going: at most one per this
 MANIFEST_POLL_S = 1.0
 PASS_RETRY_S = 5.0
 MAV_MODE_FLAG_SAFETY_ARMED = 128
@@ -146,6 +150,10 @@ class Daemon:
         self._next_manifest_poll = 0.0
         self._last_fc_heartbeat = 0.0
         self._known_components: set[tuple[int, int]] = set()
+        self._armed_disputed_since: float | None = None
+        self._hb_armed_at = float("-inf")  # when an FC HEARTBEAT last said armed
+        self._spoof_reported = False
+        self._pass_started = float("-inf")
 
     # ---- state machine
     def _enter(self, state: State, why: str = "") -> None:
@@ -204,6 +212,10 @@ class Daemon:
                                          fc_system_id=c.fc_system_id, fc_component_id=c.fc_component_id,
                                          heartbeat_timeout=c.heartbeat_timeout_s, signing_key=self.signing_key))
         self._last_fc_heartbeat = time.monotonic()
+        hb = self.link.fc_heartbeat  # the one Link.open waited for: an armed vehicle is hands off from the start
+        self._hb_armed_at = self._last_fc_heartbeat if hb is not None and int(hb.base_mode) & \
+            MAV_MODE_FLAG_SAFETY_ARMED else float("-inf")
+        self._armed_disputed_since, self._spoof_reported = None, False
         self._known_components = set(self.link.heard)
         self._fc_signed: bool | None = None  # whether the FC's last heartbeat was signed (posture, ADR 0014)
         # Every message the link receives passes through here, whoever reads it (the FTP client during a
@@ -227,7 +239,9 @@ class Daemon:
         while not stop.is_set():
             if self._dirty is not None and self._fc_armed():
                 self._defer_while_armed(self._dirty)
-            elif self._dirty is not None and time.monotonic() >= self._retry_at:
+            elif self._dirty is not None and time.monotonic() < self._retry_at:
+                self._hold_gate(self._dirty)  # waiting to retry or to coalesce: the pass in force is in doubt now
+            elif self._dirty is not None:
                 why, self._dirty = self._dirty, None
                 self._deferred = None
                 try:
@@ -276,13 +290,42 @@ class Daemon:
             entry = self.link.heard.get((sysid, compid))
             if entry is None or now - entry.last_seen > gone_s:
                 self._known_components.discard((sysid, compid))
-                self._dirty = f"component {sysid}/{compid} no longer heard"
+                self._component_changed(f"component {sysid}/{compid} no longer heard")
                 return
 
     # ---- in flight
     def _fc_armed(self) -> bool:
-        hb = self.link.fc_heartbeat if self.link is not None else None
-        return hb is not None and bool(int(hb.base_mode) & MAV_MODE_FLAG_SAFETY_ARMED)
+        """Whether the vehicle is armed, by the gate's word where it has one.
+
+        A HEARTBEAT's armed bit is what anyone on an unsigned link can send as the FC (issue 11: spoofed
+        armed heartbeats kept the agent from ever re-attesting; spoofed disarmed ones, interleaved with
+        the FC's, could have it measure a flying vehicle). The gate's acks carry ``arming:is_armed()``
+        under the gate key. So: armed if the gate's fresh ack says so; without a fresh ack, armed if any
+        heartbeat said so lately (hands off when in doubt). When the gate says disarmed but heartbeats
+        keep saying armed, they are believed for HEARTBEAT_DISPUTE_S (real arming reaches the next ack
+        within a keep-alive), then called out as spoofed and ignored while the gate keeps answering.
+        """
+        now = time.monotonic()
+        hb_armed = now - self._hb_armed_at < ARMED_HEARTBEAT_S
+        gate = self.gate
+        if gate is None or gate.last_ack is None or now - gate.last_ack_at > ARMED_ACK_FRESH_S:
+            self._armed_disputed_since = None
+            return hb_armed
+        if gate.last_ack.armed or not hb_armed:
+            self._armed_disputed_since = None
+            return gate.last_ack.armed
+        if self._armed_disputed_since is None:
+            self._armed_disputed_since = now
+        disputed = now - self._armed_disputed_since
+        if disputed < HEARTBEAT_DISPUTE_S:
+            return True
+        if not self._spoof_reported:
+            self._spoof_reported = True
+            log.error("the FC's HEARTBEATs say armed but the gate's authenticated acks have said disarmed for %.0f s: "
+                      "something on the link sends HEARTBEATs as the FC; believing the gate (sign the link: "
+                      "`flightseal signing setup`)", disputed)
+            self._audit("fc-heartbeat-spoofed", {"disputed_s": round(disputed, 1)})
+        return False
 
     def _defer_while_armed(self, why: str) -> None:
         """Never measure a flying vehicle (FTP reads load its link and CPU); but never let a stale pass
@@ -319,6 +362,7 @@ class Daemon:
 
     def _attest_pass(self, why: str) -> None:
         assert self.link is not None
+        self._pass_started = time.monotonic()
         self._hold_gate(why)  # before anything else: the pass in force is in doubt from now on
         self._enter(State.MEASURE, why)
         with self._gate_ticking():
@@ -537,6 +581,8 @@ class Daemon:
             if now - self._last_fc_heartbeat > REBOOT_GAP_S:
                 self._dirty = f"FC heartbeat back after {now - self._last_fc_heartbeat:.1f} s (rebooted?)"
             self._last_fc_heartbeat = now
+            if int(msg.base_mode) & MAV_MODE_FLAG_SAFETY_ARMED:
+                self._hb_armed_at = now
             signed = bool(getattr(msg, "_signed", False))
             if self._fc_signed is not None and signed != self._fc_signed:
                 log.warning("the FC's heartbeats are now %s: the link posture changed", "signed" if signed else
@@ -565,7 +611,14 @@ class Daemon:
         if src not in self._known_components and mtype == "HEARTBEAT" and int(msg.type) != MAV_TYPE_GCS and src != (
                 self.cfg.mavlink.system_id, self.cfg.mavlink.component_id):
             self._known_components.add(src)
-            self._dirty = f"new component {src[0]}/{src[1]} on the bus"
+            self._component_changed(f"new component {src[0]}/{src[1]} on the bus")
+
+    def _component_changed(self, why: str) -> None:
+        """A part came or went: a pass, but at most one per COMPONENT_PASS_MIN_S. HEARTBEATs from
+        made-up ids cost nothing to send; the gate is held at once (``_watch``), the pass coalesced."""
+        if self._dirty is None:
+            self._dirty = why
+        self._retry_at = max(self._retry_at, self._pass_started + COMPONENT_PASS_MIN_S)
 
     def _measured_script_crcs(self) -> dict[str, int | None]:
         """The FC-format CRC32 of each script as the last pass read it (None: it could not be read).

@@ -40,10 +40,11 @@ GATE_SCRIPT_MAX_BYTES = 64 * 1024
 
 TUNNEL_TYPE = 0xF5E2  # FlightSeal gate verdicts and acks (private range; the challenge is 0xF5E1)
 MAGIC = b"FSV3"  # verdict: magic kind nonce(8) epoch counter text-length text MAC(16)
-ACK_MAGIC = b"FSA3"  # ack: magic result version foreign nonce(8) epoch counter gate-epoch MAC(16)
+ACK_MAGIC = b"FSA4"  # ack: magic result version flags foreign nonce(8) epoch counter gate-epoch MAC(16)
+ACK_ARMED = 1  # flags: the vehicle was armed when the gate answered
 NONCE_LEN = 8
 MAC_LEN = 16
-ACK_FORMAT = "<4sBBH8siii"
+ACK_FORMAT = "<4sBBBH8siii"
 ACK_LEN = struct.calcsize(ACK_FORMAT) + MAC_LEN
 GATE_TEXT_MAX = 41  # ArduPilot keeps 42 bytes of aux auth text, NUL included
 VERDICT_PASS = 1
@@ -177,6 +178,7 @@ class GateAck:
     gate_version: int
     foreign: int  # verdicts with a wrong MAC the gate has seen since it loaded
     nonce: bytes  # the gate's nonce for this load
+    armed: bool = False  # arming:is_armed() when the gate answered: authenticated, unlike a HEARTBEAT's bit
 
 
 class ForgedAck(GateError):
@@ -194,8 +196,8 @@ def decode_ack(msg: Any, key: bytes) -> GateAck | None:
     body, tag = data[:-MAC_LEN], data[-MAC_LEN:]
     if not hmac.compare_digest(tag, gate_mac(key, body)):
         raise ForgedAck("an ack in the gate's name whose MAC the gate key did not make")
-    _, result, version, foreign, nonce, epoch, counter, gate_epoch = struct.unpack(ACK_FORMAT, body)
-    return GateAck(Sequence(epoch, counter), result, gate_epoch, version, foreign, nonce)
+    _, result, version, flags, foreign, nonce, epoch, counter, gate_epoch = struct.unpack(ACK_FORMAT, body)
+    return GateAck(Sequence(epoch, counter), result, gate_epoch, version, foreign, nonce, bool(flags & ACK_ARMED))
 
 
 class GateClient:
@@ -224,6 +226,7 @@ class GateClient:
         self._last_sent = float("-inf")
         self.nonce = bytes(NONCE_LEN)  # the gate's, learnt from its first STALE ack
         self.last_ack: GateAck | None = None
+        self.last_ack_at = float("-inf")  # when the last authenticated ack arrived (clock)
         self.forged_acks = 0
         self.foreign = 0
         self._unanswered: dict[Sequence, float] = {}  # sent by send_nowait, not acked yet
@@ -251,7 +254,7 @@ class GateClient:
             if ack.result == DENIED:
                 self.sequence.resync(ack.gate_epoch)
                 continue
-            self.last_ack = ack
+            self.last_ack, self.last_ack_at = ack, self._clock()
             if ack.result != ACCEPTED:
                 raise GateError(f"the gate refused verdict {seq.epoch}.{seq.counter} as malformed "
                                 f"(MAV_RESULT {ack.result}); agent and gate script versions differ?")
@@ -285,7 +288,7 @@ class GateClient:
         elif ack.result == STALE:
             self._last_sent = float("-inf")  # again at the next tick, with the nonce
         elif ack.result == ACCEPTED:
-            self.last_ack = ack
+            self.last_ack, self.last_ack_at = ack, self._clock()
         return ack
 
     def keep_alive(self) -> GateAck | None:

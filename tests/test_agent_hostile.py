@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,3 +131,112 @@ def test_one_spoofed_heartbeat_from_another_component_does_not_stick(world: Worl
     world.rig.wait_verdict(passes=passes + 1, passed=False, code="component-unknown", timeout=20)
     world.rig.wait_verdict(passes=passes + 2, passed=True, timeout=30)
     assert any("component 42/1 no longer heard" in t for t in daemon.status.transitions)
+
+
+def _spoofing(router, base_mode: int, stop, every: float = 0.1) -> None:  # type: ignore[no-untyped-def]
+    from pymavlink.dialects.v20 import ardupilotmega as mavlink
+
+    while not stop.wait(every):
+        router.inject(mavlink.MAVLink_heartbeat_message(2, 3, base_mode, 0, 4, 3), 1, 1)  # "the FC"
+
+
+@pytest.fixture
+def routed(world: World) -> Iterator[tuple[World, object]]:
+    """The agent behind a companion router whose other client can send frames as anyone."""
+    from dataclasses import replace
+
+    from tests.router import Router
+
+    router = Router(int(world.fc.url(1).rsplit(":", 1)[1]))
+    cfg = world.rig.config()
+    world.rig.start_agent(replace(cfg, mavlink=replace(cfg.mavlink, url=router.url)))
+    try:
+        yield world, router
+    finally:
+        world.rig.stop_agent()
+        router.close()
+
+
+def test_spoofed_armed_heartbeats_do_not_keep_the_agent_from_re_attesting(routed) -> None:  # type: ignore[no-untyped-def]
+    """Issue 11: HEARTBEATs as the FC with the armed bit made the agent defer every pass for ever.
+    The gate's acks say armed or not under the gate key; the agent believes them."""
+    import threading
+
+    from agent.audit import scan
+
+    world, router = routed
+    daemon = world.rig.wait_verdict(passed=True)
+    passes = daemon.status.passes
+    stop = threading.Event()
+    spoofer = threading.Thread(target=_spoofing, args=(router, 128 | 64 | 16 | 1, stop), daemon=True)
+    spoofer.start()
+    try:
+        time.sleep(1.0)
+        world.rig.manifest_path.touch()  # something to re-attest: the manifest file changed
+        world.rig.wait_verdict(passes=passes + 1, passed=True, timeout=20)
+    finally:
+        stop.set()
+        spoofer.join(timeout=5)
+    assert scan(world.rig.workdir / "state" / "audit.log").records
+    kinds = [json.loads(line)["kind"] for line in (world.rig.workdir / "state" / "audit.log").read_text().splitlines()]
+    assert "fc-heartbeat-spoofed" in kinds
+    deadline = time.monotonic() + 5  # the FC's arming checks see the gate's new state within a second
+    while not (r := world.gcs.arm()).accepted and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert r.accepted, f"the re-attested pass is in force: {r} {daemon.status.transitions[-8:]} {kinds[-5:]}"
+    world.gcs.disarm()
+
+
+def test_spoofed_disarmed_heartbeats_do_not_get_a_flying_vehicle_measured(routed) -> None:  # type: ignore[no-untyped-def]
+    """The other way round: the vehicle is armed, a spoofer says it is not; the agent goes by the
+    gate's word, defers the pass (fail verdict for the next arming) and measures after landing."""
+    import threading
+
+    world, router = routed
+    daemon = world.rig.wait_verdict(passed=True)
+    passes = daemon.status.passes
+    assert world.gcs.arm().accepted
+    stop = threading.Event()
+    spoofer = threading.Thread(target=_spoofing, args=(router, 64 | 16 | 1, stop, 0.05), daemon=True)
+    spoofer.start()
+    try:
+        time.sleep(2.0)  # the gate's next acks say armed
+        world.rig.manifest_path.touch()
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline and not any("while armed" in t or "changed in flight" in t
+                                                      for t in daemon.status.transitions):
+            if daemon.status.passes > passes:
+                break
+            time.sleep(0.1)
+        assert daemon.status.passes == passes, "measured while armed: " + "; ".join(daemon.status.transitions[-4:])
+        assert daemon._deferred == "manifest file changed"
+    finally:
+        stop.set()
+        spoofer.join(timeout=5)
+        world.gcs.disarm()
+    world.rig.wait_verdict(passes=passes + 1, passed=True, timeout=20)
+
+
+def test_heartbeats_from_made_up_ids_cost_one_bounded_pass_per_interval(routed) -> None:  # type: ignore[no-untyped-def]
+    """Issue 11: every HEARTBEAT from a new id started a pass at once, and each silent part added a
+    version request's wait to it. Now component passes are coalesced (COMPONENT_PASS_MIN_S) and the
+    parts are asked their version all at once, so a flood costs a bounded number of short passes; the
+    arming gate is held meanwhile, and when the made-up parts fall silent the airframe passes again."""
+    from pymavlink.dialects.v20 import ardupilotmega as mavlink
+
+    from agent.daemon import COMPONENT_PASS_MIN_S
+
+    world, router = routed
+    daemon = world.rig.wait_verdict(passed=True)
+    passes, start = daemon.status.passes, time.monotonic()
+    sent = 0
+    while time.monotonic() - start < 6.0:
+        for _ in range(5):
+            sent += 1
+            router.inject(mavlink.MAVLink_heartbeat_message(30, 8, 0, 0, 4, 3), 100 + sent % 150, 1 + sent // 150)
+        time.sleep(0.05)
+    flood_s = time.monotonic() - start
+    assert not world.gcs.arm().accepted, "parts nobody approved are on the bus: no arming"
+    ran = daemon.status.passes - passes
+    assert 1 <= ran <= flood_s / COMPONENT_PASS_MIN_S + 2, f"{ran} passes for {sent} made-up parts in {flood_s:.1f} s"
+    world.rig.wait_verdict(passes=daemon.status.passes + 1, passed=True, timeout=40)

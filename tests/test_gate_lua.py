@@ -297,7 +297,7 @@ def test_a_fail_text_that_is_not_ours_or_does_not_fit_is_a_bad_verdict(rig: Rig,
 
 
 def test_version_is_a_constant_in_the_file_and_announced_at_start(rig: Rig) -> None:
-    assert gate_version() == 3
+    assert gate_version() == 4
     assert rig.host.texts[0].text == f"FlightSeal gate v{gate_version()} running"
 
 

@@ -125,24 +125,40 @@ def _mavlink(entry: HeardComponent, version: Any) -> Measurement:
     return Measurement(f"mavlink:{entry.system}/{entry.component}", Kind.COMPONENT, {}, source, strength, claims)
 
 
+MAX_VERSION_ASKS = 32  # parts asked for AUTOPILOT_VERSION per pass; more are measured from their HEARTBEAT
+
+
 def collect_components(link: Link, opts: MeasureOptions, inv: Inventory) -> list[Measurement]:
     wait_until = link.opened_at + opts.listen_time
     while (remaining := wait_until - time.monotonic()) > 0:
         link.recv(None, remaining)
     own = (link.config.system_id, link.config.component_id)
-    out: list[Measurement] = []
     now = time.monotonic()
+    parts: list[HeardComponent] = []
     for key, entry in sorted(link.heard.items()):
         if key in (link.fc, own) or now - entry.last_seen > opts.component_gone_s:
             continue  # a sender heard once long ago (one spoofed HEARTBEAT) is not a part on the bus
         hb = entry.heartbeat
         if hb is not None and int(hb.type) == MAV_TYPE_GCS and not opts.include_gcs:
             continue
-        version = entry.autopilot_version
-        if version is None and hb is not None:
-            version = link.request_message(148, "AUTOPILOT_VERSION", target=key,
-                                           timeout=opts.component_reply_timeout, retries=1)
-        out.append(_mavlink(entry, version))
+        parts.append(entry)
+    unasked = [p for p in parts if p.autopilot_version is None and p.heartbeat is not None]
+    _ask_versions(link, unasked[:MAX_VERSION_ASKS], opts)
+    out = [_mavlink(entry, entry.autopilot_version) for entry in parts]
     if opts.dronecan:
         out += collect_dronecan(link, opts, inv)
     return out
+
+
+def _ask_versions(link: Link, parts: list[HeardComponent], opts: MeasureOptions) -> None:
+    """AUTOPILOT_VERSION from every part at once, in one bounded wait.
+
+    Asked one by one, each silent part cost a reply timeout, so anyone on the link could stretch a
+    pass by sending HEARTBEATs from made-up ids (issue 11): now a pass waits one timeout however many
+    parts there are. The link files each answer under its sender (``HeardComponent.autopilot_version``).
+    """
+    for p in parts:
+        link.send(link.mav.command_long_encode(p.system, p.component, 512, 0, 148.0, 0, 0, 0, 0, 0, 0))
+    deadline = time.monotonic() + opts.component_reply_timeout
+    while any(p.autopilot_version is None for p in parts) and (left := deadline - time.monotonic()) > 0:
+        link.recv(None, left)

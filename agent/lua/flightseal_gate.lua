@@ -13,7 +13,7 @@
 --  * self-contained: it decodes the one message it needs from the raw mavlink_message_t.
 -- The constants below are part of this file's digest, so the signed manifest attests them too.
 
-local GATE_VERSION = 3            -- sent in every ack
+local GATE_VERSION = 4            -- sent in every ack
 
 local AGENT_SYSID = 1
 local AGENT_COMPID = 191          -- MAV_COMP_ID_ONBOARD_COMPUTER
@@ -34,7 +34,8 @@ local CRC_EXTRA = 147             -- TUNNEL
 local PAYLOAD_LEN = 133           -- TUNNEL, untruncated: payload_type(2) target(2) length(1) payload(128)
 local TUNNEL_TYPE = 62946         -- 0xF5E2: FlightSeal gate verdict (private range)
 local MAGIC = "FSV3"              -- verdict: magic kind nonce(8) epoch(i4) counter(i4) text length, text, MAC
-local ACK_MAGIC = "FSA3"          -- ack: magic result version foreign(I2) nonce(8) epoch counter gate-epoch, MAC
+local ACK_MAGIC = "FSA4"          -- ack: magic result version flags foreign(I2) nonce(8) epoch counter gate-epoch, MAC
+local ACK_ARMED = 1               -- flags: the vehicle is armed (the agent trusts this, not a HEARTBEAT anyone can send)
 local HEADER = 22
 local MAX_TEXT = 41               -- ArduPilot keeps 42 bytes of aux auth text, NUL included
 local VERDICT_PASS = 1
@@ -174,8 +175,9 @@ end
 local acks = {}                   -- sent after the run's new state is in effect
 
 local function ack(result, epoch, counter)
-  local data = string.pack("<c4BBI2c8i4i4i4", ACK_MAGIC, result, GATE_VERSION, foreign & 0xFFFF, nonce, epoch,
-                           counter, last_epoch)
+  local flags = arming:is_armed() and ACK_ARMED or 0
+  local data = string.pack("<c4BBBI2c8i4i4i4", ACK_MAGIC, result, GATE_VERSION, flags, foreign & 0xFFFF, nonce,
+                           epoch, counter, last_epoch)
   data = data .. mac(data)
   acks[#acks + 1] = string.pack("<I2BBB", TUNNEL_TYPE, AGENT_SYSID, AGENT_COMPID, #data) .. data
     .. string.rep("\0", 128 - #data)
