@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +59,26 @@ def write_new(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.fsync(f.fileno())
 
 
+STALE_TEMP_S = 60.0  # a temporary file of write_atomic this old was left by a process killed mid-write
+
+
+def _sweep_stale_temps(directory: Path, name: str) -> None:
+    """Temporary files a killed writer left for ``name`` (issue 11): removed by the next write, once
+    old enough that no live writer can still be filling them."""
+    try:
+        stale = [p for p in directory.glob(f".{glob.escape(name)}.*")
+                 if time.time() - p.lstat().st_mtime > STALE_TEMP_S and stat.S_ISREG(p.lstat().st_mode)]
+    except OSError:
+        return
+    for p in stale[:64]:
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over ``path``."""
     directory = path.parent if str(path.parent) else Path(".")
+    _sweep_stale_temps(directory, path.name)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
     except FileNotFoundError:

@@ -12,7 +12,8 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from agent.files import write_atomic
+from agent.files import read_state_json, write_atomic
+from attest.errors import FormatError
 
 MAX_CACHE_BYTES = 64 * 1024
 MAX_ENTRIES = 64
@@ -46,10 +47,9 @@ class ImageCache:
             write_atomic(self.path, body.encode(), mode=0o600)
 
     def _load(self, path: Path) -> None:
-        try:
-            raw = path.read_bytes()[:MAX_CACHE_BYTES + 1]
-            data = json.loads(raw) if len(raw) <= MAX_CACHE_BYTES else {}
-        except (OSError, ValueError):
+        try:  # a cache: anything unreadable (missing, a FIFO, too big, not JSON) is an empty one
+            data = read_state_json(path, "image cache", MAX_CACHE_BYTES)
+        except FormatError:
             return
         if not isinstance(data, dict):
             return
