@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attest.errors import FormatError
+from hardware.regular import open_regular
 
 MAX_APJ_BYTES = 32 * 1024 * 1024
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
@@ -114,7 +115,7 @@ def _inflate(text: str, what: str, field: str) -> bytes:
 def load_image(path: Path, board_id: int | None = None) -> FirmwareImage:
     """An ``.apj`` (board id inside) or a ``.bin`` (board id from the caller, or unchecked)."""
     try:
-        with path.open("rb") as f:
+        with open_regular(path) as f:
             data = f.read(MAX_APJ_BYTES + 1)
     except OSError as exc:
         raise FormatError(f"firmware image {path}", f"cannot be read: {exc.strerror}") from None

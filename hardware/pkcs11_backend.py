@@ -40,6 +40,7 @@ from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
 from attest.errors import KeyLoadError
 from attest.keys import KeyKind, PublicKey, raw_to_der
+from hardware.regular import open_regular
 
 MODULE_ENV = "FLIGHTSEAL_PKCS11_MODULE"
 PIN_ENV = "FLIGHTSEAL_PKCS11_PIN"
@@ -136,7 +137,7 @@ def read_pin(uri: Pkcs11Uri) -> str:
             st = path.stat()
             if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
                 raise Pkcs11Error(f"PIN file {path} is readable by others; chmod 600 {path}")
-            with path.open("rb") as f:
+            with open_regular(path) as f:
                 data = f.read(MAX_PIN_BYTES + 1)
         except OSError as exc:
             raise Pkcs11Error(f"cannot read PIN file {path}: {exc.strerror}") from None

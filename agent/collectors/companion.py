@@ -17,6 +17,7 @@ from pathlib import Path
 from agent import __version__
 from agent.collectors.base import CollectError, MeasureOptions
 from attest.models import ClaimValue, Kind, Measurement, Strength
+from hardware.regular import open_regular
 
 PACKAGES = ("agent", "attest", "hardware")
 MAX_FILES = 4096
@@ -36,7 +37,7 @@ def _package_dir(name: str) -> Path | None:
 def _file_sha(path: Path) -> str:
     h = hashlib.sha256()
     size = 0
-    with path.open("rb") as f:
+    with open_regular(path) as f:
         while block := f.read(1 << 16):
             size += len(block)
             if size > MAX_FILE_BYTES:

@@ -32,6 +32,7 @@ from agent.ftp import FtpClient, FtpError, FtpNotFound
 from agent.ftpwire import crc32_ardupilot
 from agent.link import Link
 from attest.models import ClaimValue, Kind, Measurement, Strength
+from hardware.regular import open_regular
 
 FLASH_PATH = "@SYS/flash.bin"
 MSG_AUTOPILOT_VERSION = 148
@@ -127,7 +128,7 @@ def _file(path: Path, opts: MeasureOptions, sitl: bool) -> Measurement:
     h = hashlib.sha256()
     size = 0
     try:
-        with path.open("rb") as f:
+        with open_regular(path) as f:
             while block := f.read(1 << 20):
                 size += len(block)
                 if size > opts.max_file_image_bytes:
