@@ -50,7 +50,7 @@ from agent.files import read_bounded
 from agent.ftp import FtpClient, FtpError
 from agent.gate import GateClient, GateError, GateTimeout, SequenceSource
 from agent.gate_key import load_gate_key
-from agent.link import Link, LinkConfig, LinkError, LinkLost
+from agent.link import MAX_COMPONENTS, Link, LinkConfig, LinkError, LinkLost
 from agent.manifest_state import ManifestState
 from agent.root_store import RootStore
 from attest import params as paramdigest
@@ -80,6 +80,7 @@ PASS_RETRY_S = 5.0
 MAV_MODE_FLAG_SAFETY_ARMED = 128
 MAV_TYPE_GCS = 6  # ground stations come and go; they are not parts of the airframe
 RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+MAX_TRANSITIONS = 256  # kept in Status for tests and the demo; a daemon runs for months
 
 
 class State(enum.Enum):
@@ -105,7 +106,7 @@ class Status:
     gate_error: str = ""
     audit_error: str = ""  # why the audit log cannot be written now (a full disk), "" when it can
     first_ack_at: float | None = None
-    transitions: list[str] = field(default_factory=list)
+    transitions: list[str] = field(default_factory=list)  # the latest MAX_TRANSITIONS only
 
 
 class Daemon:
@@ -160,6 +161,8 @@ class Daemon:
         line = f"{self.status.state.value} → {state.value}" + (f" ({why})" if why else "")
         self.status.state = state
         self.status.transitions.append(line)
+        if len(self.status.transitions) > MAX_TRANSITIONS:
+            del self.status.transitions[:-MAX_TRANSITIONS // 2]
         log.info(line)
 
     def _audit(self, kind: str, body: dict[str, Any]) -> None:
@@ -611,6 +614,8 @@ class Daemon:
         if src not in self._known_components and mtype == "HEARTBEAT" and int(msg.type) != MAV_TYPE_GCS and src != (
                 self.cfg.mavlink.system_id, self.cfg.mavlink.component_id):
             self._known_components.add(src)
+            if len(self._known_components) > 4 * MAX_COMPONENTS:  # a flood of made-up ids: keep what the link keeps
+                self._known_components = set(self.link.heard) | {src}
             self._component_changed(f"new component {src[0]}/{src[1]} on the bus")
 
     def _component_changed(self, why: str) -> None:

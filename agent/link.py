@@ -369,7 +369,10 @@ class Link:
         entry = self.heard.get(key)
         if entry is None:
             if len(self.heard) >= MAX_COMPONENTS:
-                return
+                # full (a flood of made-up ids): the one heard least recently makes room, never the FC.
+                # Refusing newcomers instead would let a flood hide a real part that joins afterwards.
+                oldest = min((k for k in self.heard if k != self.fc), key=lambda k: self.heard[k].last_seen)
+                del self.heard[oldest]
             entry = HeardComponent(key[0], key[1], now, now)
             self.heard[key] = entry
         entry.last_seen = now

@@ -175,3 +175,23 @@ def test_link_config_follows_the_agent_config_file() -> None:
     cfg = link_config(MavlinkConfig(url="/dev/ttyAMA0,921600", system_id=7, heartbeat_timeout_s=3.0), KEY)
     assert (cfg.url, cfg.system_id, cfg.component_id, cfg.heartbeat_timeout, cfg.signing_key) == (
         "/dev/ttyAMA0,921600", 7, 191, 3.0, KEY)
+
+
+def test_a_flood_of_made_up_ids_cannot_hide_a_part_that_joins_afterwards(fc: VirtualFC) -> None:
+    """Issue 11: with the table of heard senders full, newcomers were ignored, so a flood of made-up
+    ids hid a real camera plugged in after it. Now the sender heard least recently makes room."""
+    from pymavlink.dialects.v20 import ardupilotmega as mavlink
+
+    from agent.link import MAX_COMPONENTS
+
+    def heartbeat(sysid: int, compid: int) -> object:
+        msg = mavlink.MAVLink_heartbeat_message(30, 8, 0, 0, 4, 3)
+        msg.pack(mavlink.MAVLink(None, sysid, compid))
+        return msg
+
+    with Link.open(LinkConfig(fc.url(1))) as link:
+        for i in range(MAX_COMPONENTS * 3):
+            link.observe(heartbeat(100 + i % 150, 1 + i // 150))
+        assert len(link.heard) == MAX_COMPONENTS and link.fc in link.heard
+        link.observe(heartbeat(1, 100))  # the camera
+        assert (1, 100) in link.heard and link.fc in link.heard
