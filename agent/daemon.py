@@ -381,7 +381,10 @@ class Daemon:
     def _hold_gate(self, why: str) -> None:
         """A pass starts: a pass verdict kept alive from before is no longer what the agent knows, so
         the gate gets a fail naming the re-attestation ("FlightSeal: re-attesting") until the new one."""
-        if self.gate is None or self.gate.verdict is None or not self.gate.verdict.passed or why in BENIGN_TRIGGERS:
+        in_force = self.gate.verdict if self.gate is not None and self.gate.verdict is not None else (
+            self.status.delivered.verdict if self.status.delivered is not None else None)  # after a reconnect: the
+        # new GateClient has sent nothing yet, but the pass delivered before the link dropped may still be in force
+        if self.gate is None or in_force is None or not in_force.passed or why in BENIGN_TRIGGERS:
             return
         try:
             self.gate.send(Verdict.from_reasons([Reason(Code.REATTESTING, f"re-attesting: {why}"[:200])]))

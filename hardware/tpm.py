@@ -34,6 +34,7 @@ Example: ``tpm:swtpm:host=127.0.0.1,port=2321;handle=0x81010100``. Default PCRs:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -206,6 +207,7 @@ class TpmSigner:
         self._public = public
         self.name = name
         self._lock = threading.Lock()
+        self._broken = False  # a TSS call failed: the connection may be dead (TPM reset, swtpm or abrmd restarted)
 
     @classmethod
     def open(cls, uri: TpmUri | str) -> TpmSigner:
@@ -227,6 +229,27 @@ class TpmSigner:
     def close(self) -> None:
         self._esapi.close()
 
+    def _reconnect_if_broken(self) -> None:
+        """After a failed call, open the TPM again before the next one (issue 11: a TPM that went away
+        and came back left the agent failing every pass until restarted; the ESAPI context it kept was
+        dead). The key found there must be the very key enrolled; another one is an error, never used.
+        Called with the lock held."""
+        if not self._broken:
+            return
+        with contextlib.suppress(Exception):
+            self._esapi.close()
+        esapi = connect(self.uri)
+        try:
+            key, public, name = _load_ak(esapi, self.uri)
+        except BaseException:
+            esapi.close()
+            raise
+        if public.keyid != self._public.keyid:
+            esapi.close()
+            raise TpmError(f"the TPM at {self.uri.tcti} came back with another key at 0x{self.uri.handle:08x} "
+                           f"({public.keyid[:16]}…, enrolled {self._public.keyid[:16]}…): not this device's TPM")
+        self._esapi, self._key, self.name, self._broken = esapi, key, name, False
+
     @property
     def public_key(self) -> PublicKey:
         return self._public
@@ -245,10 +268,12 @@ class TpmSigner:
             raise TpmError("the TPM attestation key does not sign data that starts with TPM_GENERATED_VALUE "
                            "(it could pass for a quote)")
         with self._lock:
+            self._reconnect_if_broken()
             try:
                 digest, ticket = self._hash(data)
                 sig = self._esapi.sign(self._key, digest, _scheme(), ticket)
             except TSS2_Exception as exc:
+                self._broken = True
                 raise TpmError(f"TPM refused to sign with key 0x{self.uri.handle:08x} ({_what(exc)})") from None
         ecdsa = sig.signature.ecdsa
         return encode_dss_signature(int.from_bytes(bytes(ecdsa.signatureR), "big"),
@@ -279,6 +304,7 @@ class TpmSigner:
         if len(qualifying) > 64:
             raise TpmError(f"qualifying data is {len(qualifying)} bytes; a quote takes at most 64")
         with self._lock:
+            self._reconnect_if_broken()
             self._check_allocated()
             for _ in range(QUOTE_ATTEMPTS):
                 quote = self._quote_once(qualifying, events)
@@ -297,6 +323,7 @@ class TpmSigner:
             attest, sig = e.quote(self._key, _selection(self.uri.pcrs), qualifying, _scheme())
             values = self._read_pcrs()
         except TSS2_Exception as exc:
+            self._broken = True
             raise TpmError(f"TPM quote with key 0x{self.uri.handle:08x} failed ({_what(exc)})") from None
         raw = bytes(attest)
         parsed = quotes.parse_attest(raw)
@@ -326,6 +353,7 @@ class TpmSigner:
         try:
             _, caps = self._esapi.get_capability(TPM2_CAP.PCRS, 0, 1)
         except TSS2_Exception as exc:
+            self._broken = True
             raise TpmError(f"cannot read the TPM's PCR banks ({_what(exc)})") from None
         banks = caps.data.assignedPCR
         allocated: set[int] = set()

@@ -111,8 +111,8 @@ class Swtpm(Service):
         except OSError:
             return "(no log)"
 
-    def _spawn(self) -> bool:
-        self.port = _free_port_pair()
+    def _spawn(self, port: int | None = None) -> bool:
+        self.port = port or _free_port_pair()
         cmd = ["swtpm", "socket", "--tpm2",
                "--server", f"type=tcp,port={self.port},bindaddr=127.0.0.1",
                "--ctrl", f"type=tcp,port={self.port + 1},bindaddr=127.0.0.1",
@@ -144,6 +144,17 @@ class Swtpm(Service):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(STOP_TIMEOUT)
+
+    def pause(self) -> None:
+        """Stop the swtpm process but keep its state and its port: the TPM goes away (fault tests)."""
+        self._terminate()
+
+    def resume(self) -> None:
+        """Serve the same state on the same port again: the TPM that went away comes back."""
+        if self._dir is None:
+            raise SimError("swtpm is not started")
+        if self._proc is None and not self._spawn(self.port):
+            raise SimError(f"swtpm did not start again on 127.0.0.1:{self.port}: {self._log()}")
 
     def evict(self, handle: int) -> None:
         """Remove the persistent object at ``handle``, so a test leaves the TPM as it found it."""

@@ -48,3 +48,44 @@ def test_demo_refuses_an_out_directory_it_did_not_make(tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["demo", "--files-only", "--out", str(tmp_path)])
     assert r.exit_code == 1 and "not made by the demo" in r.output
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+@pytest.mark.skipif(shutil.which("swtpm") is None, reason="swtpm is not installed (scripts/install.sh installs it)")
+def test_two_demos_at_once_in_two_directories_are_both_green(tmp_path: Path) -> None:
+    """Two people or two CI jobs on one machine run the README's first command at the same time, each in
+    its own directory (and the files-only demo beside them): nothing may be shared between them (FC
+    ports, swtpm and its state, keys, a file under /tmp), and none may write outside its directory."""
+    import os
+    import subprocess
+    import sys
+
+    runs: list[tuple[Path, list[str], subprocess.Popen[bytes]]] = []
+    for name, extra in (("a", []), ("b", []), ("files-a", ["--files-only"]), ("files-b", ["--files-only"])):
+        cwd = tmp_path / name
+        for sub in ("home", "tmp"):
+            (cwd / sub).mkdir(parents=True)
+        env = {k: v for k, v in os.environ.items() if k != "FLIGHTSEAL_SITL_BINARY"}
+        env.update(HOME=str(cwd / "home"), TMPDIR=str(cwd / "tmp"), FLIGHTSEAL_GATE_KEY=str(cwd / "gate.key"))
+        with open(cwd / "demo.log", "wb") as log:
+            runs.append((cwd, extra, subprocess.Popen([sys.executable, "-m", "agent", "demo", *extra], cwd=cwd,
+                                                      env=env, stdout=log, stderr=subprocess.STDOUT)))
+    try:
+        for _, _, proc in runs:
+            proc.wait(timeout=300)
+    finally:
+        for _, _, proc in runs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    roots = set()
+    for cwd, extra, proc in runs:
+        out = (cwd / "demo.log").read_text()
+        assert proc.returncode == 0, out
+        expected = ["REFUSED: script-mismatch"] if extra else ["arm: ACCEPTED", "PASS (tpm key, TPM quote checked",
+                                                               "REFUSED (Arm: FlightSeal: script-mismatch)"]
+        assert all(step in out for step in expected), out
+        assert sorted(p.name for p in cwd.iterdir()) == ["demo-out", "demo.log", "home", "tmp"], \
+            "the demo wrote outside its --out directory"
+        assert not any((cwd / "home").iterdir()) and not any((cwd / "tmp").iterdir()), "left files in HOME or TMPDIR"
+        roots.add((cwd / "demo-out" / "root.json").read_bytes())
+    assert len(roots) == len(runs), "two demos shared their keys"

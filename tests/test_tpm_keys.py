@@ -203,3 +203,37 @@ def test_cli_unreachable_tpm_is_one_line_exit_2() -> None:
     assert r.exit_code == 2
     assert "Traceback" not in r.output
     assert r.output.count("\n") == 1 and "cannot reach the TPM through TCTI swtpm:" in r.output
+
+
+def test_a_tpm_that_comes_back_with_another_key_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """After a TPM comes back the signer opens it again, but only to use the key it was opened with:
+    another key at the handle (another TPM, a re-provisioned one) is an error naming both."""
+    import shutil
+
+    if shutil.which("swtpm") is None:
+        pytest.skip("swtpm is not installed (scripts/install.sh installs it)")
+    from hardware.tpm import TpmError, create_key
+    from sim.swtpm import Swtpm
+
+    with Swtpm() as tpm:
+        signer = create_key(tpm.key_uri(0x81010100))
+        try:
+            signer.sign(b"before")
+            tpm.pause()
+            with pytest.raises(TpmError):
+                signer.sign(b"while gone")
+            tpm.resume()
+            assert signer.sign(b"back")  # the same TPM, the same key: reopened by itself
+            from hardware.tpm import TpmUri, connect
+
+            esapi = connect(TpmUri.parse(tpm.key_uri(0x81010100)))
+            try:  # a new endorsement seed: what a different TPM would hold (persistent AKs go with it)
+                esapi.change_eps(ESYS_TR.PLATFORM)
+            finally:
+                esapi.close()
+            create_key(tpm.key_uri(0x81010100)).close()  # another key at the same handle
+            signer._broken = True  # as after any failed call
+            with pytest.raises(TpmError, match="came back with another key"):
+                signer.sign(b"other key")
+        finally:
+            signer.close()
