@@ -144,7 +144,8 @@ def test_sitl_refuses_arming_until_the_agent_sends_a_pass(sitl: int) -> None:
 
         client = GateClient(conn, KEY,
                             on_message=lambda m: texts.append(m.text) if m.get_type() == "STATUSTEXT" else None)
-        assert client.send(Verdict(True)).gate_version == gate_version()
+        first = client.send(Verdict(True))
+        assert first.gate_version == gate_version() and not first.armed
         deadline = time.monotonic() + 120  # until the EKF is ready (~42 s after boot at speedup 1)
         result = -1
         while result != 0 and time.monotonic() < deadline:
@@ -153,6 +154,8 @@ def test_sitl_refuses_arming_until_the_agent_sends_a_pass(sitl: int) -> None:
             result = _command(conn, 400, 1, texts=texts, timeout=1.0)
             assert not any("FlightSeal" in t for t in texts if t.startswith("Arm:")), texts
         assert result == 0, texts
+        assert client.send(Verdict(True)).armed, "the gate's authenticated ack says armed (arming:is_armed())"
         assert _command(conn, 400, 0, 21196, texts=texts) == 0  # disarm
+        assert not client.send(Verdict(True)).armed
     finally:
         conn.close()
