@@ -120,6 +120,8 @@ def parse(text: str, where: str = "config") -> AgentConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise FormatError(where, f"is not valid TOML ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # an integer over 4300 digits; arrays nested past the stack
+        raise FormatError(where, f"is not valid TOML ({str(exc)[:100] or type(exc).__name__})") from None
     sections = {f.name: f for f in fields(AgentConfig)}
     values: dict[str, Any] = {}
     for name, body in data.items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.files import read_bounded, write_new
+from attest import jsonio
 from attest.errors import FlightSealError
 
 SEALED_MAX_BYTES = 4096
@@ -44,4 +45,6 @@ def read_key_file(path: Path, what: str) -> tuple[bytes, bool]:
     raw = read_bounded(path, what, SEALED_MAX_BYTES)
     if not is_sealed(raw):
         return raw, False
+    # strict, bounded JSON first: the unsealer's own json.loads let deep nesting out as a RecursionError
+    jsonio.loads(raw, f"{what} {path}", SEALED_MAX_BYTES)
     return unseal(raw, f"{what} {path}"), True

@@ -116,6 +116,11 @@ def parse_url(url: str) -> Endpoint:
     raise LinkError(f"MAVLink URL {url!r}: use /dev/ttyX,BAUD, tcp:HOST:PORT, udpin:HOST:PORT or udpout:HOST:PORT")
 
 
+def _noise(msg: Any) -> bool:
+    mtype = str(msg.get_type())
+    return mtype == "BAD_DATA" or mtype.startswith("UNKNOWN_")
+
+
 @dataclass
 class HeardComponent:
     """What one (system, component) has been heard sending."""
@@ -331,7 +336,7 @@ class Link:
                 raise LinkLost(f"the connection to the flight controller on {self.config.url} was reset "
                                f"({exc.strerror or exc}); reconnect") from None
             if msg is not None:
-                if msg.get_type() == "BAD_DATA":
+                if _noise(msg):
                     continue
                 self.observe(msg)
                 return msg
@@ -362,8 +367,26 @@ class Link:
                 continue
             return msg
 
+    def _prune_pymavlink(self) -> None:
+        """pymavlink keeps the last message of every type per sender system and a sequence per sender;
+        with senders made up by the thousand that is tens of MB. Keep what ``heard`` keeps."""
+        conn = self.conn
+        if conn is None:
+            return
+        systems = {k[0] for k in self.heard} | {self.fc[0], self.config.system_id}
+        for sysid in [s for s in getattr(conn, "sysid_state", {}) if s not in systems and s != conn.sysid]:
+            del conn.sysid_state[sysid]
+        last_seq = getattr(conn, "last_seq", {})
+        for key in [k for k in last_seq if k not in self.heard]:
+            del last_seq[key]
+
     def observe(self, msg: Any) -> None:
-        """Note a received message in :attr:`heard` (call it for messages read elsewhere)."""
+        """Note a received message in :attr:`heard` (call it for messages read elsewhere).
+
+        BAD_DATA and UNKNOWN_n (an id pymavlink cannot check the CRC of) are line noise, not senders:
+        the fuzz campaign saw noise list a part "mavlink:0/0" in almost every pass."""
+        if _noise(msg):
+            return
         key = (msg.get_srcSystem(), msg.get_srcComponent())
         now = time.monotonic()
         entry = self.heard.get(key)
@@ -373,6 +396,7 @@ class Link:
                 # Refusing newcomers instead would let a flood hide a real part that joins afterwards.
                 oldest = min((k for k in self.heard if k != self.fc), key=lambda k: self.heard[k].last_seen)
                 del self.heard[oldest]
+                self._prune_pymavlink()
             entry = HeardComponent(key[0], key[1], now, now)
             self.heard[key] = entry
         entry.last_seen = now

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from attest.errors import FormatError
@@ -62,7 +63,31 @@ def loads(data: bytes | str, what: str, max_bytes: int) -> Any:
         raise
     except (ValueError, RecursionError) as exc:
         raise FormatError(what, f"is not valid JSON ({exc})") from None
+    if _SURROGATE_ESCAPE.search(text):
+        _refuse_lone_surrogates(value, what)
     return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(value: Any, what: str) -> None:
+    """A ``\\ud800`` escape without its pair decodes to a string that is not Unicode text: it cannot be
+    written back as UTF-8, so a document holding one was accepted and then crashed whoever printed,
+    signed or logged it (issue 11, found by the fuzz campaign). Paired escapes (emoji) are fine."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise FormatError(what, "holds a \\u escape of a lone UTF-16 surrogate, which is not text") from None
 
 
 def dumps(value: Any) -> bytes:

@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
@@ -95,7 +95,7 @@ def _load_pem(pem: str) -> ec.EllipticCurvePublicKey:
     """Parse once per key: verifiers check many signatures by the same few keys."""
     try:
         key = serialization.load_pem_public_key(pem.encode())
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # unknown key type or curve: refused the same
         raise KeyLoadError(f"public key is not a PEM public key ({exc})") from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise KeyLoadError("public key is not ECDSA P-256 (the only key type FlightSeal accepts)")

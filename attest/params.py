@@ -57,7 +57,10 @@ def canonical_value(value: float) -> str:
         return str(value)
     if math.isnan(value) or math.isinf(value):
         return repr(value)
-    f32 = struct.unpack("<f", struct.pack("<f", value))[0]
+    try:
+        f32 = struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:  # beyond float32: no FC parameter holds it, so it equals none of theirs
+        return repr(value)
     if f32.is_integer() and abs(f32) < 2**53:
         return str(int(f32))
     return repr(f32)

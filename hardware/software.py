@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cryptography.exceptions import InternalError, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -65,7 +66,7 @@ def load_private_key(path: Path) -> SoftwareSigner:
         raise KeyLoadError(str(exc)) from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm, InternalError) as exc:  # the last two: an odd OID
         raise KeyLoadError(f"{path} is not an unencrypted PEM private key ({exc})") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise KeyLoadError(f"{path} is not an ECDSA P-256 key (FlightSeal uses ECDSA P-256 only, ADR 0002)")

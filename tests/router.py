@@ -42,6 +42,12 @@ class Router:
             if self._agent is not None:
                 self._agent.sendall(data)
 
+    def inject_raw(self, data: bytes) -> None:
+        """Bytes that are not a frame (line noise on a radio), to the agent."""
+        with self._lock:
+            if self._agent is not None:
+                self._agent.sendall(data)
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)

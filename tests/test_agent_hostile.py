@@ -240,3 +240,19 @@ def test_heartbeats_from_made_up_ids_cost_one_bounded_pass_per_interval(routed) 
     ran = daemon.status.passes - passes
     assert 1 <= ran <= flood_s / COMPONENT_PASS_MIN_S + 2, f"{ran} passes for {sent} made-up parts in {flood_s:.1f} s"
     world.rig.wait_verdict(passes=daemon.status.passes + 1, passed=True, timeout=40)
+
+
+def test_line_noise_makes_no_phantom_part(routed) -> None:  # type: ignore[no-untyped-def]
+    """Found by the fuzz campaign: a MAVLink1 start byte followed by junk decodes as UNKNOWN_n from
+    0/0 (pymavlink cannot check the CRC of an id it does not know), and the agent listed a part
+    "mavlink:0/0" in almost every pass. Noise is now dropped like a bad CRC."""
+    world, router = routed
+    daemon = world.rig.wait_verdict(passed=True)
+    passes = daemon.status.passes
+    for i in range(50):
+        router.inject_raw(bytes([0xFE, 9, i, 0, 0, 200 + i % 50]) + bytes(range(i % 7, i % 7 + 11)) + bytes(300))
+        time.sleep(0.02)
+    time.sleep(1.0)
+    assert daemon.link is not None and (0, 0) not in daemon.link.heard, sorted(daemon.link.heard)
+    world.rig.manifest_path.touch()
+    world.rig.wait_verdict(passes=passes + 1, passed=True, timeout=20)

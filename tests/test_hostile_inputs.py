@@ -273,3 +273,32 @@ def test_a_key_file_that_looks_sealed_but_nests_too_deep_is_refused(tmp_path: Pa
     path.chmod(0o600)
     with pytest.raises(FlightSealError, match="gate key"):
         load_gate_key(path)
+
+
+def test_a_parameter_value_beyond_float32_is_compared_not_a_traceback() -> None:
+    """A signed statement claiming a parameter of 1e300 made the verifier raise OverflowError while
+    packing it as a float32; no FC parameter holds such a value, so it simply differs."""
+    from attest import params
+
+    assert params.canonical_value(1e300) == "1e+300"
+    assert not params.same_value(1e300, 3.4e38)
+    assert params.differences({"RTL_ALT": 1500.0}, {"RTL_ALT": -1e39}, ()) == {"RTL_ALT": -1e39}
+
+
+def test_a_private_key_naming_an_unknown_algorithm_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    """Found by the fuzz campaign: cryptography's UnsupportedAlgorithm / InternalError escaped."""
+    from attest.errors import KeyLoadError
+    from hardware.software import SoftwareSigner, load_private_key, write_private_key
+
+    path = tmp_path / "k.pem"
+    write_private_key(path, SoftwareSigner.generate())
+    import base64
+
+    lines = path.read_text().splitlines()
+    der = base64.b64decode("".join(lines[1:-1]))
+    bad = der.replace(bytes.fromhex("06072a8648ce3d0201"), bytes.fromhex("06072a8648ce3d0205"))
+    assert bad != der
+    body = base64.b64encode(bad).decode()
+    path.write_text(f"{lines[0]}\n" + "\n".join(body[i:i + 64] for i in range(0, len(body), 64)) + f"\n{lines[-1]}\n")
+    with pytest.raises(KeyLoadError, match="not an unencrypted PEM private key"):
+        load_private_key(path)
