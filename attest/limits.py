@@ -26,6 +26,7 @@ class Limits:
     max_reasons: int = 256
     max_quote_bytes: int = 4096
     max_event_log_entries: int = 1024
+    max_boot_log_bytes: int = 128 * 1024  # the companion's TCG boot event log (a UEFI PC's is 30-100 KiB)
 
 
 LIMITS = Limits()

@@ -24,6 +24,7 @@ The JSON form carried in the predicate is :class:`Quote`; ``hardware/tpm.py`` pr
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import struct
@@ -205,9 +206,10 @@ class Quote:
     pcrs: Mapping[int, bytes]  # SHA-256 bank
     events: tuple[bytes, ...]  # SHA-256 digests extended into ``app_pcr``, in order
     app_pcr: int = APP_PCR
+    boot_log: bytes = b""  # the companion's TCG PC Client boot event log, as firmware left it ("" if none)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "format": QUOTE_FORMAT,
             "attest": self.attest.hex(),
             "signature": self.signature.hex(),
@@ -216,11 +218,14 @@ class Quote:
             "app_pcr": self.app_pcr,
             "events": [e.hex() for e in self.events],
         }
+        if self.boot_log:
+            out["boot_event_log"] = base64.b64encode(self.boot_log).decode()
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> Quote:
         o = jsonio.expect_object(data, _W, {"format", "attest", "signature", "pcr_bank", "pcrs", "app_pcr",
-                                            "events"})
+                                            "events"}, {"boot_event_log"})
         if o["format"] != QUOTE_FORMAT:
             raise FormatError(_W, f"format {o['format']!r} is not {QUOTE_FORMAT!r}", "format")
         if o["pcr_bank"] != "sha256":
@@ -240,7 +245,16 @@ class Quote:
             pcrs=pcrs,
             events=tuple(_hex(e, f"events[{i}]", 32, exact=True) for i, e in enumerate(events)),
             app_pcr=jsonio.expect_int(o["app_pcr"], _W, "app_pcr", 0, PCR_COUNT - 1),
+            boot_log=_b64(o.get("boot_event_log", ""), "boot_event_log", LIMITS.max_boot_log_bytes),
         )
+
+
+def _b64(value: Any, field: str, max_bytes: int) -> bytes:
+    text = jsonio.expect_str(value, _W, field, 4 * (max_bytes // 3 + 1))
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise FormatError(_W, "must be base64", field) from None
 
 
 def _hex(value: Any, field: str, max_bytes: int, exact: bool = False) -> bytes:
