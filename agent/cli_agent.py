@@ -45,7 +45,7 @@ def run(config_path: Path, log_level: str) -> None:
         raise FormatError(f"config {config_path}", f"{cfg.mavlink.url} looks like the FC's SERIAL0/USB port, which "
                           "accepts unsigned packets; use a telemetry port or set allow_serial0 = true", "mavlink.url")
     key = Path(cfg.mavlink.signing_key_file) if cfg.mavlink.signing_key_file else None
-    daemon = Daemon(cfg, load_signer(cfg.device.key), signing_key=load_signing_key(key))
+    daemon = Daemon(cfg, load_signer(cfg.device.key), signing_key=load_signing_key(key), config_path=config_path)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,9 +23,22 @@ from attest import dsse, jsonio, timeutil
 from attest import params as paramdigest
 from attest.errors import FlightSealError, FormatError
 from attest.limits import LIMITS
-from attest.manifest import Airframe, ApprovedComponent, Firmware, Manifest, ParamPolicy, Posture, Script
-from attest.models import Kind, Strength
+from attest.manifest import (
+    BOOT_STAGES,
+    Airframe,
+    ApprovedComponent,
+    BootPolicy,
+    Firmware,
+    Manifest,
+    ParamPolicy,
+    Posture,
+    Script,
+)
+from attest.models import Kind, Measurement, Strength
 from attest.trust import TrustedState
+
+if TYPE_CHECKING:
+    from attest.baseline import PartInfo
 
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 
@@ -220,34 +234,41 @@ def set_(path: Path, min_release: int | None, strengths: tuple[str, ...], board_
 
 @manifest.command("baseline")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--measurements", "measurements_path", type=click.Path(path_type=Path, dir_okay=False), required=True,
+@click.option("--measurements", "measurements_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Inventory of a trusted reference airframe (`flightseal measure --json`).")
-@click.option("--release", type=click.IntRange(0), required=True, help="Release counter of the measured firmware.")
+@click.option("--release", type=click.IntRange(0),
+              help="Release counter of the measured firmware (needs --measurements).")
 @click.option("--require-script", "required", multiple=True, help="FC path of a script that must be present.")
 @click.option("--pin", "pins", multiple=True, help="Parameter to pin to its measured value.")
 @click.option("--part", "parts", multiple=True, metavar="ID=NAME,VENDOR,MODEL,ORIGIN",
               help="Approve a measured part, e.g. 'mavlink:1/100=gimbal,Acme,AC-1,JP'.")
-def baseline_cmd(path: Path, measurements_path: Path, release: int, required: tuple[str, ...], pins: tuple[str, ...],
-                 parts: tuple[str, ...]) -> None:
+@click.option("--boot-log", "boot_logs", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Boot event log of a reference companion (its binary_bios_measurements): approve exactly its boot.")
+@click.option("--add-boot-log", "add_boot_logs", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Approve this reference boot too, keeping the boot digests approved before (a rolling update).")
+@click.option("--boot-unjudged", "unjudged", multiple=True, type=click.Choice(BOOT_STAGES),
+              help="Do not judge this boot stage (shown by `manifest show` and `verify`).")
+def baseline_cmd(path: Path, measurements_path: Path | None, release: int | None, required: tuple[str, ...],
+                 pins: tuple[str, ...], parts: tuple[str, ...], boot_logs: tuple[Path, ...],
+                 add_boot_logs: tuple[Path, ...], unjudged: tuple[str, ...]) -> None:
     """Re-baseline: approve exactly what was measured, bump the version; then sign with a threshold."""
-    from agent.cli_verify import read_measurements
-    from attest.baseline import BaselineError, PartInfo, baseline
+    from attest.baseline import BaselineError, baseline
 
-    part_info: dict[str, PartInfo] = {}
-    for item in parts:
-        ident, _, rest = item.partition("=")
-        fields = rest.split(",")
-        if not ident or len(fields) != 4:
-            raise click.BadParameter(f"{item!r}: use ID=NAME,VENDOR,MODEL,ORIGIN", param_hint="--part")
-        part_info[ident] = PartInfo(*fields)
-    measured = read_measurements(measurements_path)
-    unknown = sorted(set(part_info) - {m.component for m in measured})
-    if unknown:
-        raise click.BadParameter(f"{', '.join(unknown)} was not measured in {measurements_path}", param_hint="--part")
+    if measurements_path is None and not boot_logs and not add_boot_logs:
+        raise click.UsageError("give --measurements FILE, --boot-log FILE or --add-boot-log FILE")
+    if (measurements_path is None) != (release is None):
+        raise click.UsageError("--measurements and --release go together")
     _, current = read_manifest(path)
+    updated = current
+    notes: list[str] = []
     try:
-        updated, notes = baseline(current, measured, release=release, parts=part_info, required_scripts=required,
-                                  pin=pins)
+        if measurements_path is not None and release is not None:
+            measured, part_info = _inventory(measurements_path, parts)
+            updated, notes = baseline(current, measured, release=release, parts=part_info, required_scripts=required,
+                                      pin=pins)
+        if boot_logs or add_boot_logs:
+            updated, boot_notes = _boot_baseline(updated, boot_logs, add_boot_logs, unjudged)
+            notes += boot_notes
     except BaselineError as exc:  # nothing is written: a pin asked for is never dropped silently
         raise click.BadParameter(str(exc), param_hint=f"--{exc.option}") from None
     updated = dataclasses.replace(updated, version=current.version + 1)
@@ -259,9 +280,48 @@ def baseline_cmd(path: Path, measurements_path: Path, release: int, required: tu
     p = updated.params
     approved = (f"{len(p.values)} parameter values" if p.values else "the parameter digest") + (
         f" ({len(p.exclude)} exclusion patterns), {len(p.pinned)} pinned")
-    click.echo(f"baselined {path} as v{updated.version} from {measurements_path}: {len(updated.firmware)} firmware, "
-               f"{len(updated.scripts)} scripts, {len(updated.components)} parts, {approved}; sign it with a "
-               "threshold of manifest keys")
+    sources = ", ".join(str(x) for x in (measurements_path, *boot_logs, *add_boot_logs) if x is not None)
+    click.echo(f"baselined {path} as v{updated.version} from {sources}: {len(updated.firmware)} firmware, "
+               f"{len(updated.scripts)} scripts, {len(updated.components)} parts, {approved}; {updated.describe_boot()}"
+               "; sign it with a threshold of manifest keys")
+
+
+def _inventory(path: Path, parts: tuple[str, ...]) -> tuple[list[Measurement], dict[str, PartInfo]]:
+    from agent.cli_verify import read_measurements
+    from attest.baseline import PartInfo
+
+    part_info: dict[str, PartInfo] = {}
+    for item in parts:
+        ident, _, rest = item.partition("=")
+        fields = rest.split(",")
+        if not ident or len(fields) != 4:
+            raise click.BadParameter(f"{item!r}: use ID=NAME,VENDOR,MODEL,ORIGIN", param_hint="--part")
+        part_info[ident] = PartInfo(*fields)
+    measured = read_measurements(path)
+    unknown = sorted(set(part_info) - {m.component for m in measured})
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)} was not measured in {path}", param_hint="--part")
+    return measured, part_info
+
+
+def _boot_baseline(current: Manifest, boot_logs: tuple[Path, ...], add_boot_logs: tuple[Path, ...],
+                   unjudged: tuple[str, ...]) -> tuple[Manifest, list[str]]:
+    """The companion boot section from reference boot logs (replacing it, or added to it with --add-boot-log)."""
+    from attest import eventlog
+    from attest.baseline import baseline_boot
+
+    logs = []
+    for log_path in (*boot_logs, *add_boot_logs):
+        try:
+            logs.append(eventlog.parse(read_bounded(log_path, "boot event log", LIMITS.max_boot_log_bytes)))
+        except FormatError as exc:
+            raise FormatError(f"boot event log {log_path}", exc.detail, exc.field) from None
+    updated, notes = baseline_boot(current, logs, add=not boot_logs)
+    if unjudged and updated.companion_boot is not None:
+        policy = updated.companion_boot
+        updated = dataclasses.replace(updated, companion_boot=BootPolicy(
+            policy.allowed, tuple(s for s in BOOT_STAGES if s in unjudged or s in policy.unjudged)))
+    return updated, notes
 
 
 @manifest.command("show")
@@ -280,6 +340,7 @@ def show(path: Path, full: bool) -> None:
               else "a digest only (re-baseline to name what differs)" if p.digest else "not judged")
     click.echo(f"parameters: {judged}; {len(p.pinned)} pinned; not judged (volatile): {', '.join(p.exclude) or 'none'}")
     click.echo(m.describe_posture())
+    click.echo(m.describe_boot())
 
 
 @manifest.command("verify")

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from agent.attestation import check_manifest, seal_measurements
+from agent.attestation import DEFAULT_BOOT_LOG, check_manifest, seal_measurements, with_boot_log
 from agent.cli_common import EXIT_FAIL, EXIT_USAGE, CheckFailed
 from agent.cli_measure import mavlink_options, run_measure
 from agent.files import read_bounded, write_atomic
@@ -91,7 +91,7 @@ def _verify(attestation: Path, trust_dir: Path, nonce_hex: str, manifest_path: P
         envelope, trust=state, devices=devices, manifest_bytes=manifest_bytes,
         nonce=expected_nonce, now=timeutil.now(), expected_device=expected_device,
         highest_manifest_version=highest, highest_manifest_digest=highest_digest,
-        quote_checker=default_quote_checker(td.device_clocks()),
+        quote_checker=default_quote_checker(td.device_clocks()), tpm_vendor_cas=td.tpm_cas(),
         policy=VerifierPolicy(allow_software_keys=allow_software_keys, max_age=timedelta(seconds=max_age),
                               require_quote=require_quote),
     )
@@ -110,6 +110,7 @@ def _verify(attestation: Path, trust_dir: Path, nonce_hex: str, manifest_path: P
             "key_kind": result.device.key_kind.value if result.device else None,
             "manifest_version": p.manifest.version if p and p.manifest else None,
             "posture": _manifest(td.manifest_bytes(manifest_path)).describe_posture() if result.passed else None,
+            "companion_boot": _manifest(td.manifest_bytes(manifest_path)).describe_boot() if result.passed else None,
             "time": timeutil.format(p.time) if p else None,
             "reasons": [r.to_json() for r in result.reasons],
         }, indent=2))
@@ -118,6 +119,7 @@ def _verify(attestation: Path, trust_dir: Path, nonce_hex: str, manifest_path: P
                    f"{len(p.measurements)} measurements match manifest v{p.manifest.version if p.manifest else '?'}"
                    f", attested {timeutil.format(p.time)}")
         click.echo(f"  {_manifest(td.manifest_bytes(manifest_path)).describe_posture()}")
+        click.echo(f"  {_manifest(td.manifest_bytes(manifest_path)).describe_boot()}")
     else:
         for r in result.reasons:
             click.echo(f"FAIL {r}")
@@ -136,9 +138,11 @@ def _verify(attestation: Path, trust_dir: Path, nonce_hex: str, manifest_path: P
 @click.option("--airframe", required=True)
 @click.option("--nonce", "nonce_hex", required=True, help="Operator's challenge nonce (hex).")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True)
+@click.option("--boot-event-log", "boot_log", type=click.Path(path_type=Path), default=DEFAULT_BOOT_LOG,
+              show_default=True, help="The companion's TCG boot event log, carried in the TPM quote (none if absent).")
 @mavlink_options
 def attest(measurements_path: Path | None, url: str | None, manifest_path: Path, root_path: Path, key: str,
-           device_id: str, airframe: str, nonce_hex: str, out: Path, **link_options: Any) -> None:
+           device_id: str, airframe: str, nonce_hex: str, out: Path, boot_log: Path, **link_options: Any) -> None:
     """Appraise measurements against the manifest and write a signed attestation.
 
     The measurements come from a file (--measurements) or from one pass over MAVLink (--mavlink):
@@ -167,7 +171,8 @@ def attest(measurements_path: Path | None, url: str | None, manifest_path: Path,
 
     signer = load_signer(key)
     sealed = seal_measurements(measurements, manifest, signer, device_id=device_id, airframe=airframe,
-                               nonce=nonce_bytes, now=now, quoter=quoter_for(signer, measurements),
+                               nonce=nonce_bytes, now=now,
+                               quoter=with_boot_log(quoter_for(signer, measurements), boot_log),
                                problems=problems)
     write_atomic(out, sealed.envelope.to_bytes())
     verdict = sealed.verdict

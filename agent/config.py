@@ -61,6 +61,9 @@ class MeasureConfig:
     dronecan: bool = True  # measure the FC's DroneCAN nodes (GetNodeInfo through MAVLink CAN forwarding)
     dronecan_node_id: int = 127  # our node id on the CAN bus while asking; must be free on the bus
     dronecan_poll_s: float = 10.0  # how often (disarmed) the DroneCAN buses are checked for new or restarted nodes
+    # the companion's TCG boot event log, carried in each TPM quote (ADR 0019); a missing file means no log,
+    # "" reads none
+    boot_event_log: str = "/sys/kernel/security/tpm0/binary_bios_measurements"
 
 
 @dataclass(frozen=True)

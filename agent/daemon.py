@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.attestation import Sealed, check_manifest, seal_measurements
+from agent.attestation import Sealed, check_manifest, seal_measurements, with_boot_log
 from agent.audit import AuditError, AuditLog
 from agent.challenge import Responder, tunnel_payload
 from agent.collectors.base import DroneCanBus, Inventory, MeasureOptions
@@ -111,7 +111,7 @@ class Status:
 
 class Daemon:
     def __init__(self, cfg: AgentConfig, signer: Signer, *, signing_key: bytes | None = None,
-                 measure_options: MeasureOptions | None = None) -> None:
+                 measure_options: MeasureOptions | None = None, config_path: Path | None = None) -> None:
         self.cfg = cfg
         self.signer = signer
         self.signing_key = signing_key
@@ -131,7 +131,8 @@ class Daemon:
             flash_read=cfg.measure.flash_read,
             firmware_file=Path(cfg.measure.firmware_image) if cfg.measure.firmware_image else None,
             scripts_dirs=(cfg.measure.scripts_dir,) if cfg.measure.scripts_dir else MeasureOptions().scripts_dirs,
-            dronecan=cfg.measure.dronecan, dronecan_node_id=cfg.measure.dronecan_node_id)
+            dronecan=cfg.measure.dronecan, dronecan_node_id=cfg.measure.dronecan_node_id,
+            companion_config=config_path)
         self.status = Status()
         self.responder = Responder(self._answer_challenge)
         self.link: Link | None = None
@@ -152,9 +153,30 @@ class Daemon:
         self._last_fc_heartbeat = 0.0
         self._known_components: set[tuple[int, int]] = set()
         self._armed_disputed_since: float | None = None
+        self._pcr_log: Path | None = None  # the agent PCR's log, for a TPM key (ADR 0020)
+        self._agent_digest = b""
+        self._start_recorded = False
+        self._record_start(state_dir)
         self._hb_armed_at = float("-inf")  # when an FC HEARTBEAT last said armed
         self._spoof_reported = False
         self._pass_started = float("-inf")
+
+    def _record_start(self, state_dir: Path) -> None:
+        """A TPM key: this start-up (the agent's files and config) goes into the agent PCR (ADR 0020)."""
+        from agent.collectors.companion import collect_companion
+        from agent.pcr_log import record_start
+        from hardware.tpm import TpmError, TpmSigner
+
+        if not isinstance(self.signer, TpmSigner):
+            return
+        agent = next(m for m in collect_companion(self.base_options) if m.component == "companion.agent")
+        self._agent_digest = bytes.fromhex(agent.digests["sha256"])
+        self._pcr_log = state_dir / "agent-pcr.json"
+        try:
+            record_start(self._pcr_log, self.signer, self._agent_digest)
+            self._start_recorded = True
+        except (TpmError, OSError) as exc:  # the TPM away at start: recorded before the first quote instead
+            log.error("cannot record this start-up in the agent PCR yet: %s", exc)
 
     # ---- state machine
     def _enter(self, state: State, why: str = "") -> None:
@@ -444,9 +466,21 @@ class Daemon:
     def _seal(self, nonce: bytes) -> Sealed:
         assert self._inventory is not None and self._manifest is not None
         inv = self._inventory
+        boot_log = Path(self.cfg.measure.boot_event_log) if self.cfg.measure.boot_event_log else None
+        if self._pcr_log is not None:
+            from agent.pcr_log import record_start, resync
+            from hardware.tpm import TpmSigner
+
+            assert isinstance(self.signer, TpmSigner)
+            if self._start_recorded:
+                resync(self._pcr_log, self.signer, self._agent_digest)
+            else:
+                record_start(self._pcr_log, self.signer, self._agent_digest)
+                self._start_recorded = True
         sealed = seal_measurements(inv.measurements, self._manifest, self.signer, device_id=self.cfg.device.id,
                                    airframe=self.cfg.device.airframe, nonce=nonce, now=timeutil.now(),
-                                   quoter=quoter_for(self.signer, inv.measurements), problems=inv.problems)
+                                   quoter=with_boot_log(quoter_for(self.signer, inv.measurements), boot_log),
+                                   problems=inv.problems)
         return sealed
 
     def _deliver(self) -> None:

@@ -10,6 +10,8 @@ Layout::
       devices/*.json       signed device enrollments
       state.json           highest manifest version trusted so far (written by the verifier)
       clocks.json          per device, the TPM clock and counters of the last quote that passed
+      tpm-cas/*.pem        optional: TPM vendor CAs; a tpm device's EK certificate must chain to one
+                           (ADR 0018; without the folder, the manufacturer's check stands alone)
 
 Reading it is the only I/O the offline verifier does.
 """
@@ -20,6 +22,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography import x509
+
 from agent.files import read_bounded, read_state_json, write_atomic
 from agent.manifest_state import ManifestState
 from agent.root_store import RootStore
@@ -28,9 +32,12 @@ from attest.enrollment import DeviceRecord
 from attest.errors import FlightSealError, FormatError
 from attest.limits import LIMITS
 from attest.quote import ClockInfo
+from attest.tpm_evidence import load_cas
 from attest.trust import TrustedState
 
 MAX_DEVICES = 4096
+MAX_TPM_CA_FILES = 256
+MAX_TPM_CA_BYTES = 256 * 1024
 
 
 @dataclass
@@ -79,6 +86,16 @@ class TrustDir:
                 out.append(state.verify_enrollment(read_bounded(f, "enrollment", LIMITS.max_enrollment_bytes)))
             except FlightSealError as exc:
                 raise FormatError(f"enrollment {f}", str(exc)) from None
+        return out
+
+    def tpm_cas(self) -> list[x509.Certificate]:
+        """The TPM vendor CAs in ``tpm-cas/`` (PEM files, roots and intermediates), or none."""
+        folder = self.path / "tpm-cas"
+        if not folder.is_dir():
+            return []
+        out: list[x509.Certificate] = []
+        for f in sorted(folder.glob("*.pem"))[:MAX_TPM_CA_FILES]:
+            out += load_cas(read_bounded(f, "TPM vendor CA", MAX_TPM_CA_BYTES), f"TPM vendor CA {f}")
         return out
 
     def manifest_bytes(self, override: Path | None = None) -> bytes:

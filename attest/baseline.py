@@ -5,6 +5,10 @@ inventory into the next manifest in one step (then reviews it and signs it with 
 allowlists do not rot with every update. Parts still need a vendor and an origin a human vouches
 for: the caller supplies them per component id; a part without them is left out (and so stays
 ``component-unknown``) rather than approved with a guessed origin.
+
+The companion's boot is baselined the same way, from the boot event log of a reference companion
+(:func:`baseline_boot`): either exactly what it booted, or added to what was approved before, so
+a fleet can roll a kernel update with old and new kernels both approved (ADR 0019).
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from dataclasses import dataclass, replace
 
 from attest import params
 from attest.appraise import param_claims
+from attest.boot import policy_from_log
 from attest.errors import FlightSealError
-from attest.manifest import ApprovedComponent, Firmware, Manifest, ParamPolicy, Script
+from attest.eventlog import EventLog
+from attest.manifest import ApprovedComponent, BootPolicy, Firmware, Manifest, ParamPolicy, Script
 from attest.models import Kind, Measurement
 
 
@@ -142,3 +148,24 @@ def _param_policy(base: ParamPolicy, measured: Sequence[Measurement], pin: Seque
         raise BaselineError("the inventory's parameter values do not give its parameter digest: it was edited or "
                             "is corrupt; measure again", "measurements")
     return ParamPolicy(pinned=pinned, exclude=exclude, values=values)
+
+
+def baseline_boot(base: Manifest, logs: Sequence[EventLog], *, add: bool) -> tuple[Manifest, list[str]]:
+    """``base`` approving the boot stages of these reference logs: only them, or (``add``) besides what
+    it approved already. Raises ``BaselineError`` for a log that records no measured boot at all."""
+    policy = BootPolicy()
+    for log in logs:
+        if not any(e.extends for e in log.events):
+            raise BaselineError("the boot event log records no measurement: the reference companion has no "
+                                "measured boot", "boot-log")
+        policy = policy.merged(policy_from_log(log))
+    notes = []
+    if add and base.companion_boot is not None:
+        old = base.companion_boot
+        policy = old.merged(policy)
+        new = {s: len(policy.digests(s)) - len(old.digests(s)) for s in policy.allowed}
+        notes.append("boot digests added: " + (", ".join(f"{n} {s}" for s, n in new.items() if n) or "none (all "
+                                               "were approved already)"))
+    elif base.companion_boot is not None:
+        policy = BootPolicy(policy.allowed, base.companion_boot.unjudged)
+    return replace(base, companion_boot=policy), notes

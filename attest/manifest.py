@@ -3,13 +3,15 @@
 It is the ``manifest`` role's signed content (TUF's targets role, specialised): approved FC
 firmware with release counters, Lua scripts, a parameter policy, approved parts with their
 vendor and country of origin, deny rules, the airframe binding, and the minimum measurement
-strength per kind. Parsing is strict (closed schema, bounded sizes) because this document
+strength per kind, and the golden values of the companion computer's boot (``companion.boot``,
+ADR 0019). Parsing is strict (closed schema, bounded sizes) because this document
 decides whether a drone may arm.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -243,6 +245,68 @@ class Posture:
                 + (f"; relaxed by the manufacturer: {', '.join(relaxed)}" if relaxed else ""))
 
 
+BOOT_STAGES: tuple[str, ...] = ("firmware", "platform-config", "bootloader", "bootloader-config", "kernel",
+                                 "initrd", "cmdline")
+MAX_BOOT_DIGESTS = 256  # allowed digests per boot stage
+
+
+@dataclass(frozen=True)
+class BootPolicy:
+    """Golden values for the companion's boot (ADR 0019): the SHA-256 digests allowed per boot stage.
+
+    Every event the companion's boot log extends into PCRs 0-9 falls in one stage
+    (:func:`attest.boot.classify`) and its digest must be one listed for that stage; a stage not
+    listed allows nothing. Several digests per stage let a fleet roll an update (old and new kernel
+    both approved). ``unjudged`` names stages the manufacturer chose not to judge, shown by
+    ``manifest show`` and ``verify``.
+    """
+
+    allowed: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    unjudged: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for stage in (*self.allowed, *self.unjudged):
+            if stage not in BOOT_STAGES:
+                raise FormatError(_W, f"unknown boot stage {stage!r} (one of: {', '.join(BOOT_STAGES)})",
+                                  "companion.boot")
+
+    def digests(self, stage: str) -> tuple[str, ...]:
+        return self.allowed.get(stage, ())
+
+    def merged(self, other: BootPolicy) -> BootPolicy:
+        """Both policies' allowed digests (old ones first), for rolling an update across a fleet."""
+        return BootPolicy({s: tuple(dict.fromkeys((*self.digests(s), *other.digests(s)))) for s in BOOT_STAGES
+                           if self.digests(s) or other.digests(s)},
+                          tuple(s for s in BOOT_STAGES if s in self.unjudged or s in other.unjudged))
+
+    def describe(self) -> str:
+        counts = ", ".join(f"{len(self.digests(s))} {s}" for s in BOOT_STAGES if s not in self.unjudged)
+        unjudged = f"; not judged: {', '.join(self.unjudged)}" if self.unjudged else ""
+        return f"companion boot appraised against its event log: {counts}{unjudged}"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"boot": {s: list(self.digests(s)) for s in BOOT_STAGES}}
+        if self.unjudged:
+            out["boot_unjudged"] = list(self.unjudged)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> BootPolicy:
+        o = jsonio.expect_object(data, _W, {"boot"}, {"boot_unjudged"}, "companion")
+        boot = jsonio.expect_object(o["boot"], _W, set(), set(BOOT_STAGES), "companion.boot")
+        allowed = {}
+        for stage, raw in boot.items():
+            f = f"companion.boot.{stage}"
+            digests = tuple(_sha256(d, f"{f}[{i}]")
+                            for i, d in enumerate(jsonio.expect_list(raw, _W, f, MAX_BOOT_DIGESTS)))
+            if len(set(digests)) != len(digests):
+                raise FormatError(_W, "a digest is listed twice", f)
+            allowed[stage] = digests
+        unjudged = tuple(jsonio.expect_str_list(o.get("boot_unjudged", []), _W, "companion.boot_unjudged",
+                                                len(BOOT_STAGES)))
+        return cls(allowed, unjudged)
+
+
 @dataclass(frozen=True)
 class Manifest:
     version: int
@@ -258,12 +322,20 @@ class Manifest:
     deny_vendors: tuple[str, ...] = ()
     min_strength: dict[Kind, Strength] = field(default_factory=dict)
     posture: Posture | None = None  # None: a manifest from before ADR 0014, which requires none
+    companion_boot: BootPolicy | None = None  # None: the companion's boot is not appraised (ADR 0019)
 
     def to_json(self) -> dict[str, Any]:
         out = self._body()
         if self.posture is not None:  # absent when unused: manifests signed before it keep their bytes
             out["posture"] = self.posture.to_json()
+        if self.companion_boot is not None:
+            out["companion"] = self.companion_boot.to_json()
         return out
+
+    def describe_boot(self) -> str:
+        if self.companion_boot is None:
+            return "companion boot: not appraised (the manifest has no companion.boot golden values)"
+        return self.companion_boot.describe()
 
     def describe_posture(self) -> str:
         return self.posture.describe() if self.posture is not None else "posture: not required (an older manifest)"
@@ -289,7 +361,7 @@ class Manifest:
         o = jsonio.expect_object(
             data, _W, {"_type", "version", "expires", "airframe"},
             {"firmware", "firmware_min_release", "scripts", "allow_unlisted_scripts", "params", "components",
-             "deny", "min_strength", "posture"},
+             "deny", "min_strength", "posture", "companion"},
         )
         if o["_type"] != MANIFEST_TYPE:
             raise FormatError(_W, f"_type is {o['_type']!r}, expected {MANIFEST_TYPE!r}", "_type")
@@ -329,4 +401,5 @@ class Manifest:
             deny_vendors=tuple(jsonio.expect_str_list(deny.get("vendors", []), _W, "deny.vendors", 256)),
             min_strength=min_strength,
             posture=Posture.from_json(o["posture"]) if "posture" in o else None,
+            companion_boot=BootPolicy.from_json(o["companion"]) if "companion" in o else None,
         )

@@ -164,6 +164,7 @@ class Code(enum.StrEnum):
     QUOTE_PCR_SELECTION = "quote-pcr-selection"
     QUOTE_PCR_DIGEST = "quote-pcr-digest"
     QUOTE_EVENT_LOG = "quote-event-log"
+    AGENT_PCR_HISTORY = "agent-pcr-history"
     # a pinned parameter (the manifest's named safety values) differs; param-mismatch is the rest of the set
     PARAM_PINNED = "param-pinned"
     # link posture (ADR 0014): what keeps the gate enforced
@@ -172,6 +173,14 @@ class Code(enum.StrEnum):
     POSTURE_GATE_STOPPED = "posture-gate-stopped"
     POSTURE_GATE_FORGERY = "posture-gate-forgery"
     POSTURE_GATE_SILENT = "posture-gate-silent"
+    # a device enrolled as tpm without proof that its key is in a certified TPM (ADR 0018)
+    DEVICE_TPM_UNPROVEN = "device-tpm-unproven"
+    # the companion's boot against the manifest's golden values (ADR 0019, attest/boot.py)
+    COMPANION_BOOT_LOG_MISSING = "companion-boot-log-missing"
+    COMPANION_BOOT_LOG_INVALID = "companion-boot-log-invalid"
+    COMPANION_BOOT_LOG_MISMATCH = "companion-boot-log-mismatch"
+    COMPANION_BOOT_UNKNOWN = "companion-boot-unknown"
+    COMPANION_BOOT_STAGE_MISSING = "companion-boot-stage-missing"
 
 
 PILOT_TEXT_MAX = 42

@@ -14,10 +14,15 @@ every failure as a :class:`~attest.models.Reason` with its own code:
 - the TPM clock is ``safe`` and reset/restart counters and clock do not go back from values the
   caller last saw for this device (``quote-clock-unsafe``, ``quote-counter-rollback``);
 - the signed PCR selection is exactly the reported PCRs, in the SHA-256 bank, and includes the
-  application PCR (``quote-pcr-selection``); the signed PCR digest is the SHA-256 of the reported
-  values (``quote-pcr-digest``);
-- replaying the event list from zero gives the application PCR, and the events are exactly the
-  statement's measurements in order (``quote-event-log``).
+  agent PCR, one the OS cannot reset (8-15; ``quote-pcr-selection``); the signed PCR digest is the
+  SHA-256 of the reported values (``quote-pcr-digest``);
+- replaying the agent's event log (its start-ups since the TPM was reset) gives the agent PCR
+  (``quote-event-log``: a lost or edited log, or another process extending the PCR), and every
+  agent start-up since boot was the build this statement attests (``agent-pcr-history``).
+
+The measurements themselves are bound by ``extraData`` (the statement digest); format v1 also
+extended them into the resettable PCR 23, which any local process could reset (issue 12), and is
+refused. ADR 0020 has the why.
 
 The JSON form carried in the predicate is :class:`Quote`; ``hardware/tpm.py`` produces it.
 """
@@ -43,9 +48,11 @@ from attest.models import Code, Measurement, Reason
 TPM_GENERATED_VALUE = 0xFF544347
 TPM_ST_ATTEST_QUOTE = 0x8018
 TPM_ALG_SHA256 = 0x000B
-QUOTE_FORMAT = "flightseal/tpm2-quote/v1"
+QUOTE_FORMAT = "flightseal/tpm2-quote/v2"
 PCR_COUNT = 24
-APP_PCR = 23  # PC Client "application support" PCR, resettable at locality 0
+AGENT_PCR = 13  # default: not resettable at locality 0, unused by boot stacks on companions (ADR 0020)
+AGENT_PCRS = range(8, 16)  # PCRs the OS can extend but never reset (PC Client: 0-7 belong to firmware)
+AGENT_START = "agent-start"  # the one kind of agent event: the agent's files and config, at start-up
 _MAX_NAME = 2 + 64  # TPMU_NAME: algorithm id + largest digest
 _MAX_DATA = 64  # TPM2B_DATA holds at most sizeof(TPMT_HA)
 _MAX_DIGEST = 64
@@ -198,14 +205,38 @@ def parse_attest(data: bytes) -> Attest:
 
 
 @dataclass(frozen=True)
+class AgentEvent:
+    """One event the agent extended into its PCR: a kind and the digest of what it measured."""
+
+    kind: str
+    digest: bytes  # SHA-256
+
+    @property
+    def value(self) -> bytes:
+        """What was extended: kind and digest together, so an event cannot pass for another kind."""
+        return hashlib.sha256(b"flightseal/" + self.kind.encode() + b"\0" + self.digest).digest()
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "digest": self.digest.hex()}
+
+    @classmethod
+    def from_json(cls, data: Any, field: str) -> AgentEvent:
+        o = jsonio.expect_object(data, _W, {"kind", "digest"})
+        kind = jsonio.expect_str(o["kind"], _W, f"{field}.kind", 32)
+        if kind != AGENT_START:
+            raise FormatError(_W, f"unknown agent event kind {kind!r}", f"{field}.kind")
+        return cls(kind, _hex(o["digest"], f"{field}.digest", 32, exact=True))
+
+
+@dataclass(frozen=True)
 class Quote:
-    """A quote as carried in the predicate: signed bytes, signature, PCR values and the event log."""
+    """A quote as carried in the predicate: signed bytes, signature, PCR values and the event logs."""
 
     attest: bytes
     signature: bytes  # DER ECDSA-SHA256 over ``attest``
     pcrs: Mapping[int, bytes]  # SHA-256 bank
-    events: tuple[bytes, ...]  # SHA-256 digests extended into ``app_pcr``, in order
-    app_pcr: int = APP_PCR
+    agent_log: tuple[AgentEvent, ...] = ()  # extended into ``agent_pcr`` since the TPM was reset, in order
+    agent_pcr: int = AGENT_PCR
     boot_log: bytes = b""  # the companion's TCG PC Client boot event log, as firmware left it ("" if none)
 
     def to_json(self) -> dict[str, Any]:
@@ -215,8 +246,8 @@ class Quote:
             "signature": self.signature.hex(),
             "pcr_bank": "sha256",
             "pcrs": {str(i): v.hex() for i, v in sorted(self.pcrs.items())},
-            "app_pcr": self.app_pcr,
-            "events": [e.hex() for e in self.events],
+            "agent_pcr": self.agent_pcr,
+            "agent_log": [e.to_json() for e in self.agent_log],
         }
         if self.boot_log:
             out["boot_event_log"] = base64.b64encode(self.boot_log).decode()
@@ -224,8 +255,11 @@ class Quote:
 
     @classmethod
     def from_json(cls, data: Any) -> Quote:
-        o = jsonio.expect_object(data, _W, {"format", "attest", "signature", "pcr_bank", "pcrs", "app_pcr",
-                                            "events"}, {"boot_event_log"})
+        if isinstance(data, dict) and data.get("format") == "flightseal/tpm2-quote/v1":
+            raise FormatError(_W, "format v1 put the measurements in PCR 23, which any local process can reset; "
+                              "update the agent (quote format v2, ADR 0020)", "format")
+        o = jsonio.expect_object(data, _W, {"format", "attest", "signature", "pcr_bank", "pcrs", "agent_pcr",
+                                            "agent_log"}, {"boot_event_log"})
         if o["format"] != QUOTE_FORMAT:
             raise FormatError(_W, f"format {o['format']!r} is not {QUOTE_FORMAT!r}", "format")
         if o["pcr_bank"] != "sha256":
@@ -238,13 +272,13 @@ class Quote:
             if not key.isdigit() or not 0 <= int(key) < PCR_COUNT or str(int(key)) != key:
                 raise FormatError(_W, f"PCR index {key!r} is not 0 to {PCR_COUNT - 1}", "pcrs")
             pcrs[int(key)] = _hex(value, f"pcrs.{key}", 32, exact=True)
-        events = jsonio.expect_list(o["events"], _W, "events", LIMITS.max_event_log_entries)
+        log = jsonio.expect_list(o["agent_log"], _W, "agent_log", LIMITS.max_event_log_entries)
         return cls(
             attest=attest,
             signature=signature,
             pcrs=pcrs,
-            events=tuple(_hex(e, f"events[{i}]", 32, exact=True) for i, e in enumerate(events)),
-            app_pcr=jsonio.expect_int(o["app_pcr"], _W, "app_pcr", 0, PCR_COUNT - 1),
+            agent_log=tuple(AgentEvent.from_json(e, f"agent_log[{i}]") for i, e in enumerate(log)),
+            agent_pcr=jsonio.expect_int(o["agent_pcr"], _W, "agent_pcr", 0, PCR_COUNT - 1),
             boot_log=_b64(o.get("boot_event_log", ""), "boot_event_log", LIMITS.max_boot_log_bytes),
         )
 
@@ -268,17 +302,8 @@ def _hex(value: Any, field: str, max_bytes: int, exact: bool = False) -> bytes:
     return raw
 
 
-def measurement_event(m: Measurement) -> bytes:
-    """The digest the agent extends into the application PCR for one measurement.
-
-    It hashes the measurement's whole canonical JSON (not just its digest), so source, strength
-    and claims are bound too, and measurements without a digest still leave a trace.
-    """
-    return hashlib.sha256(jsonio.dumps(m.to_json())).digest()
-
-
 def replay(events: Sequence[bytes]) -> bytes:
-    """The SHA-256 PCR value after extending ``events`` into a PCR that starts at zero."""
+    """The SHA-256 PCR value after extending ``events`` (extend values) into a PCR that starts at zero."""
     pcr = bytes(32)
     for e in events:
         pcr = hashlib.sha256(pcr + e).digest()
@@ -320,7 +345,7 @@ def check_quote(
             out.append(Reason(Code.QUOTE_COUNTER_ROLLBACK, f"{why}: an old quote replayed, or the TPM was "
                               "rolled back", _COMPONENT))
     out += _pcrs(quote, attest)
-    out += _events(quote, measurements)
+    out += _agent_log(quote, measurements)
     return out
 
 
@@ -353,25 +378,37 @@ def _pcrs(quote: Quote, attest: Attest) -> list[Reason]:
     if signed != set(quote.pcrs):
         out.append(Reason(Code.QUOTE_PCR_SELECTION, f"signed PCR selection {sorted(signed)} differs from the "
                           f"reported PCRs {sorted(quote.pcrs)}", _COMPONENT))
-    if quote.app_pcr not in signed:
-        out.append(Reason(Code.QUOTE_PCR_SELECTION, f"application PCR {quote.app_pcr} is not in the quote",
-                          _COMPONENT))
+    if quote.agent_pcr not in AGENT_PCRS:
+        out.append(Reason(Code.QUOTE_PCR_SELECTION, f"agent PCR {quote.agent_pcr} is not one of 8-15, which the OS "
+                          "can extend but never reset", _COMPONENT))
+    elif quote.agent_pcr not in signed:
+        out.append(Reason(Code.QUOTE_PCR_SELECTION, f"agent PCR {quote.agent_pcr} is not in the quote", _COMPONENT))
     if not out and not hmac.compare_digest(pcr_digest(banks, quote.pcrs), attest.pcr_digest):
         out.append(Reason(Code.QUOTE_PCR_DIGEST, "reported PCR values do not hash to the signed PCR digest",
                           _COMPONENT))
     return out
 
 
-def _events(quote: Quote, measurements: Sequence[Measurement]) -> list[Reason]:
+def _agent_log(quote: Quote, measurements: Sequence[Measurement]) -> list[Reason]:
+    """The agent's start-ups since the TPM was reset: they must replay to the agent PCR, and each must be
+    the agent build this statement attests (``companion.agent``)."""
     out = []
-    app = quote.pcrs.get(quote.app_pcr)
-    if app is not None and not hmac.compare_digest(replay(quote.events), app):
-        out.append(Reason(Code.QUOTE_EVENT_LOG, f"replaying {len(quote.events)} events does not give "
-                          f"PCR {quote.app_pcr}", _COMPONENT))
-    expected = [measurement_event(m) for m in measurements]
-    if list(quote.events) != expected:
-        out.append(Reason(Code.QUOTE_EVENT_LOG, f"event log ({len(quote.events)} events) is not the statement's "
-                          f"{len(expected)} measurements in order", _COMPONENT))
+    value = quote.pcrs.get(quote.agent_pcr)
+    if value is not None and not hmac.compare_digest(replay([e.value for e in quote.agent_log]), value):
+        out.append(Reason(Code.QUOTE_EVENT_LOG, f"replaying {len(quote.agent_log)} agent event(s) does not give PCR "
+                          f"{quote.agent_pcr}: the log was lost or edited, or another process extended the PCR",
+                          _COMPONENT))
+    agent = next((m.digests.get("sha256") for m in measurements if m.component == "companion.agent"), None)
+    for e in quote.agent_log:
+        if agent is None:
+            out.append(Reason(Code.AGENT_PCR_HISTORY, "the agent PCR records start-ups but the statement has no "
+                              "companion.agent measurement to compare them with", _COMPONENT))
+            break
+        if e.digest.hex() != agent:
+            out.append(Reason(Code.AGENT_PCR_HISTORY, f"an agent build {e.digest.hex()[:16]}… started since the "
+                              f"companion booted, not the one attested ({agent[:16]}…): reboot after an update",
+                              _COMPONENT))
+            break
     return out
 
 

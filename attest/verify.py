@@ -13,14 +13,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from cryptography import x509
+
 from attest import dsse
 from attest.appraise import appraise, manifest_failure
+from attest.boot import appraise_boot
 from attest.enrollment import DeviceRecord
 from attest.errors import FlightSealError, FormatError
 from attest.evidence import Predicate, parse_statement
 from attest.keys import KeyKind
 from attest.limits import LIMITS
 from attest.models import Code, Reason
+from attest.tpm_evidence import check_record
 from attest.trust import TrustedState
 
 QuoteChecker = Callable[[Predicate, DeviceRecord], list[Reason]]
@@ -58,6 +62,7 @@ def verify_attestation(
     highest_manifest_version: int = 0,
     quote_checker: QuoteChecker | None = None,
     highest_manifest_digest: str | None = None,
+    tpm_vendor_cas: Sequence[x509.Certificate] = (),
 ) -> VerificationResult:
     try:
         envelope = dsse.Envelope.from_bytes(envelope_bytes, "attestation", LIMITS.max_envelope_bytes)
@@ -78,6 +83,7 @@ def verify_attestation(
 
     reasons: list[Reason] = []
     reasons += _identity(predicate, device, expected_device, policy)
+    reasons += _tpm_proof(device, tpm_vendor_cas)
     reasons += _freshness(predicate, nonce, now, policy)
     reasons += _manifest_and_appraisal(predicate, device, trust, manifest_bytes, now, highest_manifest_version,
                                        highest_manifest_digest)
@@ -126,6 +132,15 @@ def _identity(p: Predicate, device: DeviceRecord, expected: str | None, policy: 
     return out
 
 
+def _tpm_proof(device: DeviceRecord, cas: Sequence[x509.Certificate]) -> list[Reason]:
+    """A ``tpm`` device must carry proof that its key is in a certified TPM (ADR 0018); with the
+    verifier's own vendor CAs (``tpm-cas/``) its EK certificate must chain to one of them too."""
+    if device.key_kind is not KeyKind.TPM:
+        return []
+    return [Reason(Code.DEVICE_TPM_UNPROVEN, why, "device")
+            for why in check_record(device.tpm_evidence, device.key, device.tpm_ak_name, cas)]
+
+
 def _freshness(p: Predicate, nonce: bytes, now: datetime, policy: VerifierPolicy) -> list[Reason]:
     out = []
     if not hmac.compare_digest(p.nonce, nonce):
@@ -156,6 +171,7 @@ def _manifest_and_appraisal(p: Predicate, device: DeviceRecord, trust: TrustedSt
                           f"this manifest covers ({binding.model})", "device"))
     verdict = appraise(p.measurements, verified.manifest)
     out += verdict.reasons
+    out += appraise_boot(p.quote, verified.manifest.companion_boot)  # the companion's boot (ADR 0019)
     if p.verdict.passed != (verdict.passed and covered):  # the device refuses another airframe's manifest too
         out.append(Reason(Code.VERDICT_DISAGREES, f"device reported {'pass' if p.verdict.passed else 'fail'}, "
                           f"appraisal gives {'pass' if verdict.passed else 'fail'}", "verdict"))

@@ -18,13 +18,11 @@ import statistics
 import time
 from collections.abc import Callable
 
-from attest.quote import measurement_event
 from attest.signer import Signer
 from hardware import pkcs11_backend, tpm
 from hardware.software import SoftwareSigner
 from sim.softhsm import SoftHsm
 from sim.swtpm import Swtpm
-from tests.factory import measurements
 
 
 def timings(fn: Callable[[], object], runs: int) -> list[float]:
@@ -47,7 +45,6 @@ def main() -> None:
     parser.add_argument("--payload-bytes", type=int, default=4096, help="size of the signed DSSE PAE")
     args = parser.parse_args()
     payload = b"DSSEv1 " + os.urandom(max(0, args.payload_bytes - 7))
-    events = [measurement_event(m) for m in measurements()]
     qualifying = os.urandom(32)
 
     rows: list[tuple[str, str, list[float]]] = []
@@ -55,14 +52,14 @@ def main() -> None:
         hsm.init_token("bench", pin="1234")
         os.environ["FLIGHTSEAL_PKCS11_PIN"] = "1234"
         signers: list[tuple[str, Signer]] = [("software", SoftwareSigner.generate())]
-        tpm_signer = tpm.create_key(swtpm.key_uri(tpm.DEFAULT_AK_HANDLE))
+        tpm_signer = tpm.create_key(f"{swtpm.key_uri(tpm.DEFAULT_AK_HANDLE)};auth={swtpm.state_dir / 'ak.auth'}")
         p11_signer = pkcs11_backend.create_key(hsm.key_uri("bench", "device-key"))
         signers += [("tpm (swtpm)", tpm_signer), ("pkcs11 (SoftHSM2)", p11_signer)]
         try:
             for name, signer in signers:
                 rows.append((name, f"sign {len(payload)} B", timings(lambda s=signer: s.sign(payload), args.runs)))
-            rows.append(("tpm (swtpm)", f"quote 9 PCRs, {len(events)} events",
-                         timings(lambda: tpm_signer.quote(qualifying, events), args.runs)))
+            rows.append(("tpm (swtpm)", "quote 11 PCRs (0-9, agent PCR)",
+                         timings(lambda: tpm_signer.quote(qualifying), args.runs)))
         finally:
             tpm_signer.close()
             p11_signer.close()

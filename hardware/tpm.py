@@ -3,21 +3,25 @@
 Hierarchy and handles (see docs/adr/0003-tpm-keys.md for why):
 
 - **AK**: an ECC P-256 *restricted* signing key (``ecc256:ecdsa-sha256:null``; fixedTPM,
-  fixedParent, sensitiveDataOrigin, userWithAuth, noDA), a **primary key of the endorsement
-  hierarchy**, persisted at the URI's handle (``flightseal keys create`` uses ``0x81010100``, past
-  the handles the TCG EK profile reserves). In the endorsement hierarchy the TPM reports its real
-  reset and restart counters in quotes; for a key in the owner hierarchy it obfuscates them, and
-  a verifier could not see them go back. The template's ``unique`` field carries the handle, so
-  each handle holds a different key. The AK is the one device key: it signs quotes, and it signs
-  attestations through a TPM2_Hash ticket, which the TPM issues only for data that does not start
-  with ``TPM_GENERATED_VALUE``, so it can never sign a forged quote.
-- **Auth**: creating needs the endorsement and owner hierarchy auth: empty (the Linux default)
-  or the values of ``FLIGHTSEAL_TPM_ENDORSEMENT_AUTH`` / ``FLIGHTSEAL_TPM_OWNER_AUTH``. Using the
-  AK needs no auth; who may use it is decided by who may open the TPM device.
+  fixedParent, sensitiveDataOrigin, userWithAuth, noDA) in the **endorsement hierarchy**: an
+  ordinary key (TPM2_Create, random secret) under a storage primary of that hierarchy, persisted
+  at the URI's handle (``flightseal keys create`` uses ``0x81010100``, past the handles the TCG EK
+  profile reserves). In the endorsement hierarchy the TPM reports its real reset and restart
+  counters in quotes; for a key in the owner hierarchy it obfuscates them, and a verifier could
+  not see them go back. The AK is the one device key: it signs quotes, and it signs attestations
+  through a TPM2_Hash ticket, which the TPM issues only for data that does not start with
+  ``TPM_GENERATED_VALUE``, so it can never sign a forged quote.
+- **Auth** (ADR 0020): the AK has a random 32-byte authorisation value, kept in a 0600 file the
+  agent's user owns (the URI's ``auth=``); without it the TPM refuses to sign or quote with the
+  key, so another local process cannot. (Before issue 12 the AK was a primary key: anyone could
+  create it again from its template with an auth value of their own.) Creating needs the
+  endorsement and owner hierarchy auth: empty (the Linux default) or the values of
+  ``FLIGHTSEAL_TPM_ENDORSEMENT_AUTH`` / ``FLIGHTSEAL_TPM_OWNER_AUTH``.
 - **EK**: not used to sign. Its name, read from ``0x81010001`` (RSA, TCG) or ``0x81010002`` /
   ``0x81010016`` (ECC), goes into the enrollment record where present.
-- **Application PCR 23** (PC Client: resettable at locality 0): reset, then extended with one
-  event per measurement (:func:`attest.quote.measurement_event`) before each quote.
+- **Agent PCR 13** (ADR 0020; the URI's ``agent-pcr=``, 8-15): not resettable from the OS. The
+  agent extends one event at each start-up (its installed files and config) and keeps the log;
+  quotes carry it. The measurements are bound by the quote's qualifying data.
 
 Key URI grammar (also in the ADR)::
 
@@ -27,18 +31,24 @@ Key URI grammar (also in the ADR)::
             / "device:" PATH                           ; e.g. /dev/tpmrm0 (kernel resource manager)
             / "tabrmd" [ ":" CONF ]                    ; tpm2-abrmd over D-Bus
     param   = "handle=" HEX                            ; AK persistent handle, 0x81000000-0x81FFFFFF
-            / "pcrs=" INDEX *( "," INDEX )             ; SHA-256 PCRs to quote; 23 is always added
+            / "pcrs=" INDEX *( "," INDEX )             ; SHA-256 PCRs to quote; the agent PCR is always added
+            / "agent-pcr=" INDEX                       ; 8-15, default 13
+            / "auth=" PATH                             ; file holding the AK's authorisation value
 
-Example: ``tpm:swtpm:host=127.0.0.1,port=2321;handle=0x81010100``. Default PCRs: 0-7 and 23.
+Example: ``tpm:swtpm:host=127.0.0.1,port=2321;handle=0x81010100;auth=/var/lib/flightseal/ak.auth``.
+Default PCRs: 0-9 (firmware, boot loader, kernel) and the agent PCR.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import secrets
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TSS2_LOG", "all+NONE")  # the TSS logs to stderr; our errors say it in one line
@@ -51,11 +61,14 @@ from tpm2_pytss import (
     TPM2_CAP,
     TPM2_ECC,
     TPM2_RC,
+    TPM2B_AUTH,
     TPM2B_PUBLIC,
+    TPM2B_SENSITIVE_CREATE,
     TPMA_OBJECT,
     TPML_DIGEST_VALUES,
     TPML_PCR_SELECTION,
     TPMS_PCR_SELECTION,
+    TPMS_SENSITIVE_CREATE,
     TPMT_HA,
     TPMT_PUBLIC,
     TPMT_SIG_SCHEME,
@@ -72,12 +85,15 @@ from attest.models import Measurement
 DEFAULT_AK_HANDLE = 0x81010100
 EK_HANDLES = (0x81010001, 0x81010002, 0x81010016)
 PERSISTENT_FIRST, PERSISTENT_LAST = 0x81000000, 0x81FFFFFF
-APP_PCR = quotes.APP_PCR
-DEFAULT_PCRS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, APP_PCR)
+AGENT_PCR = quotes.AGENT_PCR
+DEFAULT_PCRS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
+AUTH_BYTES = 32
+MAX_AUTH_FILE_BYTES = 256
 MAX_DIGEST_BUFFER = 1024  # smallest TPM2B_MAX_BUFFER a PC Client TPM accepts
 QUOTE_ATTEMPTS = 3
 OWNER_AUTH_ENV = "FLIGHTSEAL_TPM_OWNER_AUTH"
 ENDORSEMENT_AUTH_ENV = "FLIGHTSEAL_TPM_ENDORSEMENT_AUTH"
+AUTH_DIR_ENV = "FLIGHTSEAL_TPM_AUTH_DIR"
 TCTI_NAMES = ("swtpm", "mssim", "device", "tabrmd")
 
 _A = TPMA_OBJECT
@@ -97,9 +113,11 @@ class TpmUri:
     tcti_conf: str
     handle: int
     pcrs: tuple[int, ...] = DEFAULT_PCRS
+    agent_pcr: int = AGENT_PCR
+    auth_file: str = ""  # the AK's authorisation value; "" for an AK without one (made before issue 12)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "pcrs", tuple(sorted(set(self.pcrs) | {APP_PCR})))
+        object.__setattr__(self, "pcrs", tuple(sorted(set(self.pcrs) | {self.agent_pcr})))
 
     @property
     def tcti_text(self) -> str:
@@ -107,8 +125,12 @@ class TpmUri:
 
     def __str__(self) -> str:
         out = f"tpm:{self.tcti_text};handle=0x{self.handle:08x}"
-        if self.pcrs != DEFAULT_PCRS:
-            out += ";pcrs=" + ",".join(str(p) for p in self.pcrs)
+        if self.pcrs != tuple(sorted(set(DEFAULT_PCRS) | {self.agent_pcr})):
+            out += ";pcrs=" + ",".join(str(p) for p in self.pcrs if p != self.agent_pcr)
+        if self.agent_pcr != AGENT_PCR:
+            out += f";agent-pcr={self.agent_pcr}"
+        if self.auth_file:
+            out += f";auth={self.auth_file}"
         return out
 
     @classmethod
@@ -124,18 +146,23 @@ class TpmUri:
             raise KeyLoadError(f"TPM URI {uri!r}: TCTI {name} needs its configuration, e.g. "
                                + ("device:/dev/tpmrm0" if name == "device" else f"{name}:host=127.0.0.1,port=2321"))
         handle: int | None = None
-        pcrs = DEFAULT_PCRS
+        pcrs, agent_pcr, auth = DEFAULT_PCRS, AGENT_PCR, ""
         for p in params:
             key, sep, value = p.partition("=")
             if key == "handle" and sep:
                 handle = _parse_handle(value, uri)
             elif key == "pcrs" and sep:
                 pcrs = _parse_pcrs(value, uri)
+            elif key == "agent-pcr" and sep:
+                agent_pcr = _parse_agent_pcr(value, uri)
+            elif key == "auth" and sep and value:
+                auth = value
             else:
-                raise KeyLoadError(f"TPM URI {uri!r}: unknown parameter {p!r} (known: handle=0x…, pcrs=0,1,…)")
+                raise KeyLoadError(f"TPM URI {uri!r}: unknown parameter {p!r} (known: handle=0x…, pcrs=0,1,…, "
+                                   "agent-pcr=N, auth=FILE)")
         if handle is None:
             raise KeyLoadError(f"TPM URI {uri!r} names no key; add ;handle=0x{DEFAULT_AK_HANDLE:08x}")
-        return cls(name, conf, handle, pcrs)
+        return cls(name, conf, handle, pcrs, agent_pcr, auth)
 
 
 def _parse_handle(text: str, uri: str) -> int:
@@ -156,7 +183,32 @@ def _parse_pcrs(text: str, uri: str) -> tuple[int, ...]:
         raise KeyLoadError(f"TPM URI {uri!r}: pcrs={text!r} is not a list of PCR numbers like 0,1,7") from None
     if any(not 0 <= p < quotes.PCR_COUNT for p in pcrs):
         raise KeyLoadError(f"TPM URI {uri!r}: PCR numbers go from 0 to {quotes.PCR_COUNT - 1}")
-    return tuple(sorted(pcrs | {APP_PCR}))
+    return tuple(sorted(pcrs))
+
+
+def _parse_agent_pcr(text: str, uri: str) -> int:
+    if not text.isdigit() or int(text) not in quotes.AGENT_PCRS:
+        raise KeyLoadError(f"TPM URI {uri!r}: agent-pcr={text!r} must be one of 8-15 (PCRs the OS can extend "
+                           "but never reset)")
+    return int(text)
+
+
+def read_auth(uri: TpmUri) -> bytes:
+    """The AK's authorisation value from the URI's file (0600, this user's): who can read it can use the key."""
+    from hardware.regular import open_regular
+
+    path = os.path.expanduser(uri.auth_file)
+    try:
+        st = os.stat(path)
+        if st.st_mode & 0o077:
+            raise TpmError(f"the TPM key's auth file {path} is readable by others; chmod 600 {path}")
+        with open_regular(Path(path)) as f:
+            data = f.read(MAX_AUTH_FILE_BYTES + 1)
+    except OSError as exc:
+        raise TpmError(f"cannot read the TPM key's auth file {path}: {exc.strerror or exc}") from None
+    if not 1 <= len(data) <= MAX_AUTH_FILE_BYTES:
+        raise TpmError(f"the TPM key's auth file {path} must hold 1 to {MAX_AUTH_FILE_BYTES} bytes")
+    return data
 
 
 _FIXES = {
@@ -207,6 +259,7 @@ class TpmSigner:
         self._public = public
         self.name = name
         self._lock = threading.Lock()
+        self.agent_log: list[quotes.AgentEvent] = []  # the agent's events in its PCR since the TPM was reset
         self._broken = False  # a TSS call failed: the connection may be dead (TPM reset, swtpm or abrmd restarted)
 
     @classmethod
@@ -219,6 +272,14 @@ class TpmSigner:
             esapi.close()
             raise
         return cls(uri, esapi, key, public, name)
+
+    def _open_ak(self) -> tuple[ESAPI, Any, PublicKey, bytes]:
+        esapi = connect(self.uri)
+        try:
+            return (esapi, *_load_ak(esapi, self.uri))
+        except BaseException:
+            esapi.close()
+            raise
 
     def __enter__(self) -> TpmSigner:
         return self
@@ -238,12 +299,7 @@ class TpmSigner:
             return
         with contextlib.suppress(Exception):
             self._esapi.close()
-        esapi = connect(self.uri)
-        try:
-            key, public, name = _load_ak(esapi, self.uri)
-        except BaseException:
-            esapi.close()
-            raise
+        esapi, key, public, name = self._open_ak()
         if public.keyid != self._public.keyid:
             esapi.close()
             raise TpmError(f"the TPM at {self.uri.tcti} came back with another key at 0x{self.uri.handle:08x} "
@@ -291,15 +347,15 @@ class TpmSigner:
         return digest, ticket
 
     def quoter(self, measurements: Sequence[Measurement]) -> Quoter:
-        """What ``agent.attestation.seal_measurements`` calls with the statement digest."""
-        events = [quotes.measurement_event(m) for m in measurements]
-        return lambda qualifying: self.quote(qualifying, events)
+        """What ``agent.attestation.seal_measurements`` calls with the statement digest (which binds
+        ``measurements``; they are no longer extended into a PCR, ADR 0020)."""
+        return lambda qualifying: self.quote(qualifying)
 
-    def quote(self, qualifying: bytes, events: Sequence[bytes] = ()) -> dict[str, Any]:
-        """Reset PCR 23, extend it with ``events``, and quote the URI's PCRs with ``qualifying`` as extraData.
+    def quote(self, qualifying: bytes) -> dict[str, Any]:
+        """Quote the URI's PCRs with ``qualifying`` as extraData, carrying :attr:`agent_log`.
 
-        The PCRs are read after the quote and checked against its signed digest, so a PCR that
-        changed in between (another process extending) is retried, then reported, never shipped.
+        The PCRs are read after the quote and checked against its signed digest, and the agent PCR
+        against the log, so a PCR that changed in between is retried, then reported, never shipped.
         """
         if len(qualifying) > 64:
             raise TpmError(f"qualifying data is {len(qualifying)} bytes; a quote takes at most 64")
@@ -307,19 +363,17 @@ class TpmSigner:
             self._reconnect_if_broken()
             self._check_allocated()
             for _ in range(QUOTE_ATTEMPTS):
-                quote = self._quote_once(qualifying, events)
+                quote = self._quote_once(qualifying)
                 if quote is not None:
                     return quote.to_json()
-        raise TpmError(f"PCR {APP_PCR} or the quoted PCRs kept changing while quoting: another process "
-                       f"uses PCR {APP_PCR} on this TPM; stop it or give it another PCR")
+        pcr = self.uri.agent_pcr
+        raise TpmError(f"PCR {pcr} does not replay from the agent's log of {len(self.agent_log)} event(s): another "
+                       f"process extends PCR {pcr} on this TPM (give the agent another: agent-pcr= in the key URI), "
+                       "or the agent's state dir lost its log (reboot the companion)")
 
-    def _quote_once(self, qualifying: bytes, events: Sequence[bytes]) -> quotes.Quote | None:
+    def _quote_once(self, qualifying: bytes) -> quotes.Quote | None:
         e = self._esapi
         try:
-            e.pcr_reset(ESYS_TR.PCR23)
-            for ev in events:
-                e.pcr_extend(ESYS_TR.PCR23, TPML_DIGEST_VALUES([TPMT_HA(hashAlg=TPM2_ALG.SHA256,
-                                                                         digest=TPMU_HA(sha256=ev))]))
             attest, sig = e.quote(self._key, _selection(self.uri.pcrs), qualifying, _scheme())
             values = self._read_pcrs()
         except TSS2_Exception as exc:
@@ -327,13 +381,45 @@ class TpmSigner:
             raise TpmError(f"TPM quote with key 0x{self.uri.handle:08x} failed ({_what(exc)})") from None
         raw = bytes(attest)
         parsed = quotes.parse_attest(raw)
-        if parsed.pcr_digest != quotes.pcr_digest(parsed.pcr_select, values) or values[APP_PCR] != quotes.replay(
-                events):
+        log = tuple(self.agent_log)
+        if parsed.pcr_digest != quotes.pcr_digest(parsed.pcr_select, values) or values[self.uri.agent_pcr] != \
+                quotes.replay([ev.value for ev in log]):
             return None
         ecdsa = sig.signature.ecdsa
         der = encode_dss_signature(int.from_bytes(bytes(ecdsa.signatureR), "big"),
                                    int.from_bytes(bytes(ecdsa.signatureS), "big"))
-        return quotes.Quote(raw, der, values, tuple(events), APP_PCR)
+        return quotes.Quote(raw, der, values, log, self.uri.agent_pcr)
+
+    def extend_agent_pcr(self, event: quotes.AgentEvent) -> None:
+        """Extend ``event`` into the agent PCR (the caller logs it first: agent/pcr_log.py)."""
+        with self._lock:
+            self._reconnect_if_broken()
+            try:
+                self._esapi.pcr_extend(ESYS_TR.parse(f"PCR{self.uri.agent_pcr}"), TPML_DIGEST_VALUES(
+                    [TPMT_HA(hashAlg=TPM2_ALG.SHA256, digest=TPMU_HA(sha256=event.value))]))
+            except TSS2_Exception as exc:
+                self._broken = True
+                raise TpmError(f"cannot extend PCR {self.uri.agent_pcr} ({_what(exc)})") from None
+
+    def agent_pcr_value(self) -> bytes:
+        with self._lock:
+            self._reconnect_if_broken()
+            try:
+                _, _, digests = self._esapi.pcr_read(_selection([self.uri.agent_pcr]))
+            except TSS2_Exception as exc:
+                self._broken = True
+                raise TpmError(f"cannot read PCR {self.uri.agent_pcr} ({_what(exc)})") from None
+            return bytes(digests[0])
+
+    def reset_count(self) -> int:
+        """The TPM's reset counter: it changes at every TPM reset (a boot), when all PCRs start again."""
+        with self._lock:
+            self._reconnect_if_broken()
+            try:
+                return int(self._esapi.read_clock().clockInfo.resetCount)
+            except TSS2_Exception as exc:
+                self._broken = True
+                raise TpmError(f"cannot read the TPM clock ({_what(exc)})") from None
 
     def _read_pcrs(self) -> dict[int, bytes]:
         """TPM2_PCR_Read returns at most 8 digests per call; ask until every selected PCR is read."""
@@ -403,6 +489,8 @@ def _load_ak(esapi: ESAPI, uri: TpmUri) -> tuple[Any, PublicKey, bytes]:
                            f"`flightseal keys create --backend tpm --tcti {uri.tcti_text} "
                            f"--handle 0x{uri.handle:08x}`") from None
         raise TpmError(f"cannot read TPM handle 0x{uri.handle:08x} ({_what(exc)})") from None
+    if uri.auth_file:
+        esapi.tr_set_auth(key, read_auth(uri))
     public, name, _ = esapi.read_public(key)
     if not _is_ak(public):
         raise TpmError(f"the object at TPM handle 0x{uri.handle:08x} is not a FlightSeal attestation key "
@@ -412,11 +500,17 @@ def _load_ak(esapi: ESAPI, uri: TpmUri) -> tuple[Any, PublicKey, bytes]:
     return key, PublicKey(pem.decode() if isinstance(pem, bytes) else str(pem)), bytes(name)
 
 
+def auth_dir() -> Path:
+    """Where ``create_key`` puts an AK's auth file when the URI names none (FLIGHTSEAL_TPM_AUTH_DIR)."""
+    return Path(os.environ.get(AUTH_DIR_ENV, "/var/lib/flightseal"))
+
+
 def create_key(uri: TpmUri | str) -> TpmSigner:
-    """Create the AK (an endorsement-hierarchy primary) and persist it at the URI's handle.
+    """Create the AK under an endorsement-hierarchy storage primary, with a random auth value written
+    to the URI's ``auth=`` file (or one in :func:`auth_dir`), and persist it at the URI's handle.
 
     An occupied handle is refused: the key there may be enrolled already, and replacing it
-    would orphan its enrollment.
+    would orphan its enrollment. The returned signer's ``uri`` names the auth file.
     """
     uri = uri if isinstance(uri, TpmUri) else TpmUri.parse(uri)
     if uri.handle in EK_HANDLES:
@@ -424,6 +518,10 @@ def create_key(uri: TpmUri | str) -> TpmSigner:
                        f"use another, e.g. 0x{DEFAULT_AK_HANDLE:08x}")
     if uri.handle > 0x817FFFFF:
         raise TpmError(f"handle 0x{uri.handle:08x} is in the platform range; use 0x81000000 to 0x817fffff")
+    if not uri.auth_file:
+        tag = hashlib.sha256(uri.tcti_text.encode()).hexdigest()[:12]
+        uri = TpmUri(uri.tcti, uri.tcti_conf, uri.handle, uri.pcrs, uri.agent_pcr,
+                     str(auth_dir() / f"tpm-ak-{tag}-{uri.handle:08x}.auth"))
     esapi = connect(uri)
     try:
         if _name_at(esapi, [uri.handle]):
@@ -432,22 +530,54 @@ def create_key(uri: TpmUri | str) -> TpmSigner:
         for env, hierarchy in ((OWNER_AUTH_ENV, ESYS_TR.OWNER), (ENDORSEMENT_AUTH_ENV, ESYS_TR.ENDORSEMENT)):
             if os.environ.get(env):
                 esapi.tr_set_auth(hierarchy, os.environ[env].encode())
+        auth = secrets.token_bytes(AUTH_BYTES)
+        _write_auth(Path(uri.auth_file), auth)
         try:
-            transient, *_ = esapi.create_primary(None, ak_template(uri.handle), ESYS_TR.ENDORSEMENT)
-            esapi.evict_control(ESYS_TR.OWNER, transient, uri.handle)
-            esapi.flush_context(transient)
+            parent, *_ = esapi.create_primary(None, _parent_template(), ESYS_TR.ENDORSEMENT)
+            try:
+                sensitive = TPM2B_SENSITIVE_CREATE(TPMS_SENSITIVE_CREATE(userAuth=TPM2B_AUTH(auth)))
+                private, public, *_ = esapi.create(parent, sensitive, ak_template())
+                transient = esapi.load(parent, private, public)
+                esapi.evict_control(ESYS_TR.OWNER, transient, uri.handle)
+                esapi.flush_context(transient)
+            finally:
+                esapi.flush_context(parent)
         except TSS2_Exception as exc:
+            Path(uri.auth_file).unlink(missing_ok=True)
             raise TpmError(_create_failure(exc, uri)) from None
     finally:
         esapi.close()
     return TpmSigner.open(uri)
 
 
-def ak_template(handle: int) -> Any:
-    """The AK's public template; ``unique`` names the handle so each handle derives its own key."""
-    public = TPMT_PUBLIC.parse(alg="ecc256:ecdsa-sha256:null", objectAttributes=AK_ATTRIBUTES)
-    public.unique.ecc.x = b"flightseal-ak" + handle.to_bytes(4, "big")
+def _write_auth(path: Path, auth: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(auth)
+            f.flush()
+            os.fsync(f.fileno())
+    except FileExistsError:
+        raise TpmError(f"the auth file {path} exists already (another key's?); move it away or name another with "
+                       "auth= in the key URI") from None
+    except OSError as exc:
+        raise TpmError(f"cannot write the TPM key's auth file {path}: {exc.strerror or exc}") from None
+
+
+def _parent_template() -> Any:
+    """A storage primary of the endorsement hierarchy: derived again from the seed whenever needed,
+    never persisted. Its only job is to be the AK's parent, so the AK stays in that hierarchy."""
+    attrs = (_A.RESTRICTED | _A.DECRYPT | _A.FIXEDTPM | _A.FIXEDPARENT | _A.SENSITIVEDATAORIGIN | _A.USERWITHAUTH
+             | _A.NODA)
+    public = TPMT_PUBLIC.parse(alg="ecc256:aes128cfb", objectAttributes=attrs)
+    public.unique.ecc.x = b"flightseal-ak-parent"
     return TPM2B_PUBLIC(public)
+
+
+def ak_template() -> Any:
+    """The AK's public template (its secret comes from the TPM's RNG, so no two AKs are alike)."""
+    return TPM2B_PUBLIC(TPMT_PUBLIC.parse(alg="ecc256:ecdsa-sha256:null", objectAttributes=AK_ATTRIBUTES))
 
 
 def _create_failure(exc: TSS2_Exception, uri: TpmUri) -> str:

@@ -2,7 +2,8 @@
 
 Flight controller: ArduPilot SITL when ``FLIGHTSEAL_SITL_BINARY`` is set, else the virtual FC
 (which runs the project's real Lua gate in lupa). Device key: a TPM 2.0 key in swtpm. Then:
-manufacturer keys 2-of-3 → root → device enrolled → gate installed over MAVLink → FC measured
+manufacturer keys 2-of-3 → root → device key proven to be in the TPM (EK certificate from swtpm's local
+CA, credential activation) and enrolled → gate installed over MAVLink → FC measured
 and the manifest signed for what was measured → agent running → arming **accepted** → an
 approved Lua script changed on the FC → arming **refused** → restored → a pinned parameter
 changed → arming **refused** → restored → an operator challenge verified offline → a tampered
@@ -18,6 +19,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -93,22 +95,33 @@ def _arm_until(gcs: Gcs, *, accepted: bool, timeout: float, text: str = "") -> A
 
 
 def run_demo(out: Path, *, use_sitl: bool | None = None) -> None:
+    from attest.tpm_evidence import load_cas
     from hardware.tpm import create_key
+    from hardware.tpm_credential import prove_bench
     from sim.swtpm import Swtpm
 
     fresh_out_dir(out)
     sitl = bool(os.environ.get("FLIGHTSEAL_SITL_BINARY")) if use_sitl is None else use_sitl
     t = StepTable()
     with contextlib.ExitStack() as stack:
-        tpm = t.run("start swtpm (TPM 2.0 emulator)", lambda: stack.enter_context(Swtpm()), lambda s: s.tcti)
-        signer = t.run("create device key in the TPM", lambda: create_key(tpm.key_uri(TPM_HANDLE)),
+        tpm = t.run("start swtpm (TPM 2.0 emulator, EK certificate from its local CA)",
+                    lambda: stack.enter_context(Swtpm(ek_cert=True)), lambda s: s.tcti)
+        ak_uri = f"{tpm.key_uri(TPM_HANDLE)};auth={out / 'tpm-ak.auth'}"  # the key's auth value stays in out/
+        signer = t.run("create device key in the TPM", lambda: create_key(ak_uri),
                        lambda k: f"{k.public_key.keyid[:16]}… ({k.kind}, handle {TPM_HANDLE:#x})")
         stack.callback(signer.close)
+        cas = [c for f in tpm.ek_ca_certs for c in load_cas(f.read_bytes(), str(f))]
+        proven = t.run("prove the key is in the TPM (EK certificate, credential activation)",
+                       lambda: prove_bench(signer.uri, cas, timeutil.now()),
+                       lambda p: f"EK vouched for by {p.evidence.ek_ca.subject}")
         fc = t.run("start flight controller", lambda: stack.enter_context(_sitl() if sitl else _virtual_fc()),
                    lambda f: f.kind)
-        rig = t.run("manufacturer keys 2-of-3, root, enroll device", lambda: Rig(out, fc.companion_url, fc.gcs_url,
-                                                                                 signer),
-                    lambda r: f"root {r.root_path}, device drone-001 ({signer.kind} key)")
+        rig = t.run("manufacturer keys 2-of-3, root, enroll device",
+                    lambda: Rig(out, fc.companion_url, fc.gcs_url, signer, tpm_evidence=proven.evidence),
+                    lambda r: f"root {r.root_path}, device drone-001 ({signer.kind} key, proven)")
+        (rig.trust_dir / "tpm-cas").mkdir(exist_ok=True)  # the verifier re-checks the EK certificate too
+        for f in tpm.ek_ca_certs:
+            shutil.copyfile(f, rig.trust_dir / "tpm-cas" / f.name)
 
         def install() -> int:
             assert rig.gate_key is not None  # made by Rig.__post_init__
@@ -123,7 +136,7 @@ def run_demo(out: Path, *, use_sitl: bool | None = None) -> None:
                          lambda ms: f"{len(ms)} measurements")
         t.run("sign manifest v1 for what was measured (keys 2 and 3)",
               lambda: rig.sign_manifest(rig.baseline_manifest(measured)), lambda b: f"{len(b)} bytes")
-        t.run("start the agent", lambda: rig.start_agent(rig.config(tpm.key_uri(TPM_HANDLE))), lambda _: "")
+        t.run("start the agent", lambda: rig.start_agent(rig.config(str(signer.uri))), lambda _: "")
         stack.callback(rig.stop_agent)
         t.run("agent verdict delivered to the gate", lambda: rig.wait_verdict(passed=True, timeout=60),
               lambda d: "PASS")
@@ -165,7 +178,7 @@ def run_demo(out: Path, *, use_sitl: bool | None = None) -> None:
         key = t.run("set up MAVLink2 signing (new key, sent to the FC, unsigned radio dropped)",
                     lambda: _signing(fc, out / "signing"), lambda k: f"key in {out / 'signing'}/")
         rig.signing_key = key
-        t.run("restart the agent on the signed link", lambda: rig.start_agent(rig.config(tpm.key_uri(TPM_HANDLE))),
+        t.run("restart the agent on the signed link", lambda: rig.start_agent(rig.config(str(signer.uri))),
               lambda _: "")
         t.run("agent verdict delivered to the gate", lambda: rig.wait_verdict(passed=True, timeout=60),
               lambda d: "PASS")
@@ -225,7 +238,8 @@ def _verify(rig: Rig, data: bytes, nonce: bytes) -> VerificationResult:
     td = TrustDir(rig.trust_dir)
     state = td.trusted_state()
     result = verify_attestation(data, trust=state, devices=td.devices(state), manifest_bytes=td.manifest_bytes(),
-                                nonce=nonce, now=timeutil.now(), quote_checker=default_quote_checker())
+                                nonce=nonce, now=timeutil.now(), quote_checker=default_quote_checker(),
+                                tpm_vendor_cas=td.tpm_cas())
     if not result.passed:
         raise StepFailed("; ".join(str(r) for r in result.reasons))
     return result

@@ -38,6 +38,7 @@ from attest.manifest import Airframe, Manifest, Posture
 from attest.models import Measurement
 from attest.root import Role, Root
 from attest.signer import Signer
+from attest.tpm_evidence import TpmEvidence
 from hardware.software import SoftwareSigner, write_private_key
 
 os.environ.setdefault("MAVLINK20", "1")
@@ -70,6 +71,7 @@ class Rig:
     parts: dict[str, PartInfo] = field(default_factory=dict)
     signing_key: bytes | None = None  # MAVLink2 signing key the FC holds (`flightseal signing setup`)
     gate_key: bytes | None = None  # the gate key the FC holds (VfcConfig/SitlConfig gate_key); None: made here
+    tpm_evidence: TpmEvidence | None = None  # a TPM device key's proof (hardware.tpm_credential, ADR 0018)
     daemon: Daemon | None = None
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -93,7 +95,8 @@ class Rig:
         self.root_path.write_bytes(dsse.sign(dsse.ROOT_PAYLOAD_TYPE, jsonio.dumps(root.to_json()),
                                              self.makers[:2]).to_bytes())
         record = DeviceRecord(DEVICE_ID, AIRFRAME, self.device.public_key, self.device.kind,
-                              tpm_ak_name=str(getattr(self.device, "ak_name", "") or ""))
+                              tpm_ak_name=str(getattr(self.device, "ak_name", "") or ""),
+                              tpm_evidence=self.tpm_evidence)
         devices = self.workdir / "trust" / "devices"
         devices.mkdir(parents=True, exist_ok=True)
         (devices / f"{DEVICE_ID}.json").write_bytes(dsse.sign(

@@ -5,6 +5,13 @@ temporary directory, then ``swtpm socket`` serves it on 127.0.0.1 with ``startup
 TPM is ready without a TPM2_Startup from us. Leaving the context stops swtpm and deletes the
 state. Nothing is mocked: the code under test talks to it through the ordinary swtpm TCTI.
 
+``Swtpm(ek_cert=True)`` also has ``swtpm_setup --create-ek-cert`` write EK certificates into NV
+(0x01c00002 RSA, 0x01c00016 ECC P-384), issued by swtpm's local CA (``swtpm_localca``) configured
+in a temporary directory of our own, never ``/var/lib/swtpm-localca``. The CA is made on first use
+(a root and an intermediate "swtpm-localca"); ``ek_ca_certs`` are their PEM files, what a test
+passes as the TPM vendor CAs. Several TPMs share one CA when given the same ``ca_dir``. That CA is
+trusted only in tests and the demo.
+
     with Swtpm() as tpm:
         signer = hardware.tpm.create_key(tpm.key_uri(0x81010100))
 """
@@ -51,9 +58,12 @@ def _free_port_pair() -> int:
 class Swtpm(Service):
     """One swtpm process and its state directory."""
 
-    def __init__(self, *, pcr_banks: str = "sha256", create_ek: bool = True) -> None:
+    def __init__(self, *, pcr_banks: str = "sha256", create_ek: bool = True, ek_cert: bool = False,
+                 ca_dir: Path | None = None) -> None:
         self.pcr_banks = pcr_banks
         self.create_ek = create_ek
+        self.ek_cert = ek_cert
+        self._ca_dir = ca_dir
         self.port = 0
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -72,8 +82,24 @@ class Swtpm(Service):
             raise SimError("swtpm is not started")
         return self._dir / "state"
 
+    @property
+    def ca_dir(self) -> Path:
+        """The local CA's directory (its keys, certificates and configuration)."""
+        if self._ca_dir is not None:
+            return self._ca_dir
+        if self._dir is None:
+            raise SimError("swtpm is not started")
+        return self._dir / "localca"
+
+    @property
+    def ek_ca_certs(self) -> tuple[Path, Path]:
+        """The local CA's root and intermediate certificates (PEM) that issued the EK certificates."""
+        if not self.ek_cert:
+            raise SimError("this swtpm has no EK certificate; start it with Swtpm(ek_cert=True)")
+        return self.ca_dir / "swtpm-localca-rootca-cert.pem", self.ca_dir / "issuercert.pem"
+
     def start(self) -> None:
-        for tool in ("swtpm", "swtpm_setup"):
+        for tool in ("swtpm", "swtpm_setup") + (("swtpm_localca",) if self.ek_cert else ()):
             if shutil.which(tool) is None:
                 raise SimError(f"{tool} is not installed (apt-get install swtpm swtpm-tools)")
         self._dir = Path(tempfile.mkdtemp(prefix="flightseal-swtpm-"))
@@ -93,12 +119,31 @@ class Swtpm(Service):
                "--logfile", str(self._logfile)]
         if self.create_ek:
             cmd.append("--createek")
+        if self.ek_cert:
+            cmd += ["--create-ek-cert", "--config", str(self._local_ca_config())]
         try:
             done = subprocess.run(cmd, capture_output=True, timeout=SETUP_TIMEOUT, check=False)
         except subprocess.TimeoutExpired:
             raise SimError(f"swtpm_setup took longer than {SETUP_TIMEOUT} s") from None
         if done.returncode != 0:
             raise SimError(f"swtpm_setup failed ({done.returncode}): {self._log()}")
+
+    def _local_ca_config(self) -> Path:
+        """swtpm_setup.conf and swtpm-localca.conf pointing at our CA directory (created if new)."""
+        ca = self.ca_dir
+        ca.mkdir(parents=True, exist_ok=True)
+        localca = ca / "swtpm-localca.conf"
+        if not localca.exists():
+            localca.write_text(f"statedir = {ca}\nsigningkey = {ca / 'signkey.pem'}\n"
+                               f"issuercert = {ca / 'issuercert.pem'}\ncertserial = {ca / 'certserial'}\n")
+            (ca / "swtpm-localca.options").write_text("--platform-manufacturer FlightSeal\n--platform-version 2.1\n"
+                                                      "--platform-model swtpm\n")
+        setup = ca / "swtpm_setup.conf"
+        if not setup.exists():
+            tool = shutil.which("swtpm_localca") or "/usr/bin/swtpm_localca"
+            setup.write_text(f"create_certs_tool = {tool}\ncreate_certs_tool_config = {localca}\n"
+                             f"create_certs_tool_options = {ca / 'swtpm-localca.options'}\n")
+        return setup
 
     @property
     def _logfile(self) -> Path:

@@ -1,7 +1,8 @@
 """Shared fixtures. Hardware fixtures start real simulators: swtpm and SoftHSM2 (see sim/).
 
-- ``swtpm`` (session): a running swtpm with EKs; ``tpm_uri`` (per test): the URI of a fresh
-  attestation key in it, evicted afterwards.
+- ``swtpm`` (session): a running swtpm with EKs and EK certificates from its own local CA
+  (``swtpm.ek_ca_certs``, ADR 0018); ``tpm_uri`` (per test): the URI of a fresh attestation key in
+  it, evicted afterwards.
 - ``softhsm`` (session): a SoftHSM2 token store in a temp dir, active in this process;
   ``pkcs11_token`` (per test): a new token with its own label and PIN, the PIN in
   ``$FLIGHTSEAL_PKCS11_PIN``.
@@ -32,8 +33,8 @@ def _need(*tools: str) -> None:
 
 @pytest.fixture(scope="session")
 def swtpm() -> Iterator[Swtpm]:
-    _need("swtpm", "swtpm_setup")
-    with Swtpm() as tpm:
+    _need("swtpm", "swtpm_setup", "swtpm_localca")
+    with Swtpm(ek_cert=True) as tpm:
         yield tpm
 
 
@@ -43,8 +44,9 @@ def tpm_uri(swtpm: Swtpm) -> Iterator[str]:
     from hardware.tpm import create_key
 
     handle = next(_handles)
-    uri = swtpm.key_uri(handle)
-    create_key(uri).close()
+    signer = create_key(swtpm.key_uri(handle))
+    uri = str(signer.uri)  # names the key's auth file
+    signer.close()
     yield uri
     swtpm.evict(handle)
 
@@ -79,4 +81,5 @@ def _gate_key_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """`flightseal gate install` keeps the gate key in /var/lib/flightseal by default: never in tests."""
     path = tmp_path / "gate-key" / "gate.key"
     monkeypatch.setenv("FLIGHTSEAL_GATE_KEY", str(path))
+    monkeypatch.setenv("FLIGHTSEAL_TPM_AUTH_DIR", str(tmp_path / "tpm-auth"))  # AK auth files, likewise
     return path

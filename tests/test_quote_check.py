@@ -24,17 +24,18 @@ from attest.evidence import Predicate, statement_digest
 from attest.keys import KeyKind
 from attest.models import Code, Kind, Measurement, Strength, Verdict
 from attest.quote import (
-    APP_PCR,
+    AGENT_PCR,
+    AGENT_START,
     TPM_ALG_SHA256,
     TPM_GENERATED_VALUE,
     TPM_ST_ATTEST_QUOTE,
+    AgentEvent,
     Attest,
     ClockInfo,
     PcrSelection,
     Quote,
     check_predicate_quote,
     check_quote,
-    measurement_event,
     observed_clock,
     parse_attest,
     pcr_digest,
@@ -48,25 +49,28 @@ MEASUREMENTS = [
     Measurement("fc.firmware-image", Kind.FIRMWARE_IMAGE, {"sha256": "ab" * 32}, "bootloader:/dev/ttyACM0",
                 Strength.IMAGE_AND_BOOTLOADER, {"board_id": 9}),
     Measurement("fc.params", Kind.PARAMS, {"sha256": "cd" * 32}, "mavlink-ftp", Strength.SELF_REPORTED),
+    Measurement("companion.agent", Kind.COMPANION, {"sha256": "a9" * 32}, "companion:installed-files",
+                Strength.SELF_REPORTED),
 ]
-EVENTS = [measurement_event(m) for m in MEASUREMENTS]
-PCRS = (0, 7, APP_PCR)
+START = AgentEvent(AGENT_START, bytes.fromhex("a9" * 32))
+EVENTS = [START, START]  # the agent started twice since boot, the same build both times
 CLOCK = ClockInfo(clock=50_000, reset_count=4, restart_count=1, safe=True)
 
 
-def make_quote(*, signer: SoftwareSigner = AK, qualifying: bytes = QUALIFYING, events: list[bytes] | None = None,
+def make_quote(*, signer: SoftwareSigner = AK, qualifying: bytes = QUALIFYING, events: list[AgentEvent] | None = None,
                values: dict[int, bytes] | None = None, selection: tuple[PcrSelection, ...] | None = None,
                clock: ClockInfo = CLOCK, magic: int = TPM_GENERATED_VALUE, kind: int = TPM_ST_ATTEST_QUOTE,
-               reported: dict[int, bytes] | None = None, reported_events: list[bytes] | None = None) -> dict[str, Any]:
+               reported: dict[int, bytes] | None = None, reported_events: list[AgentEvent] | None = None,
+               agent_pcr: int = AGENT_PCR) -> dict[str, Any]:
     """A quote as a TPM would make it; ``reported*`` lets a test lie in the unsigned part."""
     events = EVENTS if events is None else events
-    values = values or {0: b"\x11" * 32, 7: b"\x77" * 32, APP_PCR: replay(events)}
+    values = values or {0: b"\x11" * 32, 7: b"\x77" * 32, agent_pcr: replay([e.value for e in events])}
     selection = selection or (PcrSelection(TPM_ALG_SHA256, tuple(sorted(values))),)
     attest = Attest(magic, kind, b"\x00\x0b" + b"\x42" * 32, qualifying, clock, 0x2023_0001_0000_0000, selection,
                     pcr_digest(selection, values))
     raw = attest.to_bytes()
     return Quote(raw, signer.sign(raw), reported if reported is not None else values,
-                 tuple(reported_events if reported_events is not None else events)).to_json()
+                 tuple(reported_events if reported_events is not None else events), agent_pcr).to_json()
 
 
 def codes(quote: dict[str, Any], *, measurements: list[Measurement] | None = None,
@@ -115,48 +119,63 @@ def test_counters_equal_or_moving_forward_pass(last: ClockInfo) -> None:
 
 
 def test_reported_pcr_value_that_was_not_quoted_is_refused() -> None:
-    good = {0: b"\x11" * 32, 7: b"\x77" * 32, APP_PCR: replay(EVENTS)}
+    good = {0: b"\x11" * 32, 7: b"\x77" * 32, AGENT_PCR: replay([e.value for e in EVENTS])}
     lie = {**good, 7: b"\x00" * 32}  # e.g. hiding a changed boot-loader measurement
     assert codes(make_quote(values=good, reported=lie)) == {Code.QUOTE_PCR_DIGEST}
 
 
 def test_reported_pcrs_must_be_exactly_the_signed_selection() -> None:
-    good = {0: b"\x11" * 32, 7: b"\x77" * 32, APP_PCR: replay(EVENTS)}
+    good = {0: b"\x11" * 32, 7: b"\x77" * 32, AGENT_PCR: replay([e.value for e in EVENTS])}
     fewer = {k: v for k, v in good.items() if k != 7}
     assert codes(make_quote(values=good, reported=fewer)) == {Code.QUOTE_PCR_SELECTION}
 
 
-def test_quote_without_the_application_pcr_is_refused() -> None:
+def test_quote_without_the_agent_pcr_is_refused() -> None:
     values = {0: b"\x11" * 32, 7: b"\x77" * 32}
     got = codes(make_quote(values=values))
     assert Code.QUOTE_PCR_SELECTION in got
 
 
 def test_quote_over_another_bank_is_refused() -> None:
-    values = {0: b"\x11" * 32, APP_PCR: replay(EVENTS)}
-    sel = (PcrSelection(0x0004, (0, APP_PCR)),)  # SHA-1
+    values = {0: b"\x11" * 32, AGENT_PCR: replay([e.value for e in EVENTS])}
+    sel = (PcrSelection(0x0004, (0, AGENT_PCR)),)  # SHA-1
     assert codes(make_quote(values=values, selection=sel)) == {Code.QUOTE_PCR_SELECTION}
 
 
-def test_event_log_that_does_not_replay_to_the_quoted_pcr_is_refused() -> None:
-    dropped = EVENTS[:1]
-    got = codes(make_quote(reported_events=dropped))
-    assert Code.QUOTE_EVENT_LOG in got and got <= {Code.QUOTE_EVENT_LOG}
+def test_an_agent_log_that_does_not_replay_to_the_quoted_pcr_is_refused() -> None:
+    """A lost or edited log, or another process extending the agent PCR."""
+    got = codes(make_quote(reported_events=EVENTS[:1]))
+    assert got == {Code.QUOTE_EVENT_LOG}
 
 
-def test_measurements_changed_after_quoting_are_refused() -> None:
-    changed = [MEASUREMENTS[0], replace(MEASUREMENTS[1], digests={"sha256": "ee" * 32})]
-    assert codes(make_quote(), measurements=changed) == {Code.QUOTE_EVENT_LOG}
+def test_a_reset_agent_pcr_is_caught() -> None:
+    """The PCR read zero (as after a reset, which the OS cannot do to PCR 13; a TPM reset resets the log too)
+    while the log claims start-ups: refused."""
+    values = {0: b"\x11" * 32, 7: b"\x77" * 32, AGENT_PCR: bytes(32)}
+    assert codes(make_quote(values=values)) == {Code.QUOTE_EVENT_LOG}
 
 
-def test_reordered_events_are_refused() -> None:
-    backwards = list(reversed(EVENTS))
-    assert codes(make_quote(events=backwards)) == {Code.QUOTE_EVENT_LOG}
+def test_another_agent_build_started_since_boot_is_named() -> None:
+    other = AgentEvent(AGENT_START, bytes.fromhex("66" * 32))
+    assert codes(make_quote(events=[other, START])) == {Code.AGENT_PCR_HISTORY}
 
 
-def test_event_hashes_source_and_claims_not_only_the_digest() -> None:
-    weaker = replace(MEASUREMENTS[0], strength=Strength.SELF_REPORTED)
-    assert measurement_event(weaker) != measurement_event(MEASUREMENTS[0])
+def test_a_resettable_pcr_as_agent_pcr_is_refused() -> None:
+    """PCR 23 (format v1's) and 16 can be reset by any local process: not a place for the agent's record."""
+    for pcr in (16, 23):
+        assert Code.QUOTE_PCR_SELECTION in codes(make_quote(agent_pcr=pcr))
+
+
+def test_an_agent_event_of_one_kind_cannot_pass_for_another() -> None:
+    assert START.value != hashlib.sha256(START.digest).digest()
+    assert START.value != AgentEvent("agent-stop", START.digest).value
+
+
+def test_format_v1_is_refused_naming_why() -> None:
+    q = make_quote()
+    q["format"] = "flightseal/tpm2-quote/v1"
+    reasons = check_quote(q, key=AK.public_key, qualifying=QUALIFYING, measurements=MEASUREMENTS)
+    assert [r.code for r in reasons] == [Code.QUOTE_INVALID] and "PCR 23" in reasons[0].detail
 
 
 @pytest.mark.parametrize("mutate", [
@@ -169,8 +188,10 @@ def test_event_hashes_source_and_claims_not_only_the_digest() -> None:
     lambda q: q.update(format="tpm2-quote/v0"),
     lambda q: q.update(pcrs={"24": "00" * 32}),
     lambda q: q.update(pcrs={"07": "00" * 32}),
-    lambda q: q.update(events=["00" * 31]),
-    lambda q: q.update(events=["00" * 32] * 2000),
+    lambda q: q.update(agent_log=[{"kind": "agent-start", "digest": "00" * 31}]),
+    lambda q: q.update(agent_log=[{"kind": "agent-start", "digest": "00" * 32}] * 2000),
+    lambda q: q.update(agent_log=[{"kind": "agent-stop", "digest": "00" * 32}]),
+    lambda q: q.update(boot_event_log="not base64!"),
     lambda q: q.update(signature="30" * 100),
 ])
 def test_malformed_quote_json_is_one_invalid_reason(mutate: Any) -> None:

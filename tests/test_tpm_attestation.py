@@ -22,11 +22,14 @@ from attest.enrollment import DeviceRecord
 from attest.keys import KeyKind, der_to_raw
 from attest.models import Code
 from attest.quote import ClockInfo, PcrSelection, observed_clock, parse_attest
+from attest.tpm_evidence import load_cas
 from attest.verify import VerificationResult, verify_attestation
 from hardware.quote_check import default_quote_checker
 from hardware.software import SoftwareSigner, write_private_key
 from hardware.tpm import TpmSigner
+from hardware.tpm_credential import prove_bench
 from hardware.uri import quoter_for
+from sim.swtpm import Swtpm
 from tests.factory import World, measurements
 
 NONCE = bytes.fromhex("5a" * 32)
@@ -57,11 +60,13 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tpm_uri: str) -> Iterator[Rig]:
+def rig(tpm_uri: str, swtpm: Swtpm) -> Iterator[Rig]:
     world = World()
+    cas = [c for f in swtpm.ek_ca_certs for c in load_cas(f.read_bytes(), str(f))]
+    proven = prove_bench(tpm_uri, cas, timeutil.now())  # the TPM-proven enrolment (ADR 0018)
     with TpmSigner.open(tpm_uri) as signer:
         record = DeviceRecord("drone-001", "FS-Quad-1", signer.public_key, KeyKind.TPM, tpm_ak_name=signer.ak_name,
-                              tpm_ek_name=signer.ek_name())
+                              tpm_ek_name=proven.ek_name, tpm_evidence=proven.evidence)
         yield Rig(world, signer, record, world.manifest_bytes())
 
 
@@ -118,8 +123,9 @@ TAMPERS: dict[str, tuple[Callable[[dict[str, Any]], None], set[Code]]] = {
     "signed pcr digest": (_edit_attest(lambda a: replace(a, pcr_digest=bytes(32))),
                           {Code.QUOTE_SIGNATURE, Code.QUOTE_PCR_DIGEST}),
     "reported boot pcr": (_flip_reported_pcr(0), {Code.QUOTE_PCR_DIGEST}),
-    "reported application pcr": (_flip_reported_pcr(23), {Code.QUOTE_PCR_DIGEST, Code.QUOTE_EVENT_LOG}),
-    "event dropped": (lambda q: q.update(events=q["events"][:-1]), {Code.QUOTE_EVENT_LOG}),
+    "reported agent pcr": (_flip_reported_pcr(13), {Code.QUOTE_PCR_DIGEST, Code.QUOTE_EVENT_LOG}),
+    "agent event added": (lambda q: q.update(agent_log=[{"kind": "agent-start", "digest": "ab" * 32}]),
+                          {Code.QUOTE_EVENT_LOG, Code.AGENT_PCR_HISTORY}),
     "signature": (lambda q: q.update(signature=q["signature"][:-4] + "0000"), {Code.QUOTE_SIGNATURE}),
     "garbage": (lambda q: q.update(attest="00" * 10), {Code.QUOTE_INVALID}),
 }
@@ -160,14 +166,14 @@ def test_measurements_edited_after_quoting_are_refused(rig: Rig) -> None:
     edited = replace(sealed.predicate, measurements=tuple(ms))
     envelope = evidence.seal(edited, rig.signer).to_bytes()
     got = codes(rig.verify(envelope))
-    assert Code.QUOTE_QUALIFYING_DATA in got and Code.QUOTE_EVENT_LOG in got
+    assert got == {Code.QUOTE_QUALIFYING_DATA}  # the statement digest binds every measurement (ADR 0020)
 
 
 @pytest.mark.skipif(shutil.which("tpm2_checkquote") is None, reason="tpm2-tools not installed")
 def test_tpm2_checkquote_independently_accepts_the_quote(rig: Rig, tmp_path: Path) -> None:
     # tpm2-tools 5.4 cannot hash a PCR values file of 8 or more PCRs ("Failed to hash PCR values"),
     # so this cross-check quotes three; the default selection is checked by our own verifier above.
-    with TpmSigner.open(f"{rig.signer.uri};pcrs=0,7,23") as few:
+    with TpmSigner.open(f"{rig.signer.uri};pcrs=0,7") as few:
         rig.signer = few
         sealed = rig.seal()
     q = sealed.predicate.quote
@@ -188,12 +194,12 @@ def test_tpm2_checkquote_independently_accepts_the_quote(rig: Rig, tmp_path: Pat
                                "-l", "sha256:" + ",".join(map(str, pcrs)), "-q", nonce],
                               capture_output=True, timeout=30, check=False)
 
-    assert sorted(int(i) for i in q["pcrs"]) == [0, 7, 23]
+    assert sorted(int(i) for i in q["pcrs"]) == [0, 7, 13]
     assert checkquote(qualifying).returncode == 0
     assert checkquote(hashlib.sha256(b"other").hexdigest()).returncode != 0
 
 
-def test_cli_enrolls_a_tpm_device_and_verifies_its_attestation(rig: Rig, tmp_path: Path) -> None:
+def test_cli_enrolls_a_tpm_device_and_verifies_its_attestation(rig: Rig, swtpm: Swtpm, tmp_path: Path) -> None:
     """Manufacturer side with the CLI: enroll the TPM key, sign with 2 of 3; operator side: flightseal verify."""
     world = World(now=timeutil.now())
     rig.world = world
@@ -207,7 +213,8 @@ def test_cli_enrolls_a_tpm_device_and_verifies_its_attestation(rig: Rig, tmp_pat
     runner = CliRunner()
     dev = trust / "devices" / "drone-001.json"
     uri = str(rig.signer.uri)
-    for args in (["keys", "enroll", "--key", uri, "--device-id", "drone-001", "--airframe", "FS-Quad-1", "-o",
+    cas = [arg for f in swtpm.ek_ca_certs for arg in ("--ek-ca", str(f))]
+    for args in (["keys", "enroll", "--key", uri, *cas, "--device-id", "drone-001", "--airframe", "FS-Quad-1", "-o",
                   str(dev)],
                  ["sign", str(dev), "--key", f"file:{tmp_path / 'm0.pem'}"],
                  ["sign", str(dev), "--key", f"file:{tmp_path / 'm1.pem'}"]):
@@ -221,7 +228,7 @@ def test_cli_enrolls_a_tpm_device_and_verifies_its_attestation(rig: Rig, tmp_pat
     assert r.output.startswith("PASS device drone-001 (FS-Quad-1, tpm key)")
     assert sealed.predicate.quote is not None
     forged = json.loads(json.dumps(sealed.predicate.quote))
-    forged["events"] = forged["events"][:-1]
+    forged["agent_log"] = [*forged["agent_log"], {"kind": "agent-start", "digest": "ab" * 32}]
     (tmp_path / "att.json").write_bytes(rig.reseal_with_quote(sealed, forged))
     r = runner.invoke(main, ["verify", str(tmp_path / "att.json"), "--trust", str(trust), "--nonce", NONCE.hex()])
     assert r.exit_code == 1 and "FAIL quote-event-log" in r.output
@@ -253,7 +260,7 @@ def test_flightseal_attest_with_a_tpm_key_carries_a_quote_that_verifies(rig: Rig
     import base64
 
     predicate = json.loads(base64.b64decode(doc["payload"]))["predicate"]
-    assert predicate["quote"]["format"] == "flightseal/tpm2-quote/v1"
+    assert predicate["quote"]["format"] == "flightseal/tpm2-quote/v2"
     assert predicate["key_kind"] == "tpm"
     reasons = {c.value for c in codes(rig.verify(out.read_bytes()))}
     assert not {c for c in reasons if c.startswith("quote")}, reasons

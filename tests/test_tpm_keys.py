@@ -5,19 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tpm2_pytss import ESYS_TR, TPM2_ALG, TPMA_OBJECT, TPMT_SIG_SCHEME
+from tpm2_pytss import ESYS_TR, TPM2_ALG, TPMA_OBJECT, TPML_DIGEST_VALUES, TPMT_HA, TPMT_SIG_SCHEME, TPMU_HA
 from tpm2_pytss.TSS2_Exception import TSS2_Exception
 
 from agent.cli import main
 from attest import dsse
 from attest.errors import KeyLoadError
 from attest.keys import KeyKind
-from attest.quote import APP_PCR, check_quote, parse_attest, replay
-from hardware.tpm import EK_HANDLES, TpmError, TpmSigner, TpmUri, connect, create_key
+from attest.models import Kind, Measurement, Strength
+from attest.quote import AGENT_PCR, check_quote, parse_attest
+from hardware.tpm import EK_HANDLES, TpmError, TpmSigner, TpmUri, connect, create_key, read_auth
 from hardware.uri import load_signer
 from sim.swtpm import Swtpm
 
@@ -67,6 +69,7 @@ def test_the_tpm_itself_refuses_to_sign_a_forged_quote_with_the_key(tpm_uri: str
     esapi = connect(uri)
     try:
         key = esapi.tr_from_tpmpublic(uri.handle)
+        esapi.tr_set_auth(key, read_auth(uri))
         digest, ticket = esapi.hash(forged, TPM2_ALG.SHA256, ESYS_TR.ENDORSEMENT)
         scheme = TPMT_SIG_SCHEME(scheme=TPM2_ALG.ECDSA)
         scheme.details.any.hashAlg = TPM2_ALG.SHA256
@@ -77,25 +80,65 @@ def test_the_tpm_itself_refuses_to_sign_a_forged_quote_with_the_key(tpm_uri: str
 
 
 def test_quote_is_a_fresh_tpm_quote_with_real_counters(tpm_uri: str) -> None:
-    events = [hashlib.sha256(b"m1").digest(), hashlib.sha256(b"m2").digest()]
     qualifying = hashlib.sha256(b"statement").digest()
     with TpmSigner.open(tpm_uri) as signer:
-        quote = signer.quote(qualifying, events)
+        quote = signer.quote(qualifying)
         attest = parse_attest(bytes.fromhex(quote["attest"]))
         assert attest.extra_data == qualifying
         assert attest.clock.safe
         assert attest.clock.reset_count < 1000, "counters of an endorsement-hierarchy key are not obfuscated"
-        assert quote["pcrs"][str(APP_PCR)] == replay(events).hex()
-        assert sorted(int(i) for i in quote["pcrs"]) == [0, 1, 2, 3, 4, 5, 6, 7, APP_PCR]
+        assert quote["agent_pcr"] == AGENT_PCR and quote["agent_log"] == []
+        assert sorted(int(i) for i in quote["pcrs"]) == [*range(10), AGENT_PCR]
         assert signer.public_key.verify(bytes.fromhex(quote["signature"]), bytes.fromhex(quote["attest"]))
 
 
-def test_each_quote_resets_the_application_pcr(tpm_uri: str) -> None:
-    with TpmSigner.open(tpm_uri) as signer:
-        signer.quote(bytes(32), [hashlib.sha256(b"old pass").digest()])
-        quote = signer.quote(bytes(32), [])
-    assert quote["pcrs"][str(APP_PCR)] == "00" * 32
-    assert quote["events"] == []
+def test_the_agent_pcr_keeps_every_start_up_and_quotes_replay_it(tmp_path: Path) -> None:
+    """ADR 0020: start-ups go into PCR 13, which the OS cannot reset; the log survives agent restarts
+    (and a crash between logging and extending); a foreign extension makes quotes fail, named."""
+    from agent.pcr_log import record_start
+    from sim.swtpm import Swtpm
+
+    agent = hashlib.sha256(b"agent files").digest()
+    with Swtpm() as tpm:
+        signer = create_key(tpm.key_uri(0x81010100))
+        try:
+            record_start(tmp_path / "agent-pcr.json", signer, agent)
+            restarted = TpmSigner.open(signer.uri)
+            record_start(tmp_path / "agent-pcr.json", restarted, agent)  # the agent restarted, same boot
+            quote = restarted.quote(bytes(32))
+            assert [e["kind"] for e in quote["agent_log"]] == ["agent-start", "agent-start"]
+            assert check_quote(quote, key=signer.public_key, qualifying=bytes(32), measurements=[
+                Measurement("companion.agent", Kind.COMPANION, {"sha256": agent.hex()}, "companion:installed-files",
+                            Strength.SELF_REPORTED)]) == []
+            other = connect(TpmUri.parse(str(signer.uri)))  # another local process
+            try:
+                with pytest.raises(TSS2_Exception, match="locality"):
+                    other.pcr_reset(ESYS_TR.parse(f"PCR{AGENT_PCR}"))  # PCR 13 cannot be reset from the OS
+                other.pcr_extend(ESYS_TR.parse(f"PCR{AGENT_PCR}"), TPML_DIGEST_VALUES([TPMT_HA(
+                    hashAlg=TPM2_ALG.SHA256, digest=TPMU_HA(sha256=hashlib.sha256(b"someone else").digest()))]))
+            finally:
+                other.close()
+            with pytest.raises(TpmError, match=f"PCR {AGENT_PCR} does not replay from the agent's log"):
+                restarted.quote(bytes(32))
+            restarted.close()
+        finally:
+            signer.close()
+
+
+def test_another_local_process_cannot_quote_or_sign_with_the_key(tpm_uri: str, tmp_path: Path) -> None:
+    """tpm2-tools as the other process: without the key's auth value the TPM refuses; with it (the agent's
+    file) the same command works, so the refusal is the auth value's doing."""
+    uri = TpmUri.parse(tpm_uri)
+    tcti = f"swtpm:{uri.tcti_conf}"
+    base = ["tpm2_quote", "-T", tcti, "-c", f"0x{uri.handle:08x}", "-l", "sha256:0,13", "-q", "00" * 32,
+            "-m", str(tmp_path / "msg"), "-s", str(tmp_path / "sig"), "-g", "sha256"]
+    foreign = subprocess.run(base, capture_output=True, text=True, timeout=30, check=False)
+    assert foreign.returncode != 0 and "auth" in (foreign.stderr + foreign.stdout).lower(), foreign.stderr
+    guess = subprocess.run([*base, "-p", "hex:" + "00" * 32], capture_output=True, text=True, timeout=30, check=False)
+    assert guess.returncode != 0
+    agent = subprocess.run([*base, "-p", "hex:" + read_auth(uri).hex()], capture_output=True, text=True, timeout=30,
+                           check=False)
+    assert agent.returncode == 0, agent.stderr
 
 
 def test_unreachable_tpm_names_the_tcti_and_the_fix() -> None:
@@ -163,12 +206,12 @@ def test_quote_over_a_pcr_bank_the_tpm_has_not_allocated_is_one_clear_error() ->
     with (Swtpm(pcr_banks="sha1", create_ek=False) as sha1_only,
           create_key(sha1_only.key_uri(0x81010100)) as signer,
           pytest.raises(TpmError, match=r"sha256:.*not allocated.*tpm2_pcrallocate")):
-        signer.quote(bytes(32), [])
+        signer.quote(bytes(32))
 
 
 def test_a_quote_for_one_nonce_does_not_pass_for_another(tpm_uri: str) -> None:
     with TpmSigner.open(tpm_uri) as signer:
-        quote = signer.quote(hashlib.sha256(b"nonce A").digest(), [])
+        quote = signer.quote(hashlib.sha256(b"nonce A").digest())
         reasons = check_quote(quote, key=signer.public_key, qualifying=hashlib.sha256(b"nonce B").digest(),
                               measurements=[])
     assert [r.code.value for r in reasons] == ["quote-qualifying-data"]
@@ -182,14 +225,16 @@ def test_cli_creates_a_tpm_key_prints_its_uri_and_enrolls_ak_and_ek_names(swtpm:
     try:
         assert r.exit_code == 0, r.output
         uri = next(line.split("uri: ", 1)[1] for line in r.output.splitlines() if "uri: " in line)
-        assert uri == swtpm.key_uri(handle)
-        r = runner.invoke(main, ["keys", "enroll", "--key", uri, "--device-id", "drone-7", "--airframe", "FS-Quad-1",
-                                 "-o", str(tmp_path / "dev.json")], catch_exceptions=False)
+        assert uri.startswith(swtpm.key_uri(handle) + ";auth=")  # the AK's auth value file (ADR 0020)
+        cas = [arg for f in swtpm.ek_ca_certs for arg in ("--ek-ca", str(f))]
+        r = runner.invoke(main, ["keys", "enroll", "--key", uri, *cas, "--device-id", "drone-7", "--airframe",
+                                 "FS-Quad-1", "-o", str(tmp_path / "dev.json")], catch_exceptions=False)
         assert r.exit_code == 0, r.output
         record = json.loads(dsse.Envelope.from_bytes((tmp_path / "dev.json").read_bytes(), "enrollment").payload)
         assert record["key_kind"] == "tpm"
         assert record["tpm_ak_name"].startswith("000b") and len(record["tpm_ak_name"]) == 68
         assert record["tpm_ek_name"].startswith("000b")
+        assert record["tpm_evidence"]["ak_name"] == record["tpm_ak_name"]
         assert record["key"]["public"] == (tmp_path / "ak.pub").read_text()
         again = runner.invoke(main, ["keys", "create", "--backend", "tpm", "--tcti", swtpm.tcti, "--handle",
                                      hex(handle)])
@@ -231,7 +276,7 @@ def test_a_tpm_that_comes_back_with_another_key_is_refused(tmp_path) -> None:  #
                 esapi.change_eps(ESYS_TR.PLATFORM)
             finally:
                 esapi.close()
-            create_key(tpm.key_uri(0x81010100)).close()  # another key at the same handle
+            create_key(tpm.key_uri(0x81010100) + f";auth={tmp_path / 'other.auth'}").close()  # another key there
             signer._broken = True  # as after any failed call
             with pytest.raises(TpmError, match="came back with another key"):
                 signer.sign(b"other key")

@@ -223,3 +223,4 @@ def test_tpm_enrolled_device_without_quote_fails() -> None:
     r = check(w, make(w, n), n, devices=[tpm_record])
     codes = [x.code for x in r.reasons]
     assert Code.QUOTE_MISSING in codes and Code.WRONG_DEVICE in codes
+    assert Code.DEVICE_TPM_UNPROVEN in codes  # labelled tpm with no proof (ADR 0018)
