@@ -11,6 +11,7 @@ unreadable input (missing file, bad JSON, wrong key).
 from __future__ import annotations
 
 import sys
+from importlib.metadata import entry_points
 from typing import Any
 
 import click
@@ -18,6 +19,8 @@ import click
 from agent import __version__
 from agent.cli_common import EXIT_FAIL, EXIT_USAGE
 from attest.errors import FlightSealError, FormatError, KeyLoadError
+
+PLUGIN_GROUP = "flightseal.commands"
 
 
 class FlightSealGroup(click.Group):
@@ -48,7 +51,6 @@ def _register() -> None:
         cli_audit,
         cli_bootloader,
         cli_challenge,
-        cli_demo,
         cli_gate,
         cli_keys,
         cli_manifest,
@@ -58,10 +60,14 @@ def _register() -> None:
         cli_verify,
     )
 
-    modules = (cli_agent, cli_audit, cli_bootloader, cli_challenge, cli_demo, cli_gate, cli_keys, cli_manifest,
+    modules = (cli_agent, cli_audit, cli_bootloader, cli_challenge, cli_gate, cli_keys, cli_manifest,
                cli_measure, cli_signing, cli_trust, cli_verify)
     for module in modules:
         module.register(main)
+    # Commands of other packages (the rigs' `demo`) come through the entry point group, so the product
+    # never imports them; a package that is not installed just adds no command.
+    for entry in entry_points(group=PLUGIN_GROUP):
+        entry.load()(main)
 
 
 _register()

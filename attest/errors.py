@@ -1,7 +1,18 @@
-"""Exceptions of the core, named after what went wrong.
+"""Exceptions of the core, named after what went wrong, and the one error convention (issue 13).
 
-Every error a parser or verifier raises derives from :class:`FlightSealError`, so callers at
-the edge (the CLI, the agent) can turn any of them into one clear line without a traceback.
+**Raise** when the input cannot be used at all: unreadable, malformed, the wrong kind of key, a
+signature that does not verify, a threshold not met, a rollback. Every such error derives from
+:class:`FlightSealError` and names the file or field and, where there is one, the fix.
+
+**Collect reasons** (:class:`attest.models.Reason`, a stable code) when the input is usable and
+the question is whether it *passes*: appraisal, quote checks, verification. A verdict lists every
+reason at once; nothing is raised for a failed check.
+
+**At the edge** one map turns either into an exit code (``agent/cli.py``): 0 pass, 1 a check
+failed (reasons, or a :class:`FlightSealError` that is not a usage error), 2 unusable input
+(:class:`FormatError`, :class:`KeyLoadError`, ``OSError``). No command calls ``sys.exit`` itself.
+The daemon turns the same errors into a fail verdict for the gate and an audit record; it never
+stops on one.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ class SoftwareSigner:
 
 def write_private_key(path: Path, signer: SoftwareSigner) -> None:
     """Write a new key file 0600; refuse to overwrite (a lost signing key cannot be re-made)."""
-    from agent.files import write_new
+    from hardware.regular import write_new
 
     try:
         write_new(path, signer.private_pem())
@@ -58,7 +58,7 @@ def write_private_key(path: Path, signer: SoftwareSigner) -> None:
 
 
 def load_private_key(path: Path) -> SoftwareSigner:
-    from agent.files import read_bounded
+    from hardware.regular import read_bounded
 
     try:
         data = read_bounded(path, "key file", 64 * 1024)

@@ -15,7 +15,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from agent.attestation import check_manifest, seal_measurements
-from agent.steps import StepFailed, StepTable
 from attest import dsse, jsonio, params, timeutil
 from attest.enrollment import DeviceRecord
 from attest.manifest import Airframe, Firmware, Manifest, ParamPolicy, Script
@@ -24,6 +23,7 @@ from attest.root import Role, Root
 from attest.trust import TrustedState
 from attest.verify import VerificationResult, VerifierPolicy, verify_attestation
 from hardware.software import SoftwareSigner, write_private_key
+from sim.steps import StepFailed, StepTable
 
 FIRMWARE = b"demo firmware image " * 4096
 SCRIPT = b"-- approved Lua script\nreturn function() end\n"

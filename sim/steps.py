@@ -1,5 +1,5 @@
-"""A step table for demos and installers: each step prints one line, and any step that does not
-behave as expected stops the run with a non-zero exit code."""
+"""A step table for the demo: each step prints one line, and any step that does not behave as
+expected stops the run (``StepFailed``, a failed check: exit 1 through the CLI's one exit-code map)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from typing import TypeVar
 
 import click
 
+from attest.errors import FlightSealError
+
 T = TypeVar("T")
 
 
-class StepFailed(Exception):
+class StepFailed(FlightSealError):
     """A step ran but did not behave as the demo expects."""
 
 
