@@ -5,7 +5,8 @@ owns the one rule every command follows: a user mistake or a failed check is one
 stderr and a non-zero exit code, never a traceback.
 
 Exit codes: 0 success / pass; 1 a check failed (verification, appraisal, audit); 2 usage error or
-unreadable input (missing file, bad JSON, wrong key).
+unusable input (missing file, bad JSON, wrong key, an FC that cannot be reached). No command exits by
+itself: each raises, and this map alone picks the code (attest/errors.py has the convention).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class FlightSealGroup(click.Group):
             click.echo(f"flightseal: error: {exc}", err=True)
             sys.exit(EXIT_USAGE)
         except FlightSealError as exc:
+            from agent.link import LinkError  # late: pymavlink is not loaded for commands that never link
+
+            if isinstance(exc, LinkError):  # the FC at the URL given cannot be reached or used: unusable input
+                click.echo(f"flightseal: error: {exc}", err=True)
+                sys.exit(EXIT_USAGE)
             click.echo(f"flightseal: failed: {exc}", err=True)
             sys.exit(EXIT_FAIL)
         except OSError as exc:

@@ -8,7 +8,6 @@ import click
 
 from agent.gate_install import install_gate
 from agent.link import Link, LinkConfig, LinkError
-from attest.errors import FlightSealError
 
 
 @click.group("gate")
@@ -39,7 +38,7 @@ def install(url: str, signing_key: Path | None, gate_key: Path, seal_to: str | N
         key = load_signing_key(signing_key)
         link = Link.open(LinkConfig(url, heartbeat_timeout=heartbeat_timeout, signing_key=key))
     except LinkError as exc:
-        raise FlightSealError(f"cannot reach the FC on {url}: {exc}") from None
+        raise LinkError(f"cannot reach the FC on {url}: {exc}") from None
     with link:
         report = install_gate(link, secret, lambda line: click.echo(f"  {line}"))
     click.echo(f"gate v{report.version} installed at {report.path} (CRC32 {report.crc32:08x}); "

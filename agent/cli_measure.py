@@ -21,7 +21,7 @@ import click
 from agent.cli_common import CheckFailed
 from agent.collectors import ImageCache, Inventory, MeasureOptions, measure
 from agent.files import read_bounded
-from agent.link import Link, LinkConfig, LinkError
+from agent.link import Link, LinkConfig
 from attest import dsse
 from attest.errors import FormatError
 from attest.limits import LIMITS
@@ -115,11 +115,8 @@ def run_measure(url: str, *, policy: ParamPolicy | None, all_params: bool, syste
     config = LinkConfig(url, system_id=system_id, component_id=component_id, heartbeat_timeout=heartbeat_timeout,
                         signing_key=load_signing_key(signing_key_path))
     cache = ImageCache(image_cache) if image_cache is not None else None
-    try:
-        with Link.open(config) as link:
-            return measure(link, opts, cache)
-    except LinkError as exc:
-        raise FormatError("MAVLink", str(exc)) from None
+    with Link.open(config) as link:  # a LinkError is exit 2 through the CLI's map
+        return measure(link, opts, cache)
 
 
 def _short(m: dict[str, Any]) -> str:

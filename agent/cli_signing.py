@@ -29,7 +29,7 @@ def _open(url: str, key: bytes | None, timeout: float) -> Link:
     except LinkError as exc:
         hint = (" (is the key the FC holds?)" if key
                 else " (does the FC already require a signing key? then `signing rotate --signing-key`)")
-        raise SigningError(f"cannot reach the FC on {url}: {exc}{hint}") from None
+        raise LinkError(f"cannot reach the FC on {url}: {exc}{hint}") from None
 
 
 def _confirm_enforced(url: str, key: bytes, probes: tuple[str, ...], out: Path) -> None:

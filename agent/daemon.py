@@ -50,7 +50,7 @@ from agent.files import read_bounded
 from agent.ftp import FtpClient, FtpError
 from agent.gate import GateClient, GateError, GateTimeout, SequenceSource
 from agent.gate_key import load_gate_key
-from agent.link import MAX_COMPONENTS, Link, LinkConfig, LinkError, LinkLost
+from agent.link import MAX_COMPONENTS, Link, LinkConfig, LinkError, LinkLost, heartbeat_armed
 from agent.manifest_state import ManifestState
 from agent.root_store import RootStore
 from attest import params as paramdigest
@@ -77,7 +77,6 @@ ARMED_HEARTBEAT_S = 1.5  # an FC HEARTBEAT said armed this recently (the FC send
 COMPONENT_PASS_MIN_S = 5.0  # passes started by components coming or going: at most one per this
 MANIFEST_POLL_S = 1.0
 PASS_RETRY_S = 5.0
-MAV_MODE_FLAG_SAFETY_ARMED = 128
 MAV_TYPE_GCS = 6  # ground stations come and go; they are not parts of the airframe
 RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 MAX_TRANSITIONS = 256  # kept in Status for tests and the demo; a daemon runs for months
@@ -238,8 +237,7 @@ class Daemon:
                                          heartbeat_timeout=c.heartbeat_timeout_s, signing_key=self.signing_key))
         self._last_fc_heartbeat = time.monotonic()
         hb = self.link.fc_heartbeat  # the one Link.open waited for: an armed vehicle is hands off from the start
-        self._hb_armed_at = self._last_fc_heartbeat if hb is not None and int(hb.base_mode) & \
-            MAV_MODE_FLAG_SAFETY_ARMED else float("-inf")
+        self._hb_armed_at = self._last_fc_heartbeat if heartbeat_armed(hb) else float("-inf")
         self._armed_disputed_since, self._spoof_reported = None, False
         self._known_components = set(self.link.heard)
         self._fc_signed: bool | None = None  # whether the FC's last heartbeat was signed (posture, ADR 0014)
@@ -621,7 +619,7 @@ class Daemon:
             if now - self._last_fc_heartbeat > REBOOT_GAP_S:
                 self._dirty = f"FC heartbeat back after {now - self._last_fc_heartbeat:.1f} s (rebooted?)"
             self._last_fc_heartbeat = now
-            if int(msg.base_mode) & MAV_MODE_FLAG_SAFETY_ARMED:
+            if heartbeat_armed(msg):
                 self._hb_armed_at = now
             signed = bool(getattr(msg, "_signed", False))
             if self._fc_signed is not None and signed != self._fc_signed:

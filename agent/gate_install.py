@@ -16,13 +16,12 @@ from agent.ftp import FtpClient, FtpError, FtpNotFound
 from agent.ftpwire import crc32_ardupilot
 from agent.gate import STALE, ForgedAck, Sequence, decode_ack, encode_verdict, gate_script, gate_version
 from agent.gate_key import GATE_VM_I_COUNT, fc_key_path
-from agent.link import Link, LinkError
+from agent.link import Link, LinkError, heartbeat_armed
 from agent.statustext import StatusTexts
 from attest.errors import FlightSealError
 from attest.models import Code, Reason, Verdict
 
 GATE_NAME = "flightseal_gate.lua"
-MAV_MODE_FLAG_SAFETY_ARMED = 128
 CMD_REBOOT = 246
 CMD_RUN_PREARM_CHECKS = 401
 CMD_SCRIPTING = 42701  # MAV_CMD_SCRIPTING
@@ -47,8 +46,7 @@ class InstallReport:
 
 
 def _armed(link: Link) -> bool:
-    hb = link.fc_heartbeat
-    return hb is not None and bool(int(hb.base_mode) & MAV_MODE_FLAG_SAFETY_ARMED)
+    return heartbeat_armed(link.fc_heartbeat)
 
 
 def _scripts_dir(ftp: FtpClient) -> str:

@@ -39,6 +39,7 @@ MAV_TYPE_ONBOARD_CONTROLLER = 18
 MAV_AUTOPILOT_INVALID = 8
 MAV_STATE_ACTIVE = 4
 MAV_RESULT_ACCEPTED = 0
+MAV_MODE_FLAG_SAFETY_ARMED = 128
 MAX_COMPONENTS = 256
 MAX_TYPES_PER_COMPONENT = 64
 _NON_VEHICLE_TYPES = {MAV_TYPE_GCS, MAV_TYPE_ONBOARD_CONTROLLER, 26, 27, 30}  # GCS, companion, gimbal, ADSB, camera
@@ -114,6 +115,12 @@ def parse_url(url: str) -> Endpoint:
             raise LinkError(f"MAVLink URL {url!r}: baud rate must be a number, e.g. /dev/ttyAMA0,921600")
         return Endpoint("serial", device, int(baud) if baud else 115200)
     raise LinkError(f"MAVLink URL {url!r}: use /dev/ttyX,BAUD, tcp:HOST:PORT, udpin:HOST:PORT or udpout:HOST:PORT")
+
+
+def heartbeat_armed(hb: Any) -> bool:
+    """The armed bit of a HEARTBEAT (what anyone on an unsigned link can send: the daemon prefers the
+    gate's authenticated word, ADR 0015)."""
+    return hb is not None and bool(int(hb.base_mode) & MAV_MODE_FLAG_SAFETY_ARMED)
 
 
 def _noise(msg: Any) -> bool:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.keyfiles import KeyFileError, key_file_bytes, write_exclusive
-from agent.link import Link, LinkConfig, LinkError
+from agent.link import Link, LinkConfig, LinkError, heartbeat_armed
 from attest.errors import FlightSealError
 
 KEY_FILE = "signing.key"  # 64 hex digits: what `--signing-key` and agent.toml's signing_key_file read
@@ -78,8 +78,7 @@ def save_secret(directory: Path, secret: SigningSecret, seal_to: str | None = No
 
 def send_key(link: Link, key: bytes) -> None:
     """SETUP_SIGNING to the FC (all zeros: signing off). It has no answer; ``confirm_*`` checks it."""
-    hb = link.fc_heartbeat
-    if hb is not None and int(hb.base_mode) & 128:
+    if heartbeat_armed(link.fc_heartbeat):
         raise SigningError("the vehicle is armed: ArduPilot does not take a signing key while armed; disarm first")
     msg = link.mav.setup_signing_encode(link.fc[0], link.fc[1], list(key), 0 if not any(key) else signing_timestamp())
     for _ in range(2):

@@ -71,7 +71,7 @@ def test_what_cannot_be_measured_is_listed_and_exits_1() -> None:
 def test_an_unreachable_fc_is_one_line_and_exit_2() -> None:
     with VirtualFC(VfcConfig(silent=True)) as vfc:
         r = run("measure", "--mavlink", vfc.url(1), "--heartbeat-timeout", "0.5", ok=2)
-    assert r.output.startswith("flightseal: error: MAVLink: no HEARTBEAT") and "Traceback" not in r.output
+    assert r.output.startswith("flightseal: error: no HEARTBEAT") and "Traceback" not in r.output
     r = run("measure", "--mavlink", "COM", ok=2)
     r = run("measure", "--mavlink", "tcp:localhost", ok=2)
     assert "expected tcp:HOST:PORT" in r.output

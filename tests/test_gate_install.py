@@ -62,7 +62,7 @@ def test_install_refuses_an_armed_vehicle(fc: VirtualFC) -> None:
 def test_install_against_a_silent_port_fails_clearly() -> None:
     with VirtualFC(VfcConfig(silent=True)) as silent:
         r = CliRunner().invoke(main, ["gate", "install", "--mavlink", silent.url(1), "--heartbeat-timeout", "1"])
-    assert r.exit_code == 1 and "cannot reach the FC" in r.output
+    assert r.exit_code == 2 and "cannot reach the FC" in r.output  # unusable input, as for every command
 
 
 def test_ardupilot_crc32_matches_the_captured_sitl_value() -> None:
