@@ -296,6 +296,10 @@ def test_agent_killed_at_random_points_keeps_its_state_and_passes_again(tmp_path
                 assert lapsed_in < LAPSE_S + LAPSE_MARGIN_S, f"the gate held a pass {lapsed_in:.1f} s after the kill"
             logs.append(tmp_path / "agent-final.log")
             proc = _spawn_agent(config, logs[-1])
+            deadline = time.monotonic() + 40  # the restarted agent's own pass, not one the FC still shows
+            while "verdict PASS" not in logs[-1].read_text(errors="replace"):
+                assert proc.poll() is None and time.monotonic() < deadline, logs[-1].read_text()
+                time.sleep(0.2)
             arm_until(pilot, True, 30)
             final = check_state(state, audit)
             assert before is not None
