@@ -76,6 +76,16 @@ def pkcs11_token(softhsm: SoftHsm, monkeypatch: pytest.MonkeyPatch) -> Pkcs11Tok
     return token
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _tpm_auth_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """AK auth files (`create_key`) go to /var/lib/flightseal by default: never in tests. Session-wide,
+    so module- and session-scoped fixtures that make keys are covered too (each test narrows it below)."""
+    path = tmp_path_factory.mktemp("tpm-auth")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLIGHTSEAL_TPM_AUTH_DIR", str(path))
+        yield path
+
+
 @pytest.fixture(autouse=True)
 def _gate_key_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """`flightseal gate install` keeps the gate key in /var/lib/flightseal by default: never in tests."""
