@@ -530,7 +530,8 @@ def create_key(uri: TpmUri | str) -> TpmSigner:
         for env, hierarchy in ((OWNER_AUTH_ENV, ESYS_TR.OWNER), (ENDORSEMENT_AUTH_ENV, ESYS_TR.ENDORSEMENT)):
             if os.environ.get(env):
                 esapi.tr_set_auth(hierarchy, os.environ[env].encode())
-        auth = secrets.token_bytes(AUTH_BYTES)
+        auth = secrets.token_urlsafe(AUTH_BYTES * 3 // 4).encode()  # 32 printable bytes, 192 bits: tpm2-tools'
+        # `-p file:` reads it as it is (random binary bytes with a NUL or a newline it did not)
         _write_auth(Path(uri.auth_file), auth)
         try:
             parent, *_ = esapi.create_primary(None, _parent_template(), ESYS_TR.ENDORSEMENT)
