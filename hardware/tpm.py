@@ -46,7 +46,7 @@ import hashlib
 import os
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -458,15 +458,22 @@ class TpmSigner:
         return _name_at(self._esapi, EK_HANDLES)
 
 
-def _name_at(esapi: ESAPI, handles: Sequence[int]) -> str:
+def persistent_at(esapi: ESAPI, handles: Sequence[int]) -> Iterator[tuple[int, Any, Any, bytes]]:
+    """(handle, object, public area, name) of each of ``handles`` that holds an object; the caller
+    closes each object it is handed (``esapi.tr_close``) unless it keeps it."""
     for h in handles:
         try:
             tr = esapi.tr_from_tpmpublic(h)
         except TSS2_Exception:
             continue
-        _, name, _ = esapi.read_public(tr)
+        public, name, _ = esapi.read_public(tr)
+        yield h, tr, public, bytes(name)
+
+
+def _name_at(esapi: ESAPI, handles: Sequence[int]) -> str:
+    for _, tr, _, name in persistent_at(esapi, handles):
         esapi.tr_close(tr)
-        return bytes(name).hex()
+        return name.hex()
     return ""
 
 

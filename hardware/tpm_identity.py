@@ -43,7 +43,7 @@ from tpm2_pytss.utils import NVReadEK, create_ek_template
 from attest import jsonio
 from attest.errors import FormatError
 from attest.tpm_evidence import load_ek_certificate
-from hardware.tpm import EK_HANDLES, ENDORSEMENT_AUTH_ENV, TpmError, TpmUri, _load_ak, _what, connect
+from hardware.tpm import EK_HANDLES, ENDORSEMENT_AUTH_ENV, TpmError, TpmUri, _load_ak, _what, connect, persistent_at
 
 EK_TYPES = ("EK-RSA2048", "EK-ECC256", "EK-HIGH-ECC384")  # TCG EK profile templates, by certificate NV index
 IDENTITY_TYPE = "flightseal/tpm-identity"
@@ -196,12 +196,7 @@ def _find_ek(esapi: ESAPI, cert_der: bytes, template: Any) -> tuple[int, Any]:
 
 
 def _persistent_eks(esapi: ESAPI) -> Iterator[tuple[int, Any]]:
-    for handle in EK_HANDLES:
-        try:
-            tr = esapi.tr_from_tpmpublic(handle)
-        except TSS2_Exception:
-            continue
-        public, _, _ = esapi.read_public(tr)
+    for handle, tr, public, _ in persistent_at(esapi, EK_HANDLES):
         esapi.tr_close(tr)
         yield handle, public
 
@@ -227,13 +222,8 @@ def activate(uri: TpmUri | str, challenge: TpmChallenge) -> TpmAnswer:
 
 
 def _ek_named(esapi: ESAPI, name: str) -> tuple[Any, bool]:
-    for handle in EK_HANDLES:
-        try:
-            tr = esapi.tr_from_tpmpublic(handle)
-        except TSS2_Exception:
-            continue
-        _, ek_name, _ = esapi.read_public(tr)
-        if bytes(ek_name).hex() == name:
+    for _, tr, _, ek_name in persistent_at(esapi, EK_HANDLES):
+        if ek_name.hex() == name:
             return tr, False
         esapi.tr_close(tr)
     read = NVReadEK(esapi)
