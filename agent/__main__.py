@@ -1,5 +1,5 @@
 """python -m agent: the flightseal command."""
 
-from agent.cli import main
+from agent.cli.main import main
 
 main()

@@ -43,7 +43,7 @@ def read_boot_log(path: Path) -> bytes:
     companion is never refused for this without a named reason, nor passed without its log.
     Linux's securityfs file reports size 0, so the read is bounded by reading, not by ``stat``.
     """
-    from agent.files import read_bounded
+    from hardware.files import read_bounded
 
     if not path.exists():
         return b""

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import challenge_wire as wire
+from agent.mavlink import challenge_wire as wire
 from attest.errors import FlightSealError, FormatError
 
 MIN_CHALLENGE_INTERVAL_S = 1.0

@@ -145,7 +145,7 @@ def parse(text: str, where: str = "config") -> AgentConfig:
 
 
 def load(path: Path) -> AgentConfig:
-    from agent.files import read_bounded
+    from hardware.files import read_bounded
 
     raw = read_bounded(path, "config", MAX_CONFIG_BYTES)
     try:

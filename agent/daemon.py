@@ -3,7 +3,7 @@
 One thread does everything, so there is one order of events to reason about:
 
 * **connect** opens the link and waits (bounded) for the FC heartbeat; failures back off and retry.
-* **measure** runs every collector (``agent.collectors.measure``); anything that could not be
+* **measure** runs every collector (``agent.measure.collect``); anything that could not be
   measured becomes a ``measurement-missing`` reason, so the verdict fails closed.
 * **appraise** verifies the manifest file (signatures, threshold, expiry, never an older version
   than the highest one recorded) and appraises the measurements.
@@ -39,20 +39,17 @@ from typing import Any
 from agent.attestation import Sealed, check_manifest, seal_measurements, with_boot_log
 from agent.audit import AuditError, AuditLog
 from agent.challenge import Responder, tunnel_payload
-from agent.collectors.base import DroneCanBus, Inventory, MeasureOptions
-from agent.collectors.imagecache import ImageCache
-from agent.collectors.measure import measure
-from agent.collectors.params import as_float32
-from agent.collectors.scripts import list_scripts
 from agent.config import AgentConfig
-from agent.dronecan import node_statuses
-from agent.files import read_bounded
-from agent.ftp import FtpClient, FtpError
-from agent.gate import GateClient, GateError, GateTimeout, SequenceSource
-from agent.gate_key import load_gate_key
-from agent.link import MAX_COMPONENTS, Link, LinkConfig, LinkError, LinkLost, heartbeat_armed
-from agent.manifest_state import ManifestState
-from agent.root_store import RootStore
+from agent.gate.client import GateClient, GateError, GateTimeout, SequenceSource
+from agent.gate.key import load_gate_key
+from agent.mavlink.ftp import FtpClient, FtpError
+from agent.mavlink.link import MAX_COMPONENTS, Link, LinkConfig, LinkError, LinkLost, heartbeat_armed
+from agent.measure.base import DroneCanBus, Inventory, MeasureOptions
+from agent.measure.collect import measure
+from agent.measure.dronecan import node_statuses
+from agent.measure.imagecache import ImageCache
+from agent.measure.params import as_float32
+from agent.measure.scripts import list_scripts
 from attest import params as paramdigest
 from attest import timeutil
 from attest.errors import FlightSealError
@@ -60,7 +57,10 @@ from attest.limits import LIMITS
 from attest.models import Code, Kind, Reason, Verdict
 from attest.signer import Signer
 from attest.trust import VerifiedManifest
+from hardware.files import read_bounded
 from hardware.uri import quoter_for
+from truststore.manifest_state import ManifestState
+from truststore.root_store import RootStore
 
 log = logging.getLogger("flightseal.agent")
 BENIGN_TRIGGERS = ("the arming gate answers again",)  # passes that do not put a kept-alive pass in doubt
@@ -162,7 +162,7 @@ class Daemon:
 
     def _record_start(self, state_dir: Path) -> None:
         """A TPM key: this start-up (the agent's files and config) goes into the agent PCR (ADR 0020)."""
-        from agent.collectors.companion import collect_companion
+        from agent.measure.companion import collect_companion
         from agent.pcr_log import record_start
         from hardware.tpm import TpmError, TpmSigner
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.files import read_bounded, write_new
 from attest import jsonio
 from attest.errors import FlightSealError
+from hardware.files import read_bounded, write_new
 
 SEALED_MAX_BYTES = 4096
 

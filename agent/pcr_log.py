@@ -20,11 +20,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.files import read_state_json, write_atomic
 from attest import jsonio
 from attest.errors import FormatError
 from attest.limits import LIMITS
 from attest.quote import AGENT_START, AgentEvent, replay
+from hardware.files import read_state_json, write_atomic
 from hardware.tpm import TpmError, TpmSigner
 
 log = logging.getLogger("flightseal.agent")

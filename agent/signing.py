@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.keyfiles import KeyFileError, key_file_bytes, write_exclusive
-from agent.link import Link, LinkConfig, LinkError, heartbeat_armed
+from agent.mavlink.link import Link, LinkConfig, LinkError, heartbeat_armed
 from attest.errors import FlightSealError
 
 KEY_FILE = "signing.key"  # 64 hex digits: what `--signing-key` and agent.toml's signing_key_file read

@@ -8,7 +8,7 @@ signature that does not verify, a threshold not met, a rollback. Every such erro
 the question is whether it *passes*: appraisal, quote checks, verification. A verdict lists every
 reason at once; nothing is raised for a failed check.
 
-**At the edge** one map turns either into an exit code (``agent/cli.py``): 0 pass, 1 a check
+**At the edge** one map turns either into an exit code (``agent/cli/main.py``): 0 pass, 1 a check
 failed (reasons, or a :class:`FlightSealError` that is not a usage error), 2 unusable input
 (:class:`FormatError`, :class:`KeyLoadError`, ``OSError``). No command calls ``sys.exit`` itself.
 The daemon turns the same errors into a fail verdict for the gate and an audit record; it never

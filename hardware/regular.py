@@ -1,5 +1,5 @@
 """Opening a file that must be a regular file, without ever blocking on one that is not; bounded
-reads and write-once files (agent/files.py re-exports them: hardware/ sits below agent/).
+reads and write-once files (hardware/files.py re-exports them: hardware/ sits below agent/).
 
 A FIFO (or a device) put where a firmware image, a PIN file or a package file is expected would
 block ``open`` or never end a read (issue 11). Every path FlightSeal reads is opened here: without

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 python3-venv python3-dev build-essential pkg-config libtss2-dev
-              swtpm swtpm-tools tpm2-tools softhsm2 git)
+              swtpm swtpm-tools tpm2-tools softhsm2 git
+              postgresql chromium)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,5 +23,5 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[hardware,sim,dev,bench]'
+.venv/bin/python -m pip install -q -e '.[hardware,sim,dev,bench,fleet]'
 echo "install: done (.venv/bin/flightseal)"

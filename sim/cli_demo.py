@@ -2,7 +2,7 @@
 
 The demo drives the rigs in ``sim/``, which sit above the agent, so the product (``agent/``) does
 not import it: ``pyproject.toml`` registers :func:`register` in the ``flightseal.commands`` entry
-point group, and ``agent/cli.py`` adds every command found there (issue 13).
+point group, and ``agent/cli/main.py`` adds every command found there (issue 13).
 """
 
 from __future__ import annotations

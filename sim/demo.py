@@ -28,15 +28,15 @@ from pathlib import Path
 import click
 
 from agent.challenge import request_attestation
-from agent.gate_install import install_gate
-from agent.link import Link, LinkConfig
-from agent.trustdir import TrustDir
+from agent.gate.install import install_gate
+from agent.mavlink.link import Link, LinkConfig
 from attest import timeutil
 from attest.verify import VerificationResult, verify_attestation
 from hardware.quote_check import default_quote_checker
 from sim.demo_files import fresh_out_dir
 from sim.rig import ArmResult, Gcs, Rig
 from sim.steps import StepFailed, StepTable
+from truststore.trustdir import TrustDir
 
 MISSION_SCRIPT = (b"-- mission helper approved by the manufacturer\n"
                   b"local function update()\n  return update, 1000\nend\nreturn update, 1000\n")

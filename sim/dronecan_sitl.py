@@ -22,9 +22,9 @@ os.environ.setdefault("MAVLINK20", "1")
 
 import dronecan
 
-from agent.collectors import MeasureOptions, measure
-from agent.dronecan import node_statuses
-from agent.link import Link, LinkConfig
+from agent.mavlink.link import Link, LinkConfig
+from agent.measure import MeasureOptions, measure
+from agent.measure.dronecan import node_statuses
 from sim.sitl import Sitl, SitlConfig
 
 CAN_PARAMS = {"CAN_P1_DRIVER": 1, "CAN_D1_PROTOCOL": 1}

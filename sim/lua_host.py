@@ -49,8 +49,8 @@ from typing import Any, Protocol
 import lupa.lua53 as lupa_lua
 from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 
-from agent.ftpwire import crc32_ardupilot
-from agent.gate_install import CHECKSUM_MASK, DEBUG_DISABLE_PRE_ARM
+from agent.gate.install import CHECKSUM_MASK, DEBUG_DISABLE_PRE_ARM
+from agent.mavlink.ftpwire import crc32_ardupilot
 from attest.errors import FlightSealError
 
 AUX_AUTH_SLOTS = 3  # AP_Arming::aux_auth_count_max
@@ -814,7 +814,7 @@ class LuaScriptingAuthority:
         directory = getattr(bus, "scripts_dir", None)
         if isinstance(directory, Path):
             return [(p.name, p.read_bytes()) for p in sorted(directory.glob("*.lua")) if p.is_file()]
-        from agent.gate import gate_script
+        from agent.gate.client import gate_script
 
         return [("flightseal_gate.lua", gate_script())]
 

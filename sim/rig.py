@@ -22,15 +22,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.collectors.base import MeasureOptions
-from agent.collectors.measure import measure
 from agent.config import AgentConfig, AuditConfig, DeviceConfig, GateConfig, MavlinkConfig, MeasureConfig, TrustConfig
 from agent.daemon import Daemon
-from agent.gate import gate_script
-from agent.gate_install import protect_scripts
-from agent.gate_key import ensure_gate_key
-from agent.link import Link, LinkConfig
-from agent.statustext import StatusTexts
+from agent.gate.client import gate_script
+from agent.gate.install import protect_scripts
+from agent.gate.key import ensure_gate_key
+from agent.mavlink.link import Link, LinkConfig
+from agent.mavlink.statustext import StatusTexts
+from agent.measure.base import MeasureOptions
+from agent.measure.collect import measure
 from attest import dsse, jsonio, timeutil
 from attest.baseline import PartInfo, baseline
 from attest.enrollment import DeviceRecord

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from agent.gate_key import FC_KEY_NAME, GATE_VM_I_COUNT
+from agent.gate.key import FC_KEY_NAME, GATE_VM_I_COUNT
 from attest.errors import FlightSealError
 
 ENV_BINARY = "FLIGHTSEAL_SITL_BINARY"

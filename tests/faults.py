@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from agent.audit import AuditReport, scan
-from agent.gate_key import load_gate_key
-from agent.manifest_state import ManifestState
+from agent.gate.key import load_gate_key
 from sim.rig import ArmResult, Gcs
 from sim.vfc.server import VirtualFC
+from truststore.manifest_state import ManifestState
 
-LAPSE_S = 3.0  # the gate's lapse time (agent/lua/flightseal_gate.lua)
+LAPSE_S = 3.0  # the gate's lapse time (agent/gate/lua/flightseal_gate.lua)
 LAPSE_MARGIN_S = 1.5  # one gate tick, one FC arming round trip and a loaded 2-core machine
 
 

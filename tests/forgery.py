@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.gate import INT32_MAX, STALE, Sequence, decode_ack, encode_verdict
+from agent.gate.client import INT32_MAX, STALE, Sequence, decode_ack, encode_verdict
 from attest.models import Verdict
 from sim.mavproxy import MavProxy
 from sim.rig import Gcs, Rig, gcs

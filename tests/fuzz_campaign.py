@@ -393,13 +393,11 @@ def file_targets(workdir: Path) -> list[FileTarget]:
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
     from agent.audit import AuditLog, scan
-    from agent.cli_keys import load_public
-    from agent.cli_verify import read_measurements
+    from agent.cli.keys import load_public
+    from agent.cli.verify import read_measurements
     from agent.config import load as load_config
-    from agent.gate import SequenceSource
-    from agent.gate_key import load_gate_key
-    from agent.manifest_state import ManifestState
-    from agent.trustdir import TrustDir
+    from agent.gate.client import SequenceSource
+    from agent.gate.key import load_gate_key
     from attest import dsse, jsonio
     from attest.evidence import ManifestRef, Predicate, statement
     from attest.keys import KeyKind
@@ -409,6 +407,8 @@ def file_targets(workdir: Path) -> list[FileTarget]:
     from attest.verify import verify_attestation
     from hardware.software import SoftwareSigner, load_private_key
     from tests.factory import World, measurements
+    from truststore.manifest_state import ManifestState
+    from truststore.trustdir import TrustDir
 
     world = World()
     root_doc = world.root().to_json()
@@ -544,7 +544,7 @@ def file_targets(workdir: Path) -> list[FileTarget]:
         FileTarget("clocks", "clocks.json (TrustDir.device_clocks)", [clocks_seed],
                    _file_parser(clocks_dir, "clocks.json", lambda _p: TrustDir(clocks_dir).device_clocks()),
                    lambda rng: dump_json(rng, mutate_value(rng, json.loads(clocks_seed)))),
-        FileTarget("gate.seq", "gate.seq (agent.gate.SequenceSource)", [b"1234567\n"],
+        FileTarget("gate.seq", "gate.seq (agent.gate.client.SequenceSource)", [b"1234567\n"],
                    _file_parser(workdir / "seq", "gate.seq", seq_reader)),
         FileTarget("audit", "audit.log lines (agent.audit.scan)", [audit_seed],
                    _file_parser(workdir, "audit.log", scan), structured_audit),
@@ -555,9 +555,9 @@ def file_targets(workdir: Path) -> list[FileTarget]:
         FileTarget("private-key", "PEM private key (hardware.software.load_private_key)",
                    [private_seeds[i] for i in sorted(accepted_private)],
                    _file_parser(keys_dir, "key.pem", parse_private), structured_pem(private_seeds)),
-        FileTarget("public-key", "PEM public key (agent.cli_keys.load_public, attest.keys)", public_seeds[:1],
+        FileTarget("public-key", "PEM public key (agent.cli.keys.load_public, attest.keys)", public_seeds[:1],
                    _file_parser(keys_dir, "key.pub", lambda p: load_public(str(p))), structured_pem(public_seeds)),
-        FileTarget("gate.key", "gate.key, signing.key (agent.gate_key / agent.keyfiles)", [bytes(range(32))],
+        FileTarget("gate.key", "gate.key, signing.key (agent.gate.key / agent.keyfiles)", [bytes(range(32))],
                    _file_parser(keys_dir, "gate.key", load_gate_key), lambda rng: mutate_bytes(rng, sealed_seed, [])),
     ]
     # the other encodings and curves are mutation material, not seeds that must be accepted
@@ -590,8 +590,8 @@ def _software_policy() -> Any:
 
 # ------------------------------------------------------------------------------------------ MAVLink frames
 
-GATE_TUNNEL = 0xF5E2  # the gate's verdicts and acks (agent/gate.py)
-CHALLENGE_TUNNEL = 0xF5E1  # operator challenges (agent/challenge_wire.py)
+GATE_TUNNEL = 0xF5E2  # the gate's verdicts and acks (agent/gate/client.py)
+CHALLENGE_TUNNEL = 0xF5E1  # operator challenges (agent/mavlink/challenge_wire.py)
 AGENT_IDS = (1, 191)
 FC_IDS = (1, 1)
 MAV_TYPE_GCS = 6
@@ -791,10 +791,10 @@ class Hostile:
                 mavlink.MAVLink(None, 1, 1))[10:-2]), FC_IDS, self.seq)
         if kind == "forgery":
             if self.direction == "to-fc":
-                from agent.gate import MAGIC
+                from agent.gate.client import MAGIC
                 data = MAGIC + struct.pack("<B8siiB", 1, rng.randbytes(8), 2**31 - 1, 2**31 - 1, 0) + rng.randbytes(16)
                 return self._tunnel(GATE_TUNNEL, data, AGENT_IDS, FC_IDS)
-            from agent.gate import ACK_FORMAT, ACK_MAGIC
+            from agent.gate.client import ACK_FORMAT, ACK_MAGIC
             body = struct.pack(ACK_FORMAT, ACK_MAGIC, 0, 3, 0, rng.randbytes(8), 1, 1, 2**31 - 1)
             return self._tunnel(GATE_TUNNEL, body + rng.randbytes(16), FC_IDS, AGENT_IDS)
         raise ValueError(kind)
@@ -823,7 +823,7 @@ class Hostile:
         """What the gate parses, wrong in one place each: a bad CRC from the agent's ids (ArduPilot hands
         those to scripts too), an inconsistent length, or someone else's ids. None is a verdict with the
         agent's ids, a right CRC and a wrong MAC: that is the opt-in "forgery"."""
-        from agent.gate import MAGIC
+        from agent.gate.client import MAGIC
 
         rng = self.rng
         tlen = rng.randint(0, 41)
@@ -1057,7 +1057,7 @@ class Interposer:
                     w.max_verdict_gap = max(w.max_verdict_gap, now - w.last_verdict_at)
                 w.last_verdict_at = now
             elif direction == "to-agent" and src == FC_IDS:
-                from agent.gate import ACCEPTED, decode_ack
+                from agent.gate.client import ACCEPTED, decode_ack
 
                 try:
                     ack = decode_ack(msg, self.gate_key)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from agent.cli import main
+from agent.cli.main import main
 from agent.signing import KEY_FILE
 from hardware.software import SoftwareSigner
 from sim.rig import Gcs, Rig
@@ -73,9 +73,9 @@ def hardened_airframe(companion: str, radio: str, usb: str, scripts_dir: Path, t
 
 def unsigned_ftp_is_dropped(radio: str, scripts_dir: Path) -> None:
     """Replacing or deleting the gate over MAVLink FTP from the unsigned radio: no answer, no change."""
-    from agent.ftp import FtpClient, FtpError
-    from agent.gate import gate_script
-    from agent.link import Link, LinkConfig
+    from agent.gate.client import gate_script
+    from agent.mavlink.ftp import FtpClient, FtpError
+    from agent.mavlink.link import Link, LinkConfig
 
     with Link.open(LinkConfig(radio, heartbeat_timeout=10.0)) as link:
         ftp = FtpClient(link)

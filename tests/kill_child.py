@@ -53,12 +53,12 @@ def _hook(kill_at: int, state: Path) -> Any:
 def main() -> None:
     state, kill_at = Path(sys.argv[1]), int(sys.argv[2])
     from agent.audit import AuditLog
-    from agent.collectors.imagecache import CachedImage, ImageCache
-    from agent.gate import SequenceSource
-    from agent.manifest_state import ManifestState
-    from agent.root_store import RootStore
-    from agent.trustdir import TrustDir
+    from agent.gate.client import SequenceSource
+    from agent.measure.imagecache import CachedImage, ImageCache
     from attest.quote import ClockInfo
+    from truststore.manifest_state import ManifestState
+    from truststore.root_store import RootStore
+    from truststore.trustdir import TrustDir
 
     counted = _hook(kill_at, state)
     audit = AuditLog(state / "audit.log")

@@ -166,7 +166,7 @@ def test_armed_vehicle_is_never_measured_nor_disarmed_and_next_arming_is_refused
 def test_forged_pass_from_the_gcs_link_is_ignored(world: World) -> None:
     from pymavlink import mavutil
 
-    from agent.gate import Sequence, encode_verdict
+    from agent.gate.client import Sequence, encode_verdict
     from attest.models import Verdict
 
     # another node on the GCS port claims the agent's ids and sends a well-formed pass (without the gate key)
@@ -191,7 +191,7 @@ def test_operator_challenge_through_the_fc_verifies_offline(world: World) -> Non
     from click.testing import CliRunner
 
     from agent.challenge import request_attestation
-    from agent.cli import main
+    from agent.cli.main import main
 
     world.rig.start_agent()
     world.rig.wait_verdict(passed=True)
@@ -256,7 +256,7 @@ def test_replayed_earlier_pass_on_the_agent_link_is_ignored(world: World) -> Non
 
     from pymavlink import mavutil
 
-    from agent.gate import DENIED, Sequence, decode_ack, encode_verdict
+    from agent.gate.client import DENIED, Sequence, decode_ack, encode_verdict
     from attest.models import Verdict
 
     world.rig.start_agent()

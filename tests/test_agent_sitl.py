@@ -50,7 +50,7 @@ def test_forged_pass_on_serial0_is_ignored_and_a_change_in_flight_never_disarms_
         sitl_world: tuple[Rig, Gcs]) -> None:
     from pymavlink import mavutil
 
-    from agent.gate import Sequence, encode_verdict
+    from agent.gate.client import Sequence, encode_verdict
     from attest.models import Verdict
 
     rig, gcs = sitl_world

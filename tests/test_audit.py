@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from agent.audit import AuditError, AuditLog, scan
-from agent.cli import main
+from agent.cli.main import main
 
 
 def filled(tmp_path: Path, n: int = 5) -> Path:

@@ -201,7 +201,7 @@ def test_bin_and_apj_files_load_by_suffix(tmp_path: Path) -> None:
 def test_cli_measure_prints_a_measurement_attest_accepts(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from agent.cli import main
+    from agent.cli.main import main
     from attest.models import Measurement
 
     (tmp_path / "fw.apj").write_bytes(apj(FW_IMAGE))

@@ -15,8 +15,8 @@ import pytest
 os.environ.setdefault("MAVLINK20", "1")
 from pymavlink import mavutil
 
-from agent import challenge_wire as wire
 from agent.challenge import ChallengeError, Responder, request_attestation, tunnel_payload
+from agent.mavlink import challenge_wire as wire
 from attest.errors import FlightSealError
 
 
@@ -167,8 +167,8 @@ def test_resends_cannot_grow_the_outbox_past_one_attestation() -> None:
     """Issue 11: each RESEND queued its chunks again: 10k RESENDs made 610k packets (~200 MB)."""
     import os as _os
 
-    from agent import challenge_wire as wire
     from agent.challenge import MAX_OUTBOX, Responder
+    from agent.mavlink import challenge_wire as wire
 
     blob = _os.urandom(20_000)  # incompressible: ~166 chunks
     r = Responder(lambda _n: blob)

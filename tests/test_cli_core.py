@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from agent.cli import main
+from agent.cli.main import main
 
 
 def run(*args: str, ok: int | None = 0) -> Result:

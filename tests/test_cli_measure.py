@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from agent.cli import main
+from agent.cli.main import main
 from attest.models import Measurement
 from sim.vfc import VfcConfig, VirtualFC
 
@@ -100,8 +100,8 @@ def project(tmp_path: Path, fc: VirtualFC) -> Iterator[Path]:
     Path("gate.lua").write_bytes(GATE)
     run("manifest", "create", "--airframe", "FS-Quad-1", "--version", "1", "-o", "manifest.json")
     run("manifest", "set", "manifest.json", "--relax-posture", "signed")  # this vFC link is not signed
-    from agent.gate_install import protect_scripts
-    from agent.link import Link, LinkConfig
+    from agent.gate.install import protect_scripts
+    from agent.mavlink.link import Link, LinkConfig
 
     with Link.open(LinkConfig(fc.url(1))) as link:  # what `gate install` leaves: ArduPilot's script checksums
         protect_scripts(link)

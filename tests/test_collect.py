@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.collectors import ImageCache, Inventory, MeasureOptions, measure
-from agent.collectors.parampck import decode
-from agent.ftp import FtpLimits
-from agent.link import Link, LinkConfig
+from agent.mavlink.ftp import FtpLimits
+from agent.mavlink.link import Link, LinkConfig
+from agent.measure import ImageCache, Inventory, MeasureOptions, measure
+from agent.measure.parampck import decode
 from attest import params as paramdigest
 from attest.appraise import appraise
 from attest.manifest import Airframe, ApprovedComponent, Firmware, Manifest, ParamPolicy, Script
@@ -173,7 +173,7 @@ def test_an_fc_without_ftp_still_gives_identity_and_parameters_and_fails_closed_
 
 
 def test_a_silent_fc_is_a_clear_error_not_a_hang() -> None:
-    from agent.link import FcSilent
+    from agent.mavlink.link import FcSilent
 
     with VirtualFC(VfcConfig(silent=True)) as vfc, pytest.raises(FcSilent):
         Link.open(LinkConfig(vfc.url(1), heartbeat_timeout=0.3))

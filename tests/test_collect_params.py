@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymavlink.mavftp import MAVFTP
 
-from agent.collectors.parampck import ParamPackError, decode
+from agent.measure.parampck import ParamPackError, decode
 from sim.vfc.parampck import encode
 from sim.vfc.params import ParamTable
 

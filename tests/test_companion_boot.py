@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from agent.attestation import check_manifest, seal_measurements, with_boot_log
-from agent.cli import main
-from agent.cli_manifest import read_manifest, write_manifest
+from agent.cli.main import main
+from agent.cli.manifest import read_manifest, write_manifest
 from attest import eventlog, timeutil
 from attest.boot import policy_from_log
 from attest.enrollment import DeviceRecord

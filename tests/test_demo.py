@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import main
+from agent.cli.main import main
 
 
 @pytest.mark.skipif(shutil.which("swtpm") is None, reason="swtpm is not installed (scripts/install.sh installs it)")

@@ -8,7 +8,7 @@ from dronecan import transport
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.dronecan_wire import (
+from agent.mavlink.dronecan_wire import (
     GET_NODE_INFO_SIGNATURE,
     CanId,
     DroneCanError,

@@ -113,7 +113,7 @@ def test_unsigned_parameter_changes_that_switch_the_checks_off_are_named_in_the_
 
 def crc32_forgery(prefix: bytes, target: int) -> bytes:
     """Four bytes that make ``prefix + them`` have ArduPilot's CRC32 ``target`` (CRC32 is linear)."""
-    from agent.ftpwire import crc32_ardupilot
+    from agent.mavlink.ftpwire import crc32_ardupilot
 
     table = []
     for i in range(256):
@@ -137,7 +137,7 @@ def crc32_forgery(prefix: bytes, target: int) -> bytes:
 
 def test_a_swapped_gate_with_the_same_crc32_is_caught_by_its_sha256(world: World) -> None:
     """Item 5: the FC's CRC32 poll cannot see a swap that keeps the CRC32; reading the script back can."""
-    from agent.ftpwire import crc32_ardupilot
+    from agent.mavlink.ftpwire import crc32_ardupilot
 
     world.rig.start_agent()
     daemon = world.rig.wait_verdict(passed=True)

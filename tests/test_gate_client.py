@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 
-from agent.gate import (
+from agent.gate.client import (
     ACCEPTED,
     EPOCH_BASE,
     GATE_SCRIPT_PATH,
@@ -34,7 +34,7 @@ from agent.gate import (
     gate_version,
     verdict_payload,
 )
-from agent.gate_key import FC_KEY_NAME, GATE_VM_I_COUNT
+from agent.gate.key import FC_KEY_NAME, GATE_VM_I_COUNT
 from attest.models import Code, Reason, Verdict
 from sim.lua_host import LuaGateHost
 
@@ -324,7 +324,7 @@ def test_acks_forged_without_the_key_are_counted_and_never_taken(peer: FcPeer, a
 def test_a_forged_far_future_epoch_is_not_followed_nor_persisted(tmp_path: Path) -> None:
     """Issue 10: a forged DENIED ack (or a forged verdict the gate took) with epoch INT32_MAX must not
     lock the agent out for good through its state file."""
-    from agent.gate import INT32_MAX, MAX_EPOCH_AHEAD, GateError
+    from agent.gate.client import INT32_MAX, MAX_EPOCH_AHEAD, GateError
 
     state = tmp_path / "gate.seq"
     source = SequenceSource(state, clock=lambda: EPOCH_BASE + 9000.0)

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import main
-from agent.ftpwire import crc32_ardupilot as ardupilot_crc32
-from agent.gate import gate_script
+from agent.cli.main import main
+from agent.gate.client import gate_script
+from agent.mavlink.ftpwire import crc32_ardupilot as ardupilot_crc32
 from sim.lua_host import LuaScriptingAuthority
 from sim.rig import Gcs
 from sim.vfc.config import VfcConfig
@@ -75,7 +75,7 @@ def test_ardupilot_crc32_matches_the_captured_sitl_value() -> None:
 
 def test_install_sets_the_script_checksums_and_a_stopped_gate_then_refuses_arming(fc: VirtualFC) -> None:
     """ADR 0013: ArduPilot itself refuses arming once the gate no longer runs, whatever its slot says."""
-    from agent.gate_install import CHECKSUM_MASK
+    from agent.gate.install import CHECKSUM_MASK
 
     r = CliRunner().invoke(main, ["gate", "install", "--mavlink", fc.url(1)])
     assert r.exit_code == 0, r.output

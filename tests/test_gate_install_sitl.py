@@ -7,11 +7,11 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from agent.cli import main
-from agent.ftpwire import crc32_ardupilot
-from agent.gate import gate_script
-from agent.gate_install import CHECKSUM_MASK
-from agent.gate_key import FC_KEY_NAME, GATE_VM_I_COUNT
+from agent.cli.main import main
+from agent.gate.client import gate_script
+from agent.gate.install import CHECKSUM_MASK
+from agent.gate.key import FC_KEY_NAME, GATE_VM_I_COUNT
+from agent.mavlink.ftpwire import crc32_ardupilot
 from sim.rig import Gcs
 from tests.field import arm_until
 from tests.sitl_marks import SITL

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 
-from agent.gate import (
+from agent.gate.client import (
     ACCEPTED,
     DENIED,
     FAILED,
@@ -30,7 +30,7 @@ from agent.gate import (
     gate_version,
     verdict_payload,
 )
-from agent.gate_key import FC_KEY_NAME, GATE_VM_I_COUNT
+from agent.gate.key import FC_KEY_NAME, GATE_VM_I_COUNT
 from attest.models import PARAM_COMPONENT_PREFIX, Code, Reason, Verdict
 from sim.lua_host import LuaGateHost, x25_crc
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from agent.gate import GATE_SCRIPT_PATH, GateClient, gate_version
-from agent.gate_key import FC_KEY_NAME, GATE_VM_I_COUNT
+from agent.gate.client import GATE_SCRIPT_PATH, GateClient, gate_version
+from agent.gate.key import FC_KEY_NAME, GATE_VM_I_COUNT
 from attest.models import Verdict
 
 pytestmark = [pytest.mark.sitl, pytest.mark.slow]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agent.gate import GateClient, gate_script
+from agent.gate.client import GateClient, gate_script
 from attest.models import Code, Reason, Verdict
 from sim.lua_host import LuaScriptingAuthority
 

@@ -21,7 +21,7 @@ def test_hardened_vfc_cannot_be_armed_past_a_failing_manifest_from_an_unsigned_l
 def test_signing_switched_off_on_the_fc_is_seen_at_once_and_fails_the_attestation(tmp_path: Path) -> None:
     """Issue 10 item 6: posture lost. A key holder removes signing while the agent runs: the next FC
     heartbeat is unsigned, the agent re-attests, and the manifest's required posture fails."""
-    from agent.link import Link, LinkConfig
+    from agent.mavlink.link import Link, LinkConfig
     from agent.signing import send_key
     from hardware.software import SoftwareSigner
     from sim.rig import GATE_KEY, Gcs, Rig, gate_scripts

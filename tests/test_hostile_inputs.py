@@ -265,7 +265,7 @@ def test_a_public_key_of_an_unknown_algorithm_is_refused_not_a_traceback() -> No
 
 def test_a_key_file_that_looks_sealed_but_nests_too_deep_is_refused(tmp_path: Path) -> None:
     """The unsealer's json.loads let a RecursionError out of the agent's key-file reader."""
-    from agent.gate_key import load_gate_key
+    from agent.gate.key import load_gate_key
     from attest.errors import FlightSealError
 
     path = tmp_path / "gate.key"

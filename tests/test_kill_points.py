@@ -17,14 +17,14 @@ import time
 from pathlib import Path
 
 from agent.audit import AuditLog, scan
-from agent.collectors.imagecache import ImageCache
-from agent.files import STALE_TEMP_S
-from agent.gate import SequenceSource
-from agent.manifest_state import ManifestState
-from agent.root_store import RootStore
-from agent.trustdir import TrustDir
+from agent.gate.client import SequenceSource
+from agent.measure.imagecache import ImageCache
+from hardware.files import STALE_TEMP_S
 from tests.factory import World
 from tests.kill_child import STEPS, digest
+from truststore.manifest_state import ManifestState
+from truststore.root_store import RootStore
+from truststore.trustdir import TrustDir
 
 ROOT = Path(__file__).resolve().parent.parent
 

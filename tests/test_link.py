@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.link import FcSilent, Link, LinkConfig, LinkError, LinkLost, parse_url
+from agent.mavlink.link import FcSilent, Link, LinkConfig, LinkError, LinkLost, parse_url
 from sim.vfc import VfcConfig, VirtualFC
 
 FAST = {"standby_delay": 0.1}
@@ -170,7 +170,7 @@ def test_setup_signing_then_only_signed_packets_are_answered_even_after_a_reboot
 
 def test_link_config_follows_the_agent_config_file() -> None:
     from agent.config import MavlinkConfig
-    from agent.link import link_config
+    from agent.mavlink.link import link_config
 
     cfg = link_config(MavlinkConfig(url="/dev/ttyAMA0,921600", system_id=7, heartbeat_timeout_s=3.0), KEY)
     assert (cfg.url, cfg.system_id, cfg.component_id, cfg.heartbeat_timeout, cfg.signing_key) == (
@@ -182,7 +182,7 @@ def test_a_flood_of_made_up_ids_cannot_hide_a_part_that_joins_afterwards(fc: Vir
     ids hid a real camera plugged in after it. Now the sender heard least recently makes room."""
     from pymavlink.dialects.v20 import ardupilotmega as mavlink
 
-    from agent.link import MAX_COMPONENTS
+    from agent.mavlink.link import MAX_COMPONENTS
 
     def heartbeat(sysid: int, compid: int) -> object:
         msg = mavlink.MAVLink_heartbeat_message(30, 8, 0, 0, 4, 3)

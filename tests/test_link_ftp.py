@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.ftp import FtpClient, FtpError, FtpLimits, FtpNotFound, FtpTooLarge
-from agent.ftpwire import FtpErr, crc32_ardupilot
-from agent.link import Link, LinkConfig
+from agent.mavlink.ftp import FtpClient, FtpError, FtpLimits, FtpNotFound, FtpTooLarge
+from agent.mavlink.ftpwire import FtpErr, crc32_ardupilot
+from agent.mavlink.link import Link, LinkConfig
 from sim.vfc import VfcConfig, VirtualFC
 from tests.vfc_fixtures import IDLE_LUA, TICK_LUA
 
@@ -109,7 +109,7 @@ def test_a_lost_last_packet_is_read_after_the_eof_nak() -> None:
 
 
 def test_a_file_left_open_by_another_link_is_waited_out_within_the_bound(fc: VirtualFC) -> None:
-    from agent.ftpwire import FtpPacket, Op
+    from agent.mavlink.ftpwire import FtpPacket, Op
     from tests.vfc_fixtures import RawClient
 
     other = RawClient(fc.ports[0], sysid=255, compid=190)
@@ -127,8 +127,8 @@ def test_a_burst_packet_repeated_forever_ends_in_a_bounded_stall() -> None:
     """Issue 11: a repeated burst packet reset the stall timer, and a read ran on (20 s seen)."""
     import time as _time
 
-    from agent.ftp import FtpClient, FtpError, FtpLimits
-    from agent.ftpwire import MAX_DATA, FtpPacket, Op
+    from agent.mavlink.ftp import FtpClient, FtpError, FtpLimits
+    from agent.mavlink.ftpwire import MAX_DATA, FtpPacket, Op
 
     class Repeating(FtpClient):
         def __init__(self) -> None:  # no link: every reply is the same first packet of the file

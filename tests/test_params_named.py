@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from agent.collectors.base import MeasureOptions
-from agent.collectors.params import param_value_claims
+from agent.measure.base import MeasureOptions
+from agent.measure.params import param_value_claims
 from attest import params as paramdigest
 from attest.appraise import appraise
 from attest.baseline import BaselineError, baseline

@@ -76,7 +76,7 @@ def test_deeply_nested_json_is_refused() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=160))
 def test_challenge_wire_parsers_on_arbitrary_bytes(data: bytes) -> None:
-    from agent import challenge_wire as wire
+    from agent.mavlink import challenge_wire as wire
 
     with contextlib.suppress(FlightSealError):
         packet = wire.decode(data)

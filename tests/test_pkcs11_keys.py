@@ -17,7 +17,7 @@ from pkcs11 import Attribute, KeyType, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from agent.attestation import check_manifest, seal_measurements
-from agent.cli import main
+from agent.cli.main import main
 from attest import dsse
 from attest.enrollment import DeviceRecord
 from attest.errors import KeyLoadError
@@ -216,7 +216,7 @@ set -u
 mount -t tmpfs -o size=16k tmpfs {tokens}
 softhsm2-util --init-token --free --label tiny --pin 1234 --so-pin 5678 >/dev/null
 for i in 1 2 3 4 5 6 7 8 9 10; do
-  {sys.executable} -c 'from agent.cli import main; main()' keys create --backend pkcs11 --token tiny \
+  {sys.executable} -c 'from agent.cli.main import main; main()' keys create --backend pkcs11 --token tiny \
     --label k$i --module /usr/lib/softhsm/libsofthsm2.so || exit 0
 done
 exit 3

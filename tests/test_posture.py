@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import main
+from agent.cli.main import main
 from attest.appraise import appraise
 from attest.manifest import Manifest, Posture
 from attest.models import Code, Kind, Measurement, Strength

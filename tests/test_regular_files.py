@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 READERS = {
     "firmware file (agent measure)": """
-from agent.collectors.base import MeasureOptions
-from agent.collectors.firmware import _file
+from agent.measure.base import MeasureOptions
+from agent.measure.firmware import _file
 _file(P, MeasureOptions(), False)""",
     "firmware image (bootloader flash)": """
 from hardware.firmware_image import load_image
@@ -27,10 +27,10 @@ load_image(P)""",
 from hardware.pkcs11_backend import Pkcs11Uri, read_pin
 read_pin(Pkcs11Uri("tok", "key", None, None, f"file:{P}"))""",
     "agent config in the companion measurement": """
-from agent.collectors.companion import _file_sha
+from agent.measure.companion import _file_sha
 _file_sha(P)""",
     "image cache (agent state)": """
-from agent.collectors.imagecache import ImageCache
+from agent.measure.imagecache import ImageCache
 assert ImageCache(P).entries == {}
 raise OSError("refused: is not a regular file (the cache is read as empty)")""",
 }

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import main
-from agent.root_store import RootStore
+from agent.cli.main import main
 from attest.errors import RollbackError, ThresholdError
 from hardware.software import SoftwareSigner
 from tests.factory import World
+from truststore.root_store import RootStore
 
 
 def setup(tmp_path: Path) -> tuple[World, RootStore]:

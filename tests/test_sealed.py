@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agent.cli import main
-from agent.cli_measure import load_signing_key
-from agent.gate_key import FC_KEY_NAME, load_gate_key
+from agent.cli.main import main
+from agent.cli.measure import load_signing_key
+from agent.gate.key import FC_KEY_NAME, load_gate_key
 from hardware.sealed import SealError, is_sealed, seal, unseal
 from sim.swtpm import Swtpm
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from agent.cli import main
+from agent.cli.main import main
 from agent.signing import KEY_FILE, PASSPHRASE_FILE, answers_unsigned, fc_signs, passphrase_key
 from sim.vfc import VfcConfig, VirtualFC
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from agent.cli import main
+from agent.cli.main import main
 from agent.signing import KEY_FILE, answers_unsigned, fc_signs
 from tests.sitl_marks import SITL
 

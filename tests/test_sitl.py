@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from agent.collectors import MeasureOptions, measure
-from agent.ftp import FtpClient, FtpError, FtpNotFound
-from agent.ftpwire import FtpErr
-from agent.link import Link, LinkConfig, LinkLost
+from agent.mavlink.ftp import FtpClient, FtpError, FtpNotFound
+from agent.mavlink.ftpwire import FtpErr
+from agent.mavlink.link import Link, LinkConfig, LinkLost
+from agent.measure import MeasureOptions, measure
 from attest.models import Measurement
 from sim.sitl import Sitl, SitlConfig, free_instance
 from sim.vfc import VfcConfig, VirtualFC

@@ -88,7 +88,7 @@ def test_a_process_that_exits_early_keeps_its_log(tmp_path: Path) -> None:
 @pytest.mark.sitl
 @pytest.mark.skipif(not os.environ.get("FLIGHTSEAL_SITL_BINARY"), reason="FLIGHTSEAL_SITL_BINARY is not set")
 def test_sitl_boots_on_our_minimal_defaults_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.link import Link, LinkConfig
+    from agent.mavlink.link import Link, LinkConfig
     from sim.sitl import free_instance
 
     monkeypatch.delenv("FLIGHTSEAL_SITL_DEFAULTS", raising=False)

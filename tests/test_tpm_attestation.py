@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from agent.attestation import Sealed, check_manifest, seal_measurements
-from agent.cli import main
+from agent.cli.main import main
 from attest import evidence, timeutil
 from attest.enrollment import DeviceRecord
 from attest.keys import KeyKind, der_to_raw

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
 from agent.attestation import check_manifest, seal_measurements
-from agent.cli import main
+from agent.cli.main import main
 from attest import dsse, timeutil
 from attest.enrollment import DeviceRecord
 from attest.errors import FormatError

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from tpm2_pytss import ESYS_TR, TPM2_ALG, TPMA_OBJECT, TPML_DIGEST_VALUES, TPMT_HA, TPMT_SIG_SCHEME, TPMU_HA
 from tpm2_pytss.TSS2_Exception import TSS2_Exception
 
-from agent.cli import main
+from agent.cli.main import main
 from attest import dsse
 from attest.errors import KeyLoadError
 from attest.keys import KeyKind

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.ftpwire import FtpErr, FtpPacket, Op, crc32_ardupilot
+from agent.mavlink.ftpwire import FtpErr, FtpPacket, Op, crc32_ardupilot
 from sim.vfc import AllowArming, DenyArming, VfcConfig, VirtualFC
 from sim.vfc.hooks import ArmingAuthority, VehicleBus
 from tests.vfc_fixtures import IDLE_LUA, TICK_LUA, RawClient

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from agent.ftpwire import crc32_ardupilot
-from agent.gate import gate_script, gate_version
-from agent.statustext import StatusTexts
+from agent.gate.client import gate_script, gate_version
+from agent.mavlink.ftpwire import crc32_ardupilot
+from agent.mavlink.statustext import StatusTexts
 from sim.lua_host import CHECKSUM_MASK, LuaScriptingAuthority
 from sim.rig import GATE_KEY, Gcs
 from sim.vfc import VfcConfig, VirtualFC

@@ -16,7 +16,7 @@ os.environ.setdefault("MAVLINK20", "1")
 
 from pymavlink.dialects.v20 import ardupilotmega as mavlink
 
-from agent.ftpwire import FtpPacket
+from agent.mavlink.ftpwire import FtpPacket
 
 # The two trivial scripts of the SITL "ftp" capture, byte for byte (tick.lua's CRC32 there: 0xd57ed916).
 TICK_LUA = (b"-- tick.lua: trivial script, it only reschedules itself every 1000 ms\n"

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from agent.ftpwire import MAX_DATA, FtpErr, FtpPacket, Op, crc32_ardupilot
+from agent.mavlink.ftpwire import MAX_DATA, FtpErr, FtpPacket, Op, crc32_ardupilot
 from sim.vfc.files import FsError, OpenFile, VehicleFiles
 
 SESSION_TIMEOUT = 3.0

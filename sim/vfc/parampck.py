@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from agent.collectors.parampck import AP_TYPES, HEADER, MAGIC, MAGIC_WITH_DEFAULTS, MAX_NAME
+from agent.measure.parampck import AP_TYPES, HEADER, MAGIC, MAGIC_WITH_DEFAULTS, MAX_NAME
 
 
 def pack_value(ap_type: int, value: float) -> bytes:

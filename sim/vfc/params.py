@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from importlib import resources
 
-from agent.collectors.parampck import AP_FLOAT, AP_INT8, AP_INT16, AP_INT32, MAV_TYPE_OF_AP
+from agent.measure.parampck import AP_FLOAT, AP_INT8, AP_INT16, AP_INT32, MAV_TYPE_OF_AP
 from sim.vfc.parampck import encode
 
 DATA_FILE = "copter-4.7.0-params.json"

@@ -39,8 +39,8 @@ from typing import Any
 
 from pymavlink.dialects.v20 import ardupilotmega as mavlink
 
-from agent.ftpwire import FtpPacket
-from agent.gate_key import FC_KEY_NAME, GATE_VM_I_COUNT
+from agent.gate.key import FC_KEY_NAME, GATE_VM_I_COUNT
+from agent.mavlink.ftpwire import FtpPacket
 from attest.params import STREAM_RATES
 from sim.vfc.can import EFF_FLAG, CanBus, Forwarding, can_frame_message
 from sim.vfc.can import Frame as CanFrame

@@ -1,0 +1,49 @@
+"""``flightseal gate install``: put the arming gate on the FC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from agent.gate.install import install_gate
+from agent.mavlink.link import Link, LinkConfig, LinkError
+
+
+@click.group("gate")
+def gate() -> None:
+    """The Lua arming gate on the flight controller."""
+
+
+@gate.command("install")
+@click.option("--mavlink", "url", required=True, help="Link to the FC (e.g. tcp:127.0.0.1:5762, /dev/ttyACM0,115200).")
+@click.option("--signing-key", "signing_key", type=click.Path(path_type=Path, dir_okay=False),
+              help="MAVLink2 signing key file, if the FC has signing set up.")
+@click.option("--gate-key", "gate_key", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("/var/lib/flightseal/gate.key"), show_default=True, envvar="FLIGHTSEAL_GATE_KEY",
+              help="The airframe's gate key (made here, 0600, if missing; the agent's gate.key_file).")
+@click.option("--seal-to", "seal_to", metavar="TPM_URI",
+              help="Seal a new gate key file to this TPM (a tpm: key URI, e.g. the device key's).")
+@click.option("--heartbeat-timeout", type=click.FloatRange(1, 120), default=15.0, show_default=True)
+def install(url: str, signing_key: Path | None, gate_key: Path, seal_to: str | None, heartbeat_timeout: float) -> None:
+    """Upload the gate and its key over MAVLink FTP, enable scripting, reboot, and confirm the gate is
+    blocking and holds the key. Use a direct link: FTP does not encrypt the key."""
+    from agent.cli.measure import load_signing_key
+    from agent.gate.key import ensure_gate_key
+
+    secret, made = ensure_gate_key(gate_key, seal_to)
+    state = ("new, sealed to the TPM" if seal_to else "new") if made else "existing"
+    click.echo(f"  gate key {gate_key} ({state})")
+    try:
+        key = load_signing_key(signing_key)
+        link = Link.open(LinkConfig(url, heartbeat_timeout=heartbeat_timeout, signing_key=key))
+    except LinkError as exc:
+        raise LinkError(f"cannot reach the FC on {url}: {exc}") from None
+    with link:
+        report = install_gate(link, secret, lambda line: click.echo(f"  {line}"))
+    click.echo(f"gate v{report.version} installed at {report.path} (CRC32 {report.crc32:08x}); "
+               "arming is blocked until the agent delivers a pass")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(gate)

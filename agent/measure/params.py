@@ -1,0 +1,153 @@
+"""The FC's parameters: one digest over the whole set, and the values the manifest pins.
+
+Fetched from ``@PARAM/param.pck`` over FTP when the FC serves it (one transfer, typed values),
+else with the PARAM protocol (PARAM_REQUEST_LIST, then PARAM_REQUEST_READ for the indices that
+did not arrive; bounded in rounds and time). The PARAM protocol carries every value as a
+float32, so values from either path are compared at float32 precision: the digest does not
+depend on the path (``attest.params``).
+
+Claims: ``exclude`` (the exclusion patterns the digest was computed with, comma-joined; the
+appraisal refuses a digest made with other exclusions), ``count``, ``method``, and ``param.NAME``:
+- with ``param_claims="all"`` (``flightseal measure``: an inventory to baseline and pin from),
+  every parameter the FC has;
+- otherwise every pinned name the FC has, and, when the approved values are known, every covered
+  parameter that differs from them (``"absent"`` for one the FC lacks), at most
+  ``LIMITS.max_named_param_differences`` of them, with ``differ`` = how many differ in all. The
+  attestation stays small when nothing changed and names what did (ADR 0010).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import Any
+
+from agent.mavlink.ftp import FtpClient, FtpError
+from agent.mavlink.link import Link
+from agent.measure.base import CollectError, Inventory, MeasureOptions
+from agent.measure.parampck import ParamPackError, decode
+from attest import params as paramdigest
+from attest.limits import LIMITS
+from attest.models import ClaimValue, Kind, Measurement, Strength
+
+COMPONENT = "fc.params"
+PCK_PATH = "@PARAM/param.pck"
+NOTIFICATION_INDEX = 0xFFFF
+MAX_PARAMS = 8192
+
+
+def as_float32(value: float) -> float:
+    return float(struct.unpack("<f", struct.pack("<f", float(value)))[0])
+
+
+def _claim_value(value: float) -> ClaimValue:
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+def from_param_pck(ftp: FtpClient, opts: MeasureOptions, attempts: int = 2) -> dict[str, float]:
+    """Read and decode ``param.pck``; a file that does not add up is read once more (the parameter
+    count can still change while the FC starts scripting)."""
+    for _ in range(attempts - 1):
+        try:
+            return {p.name: as_float32(p.value) for p in decode(ftp.read_file(PCK_PATH, opts.max_param_bytes),
+                                                               MAX_PARAMS).params}
+        except ParamPackError:
+            ftp.link.recv(["NONE"], 0.5)
+    return {p.name: as_float32(p.value) for p in decode(ftp.read_file(PCK_PATH, opts.max_param_bytes),
+                                                       MAX_PARAMS).params}
+
+
+def from_param_protocol(link: Link, opts: MeasureOptions) -> dict[str, float]:
+    """PARAM_REQUEST_LIST, then re-request missing indices; bounded by ``param_timeout``."""
+    deadline = time.monotonic() + opts.param_timeout
+    by_index: dict[int, tuple[str, float]] = {}
+    updates: dict[str, float] = {}
+    count: int | None = None
+    tsys, tcomp = link.fc
+
+    def from_fc(m: Any) -> bool:
+        return (m.get_srcSystem(), m.get_srcComponent()) == link.fc
+
+    link.send(link.mav.param_request_list_encode(tsys, tcomp))
+    last_progress = time.monotonic()
+    rounds = 0
+    while count is None or len(by_index) < count:
+        now = time.monotonic()
+        if now >= deadline:
+            got = len(by_index)
+            raise CollectError(f"PARAM protocol: {got} of {count if count is not None else '?'} parameters within "
+                               f"{opts.param_timeout:.0f} s")
+        msg = link.recv(["PARAM_VALUE"], min(0.3, deadline - now), from_fc)
+        if msg is not None:
+            name = msg.param_id
+            if msg.param_index == NOTIFICATION_INDEX:
+                updates[name] = as_float32(msg.param_value)
+                continue
+            if count is not None and int(msg.param_count) != count:
+                by_index.clear()  # the FC's parameter set changed under us (still starting): begin again
+                count = None
+                link.send(link.mav.param_request_list_encode(tsys, tcomp))
+            if count is None:
+                count = int(msg.param_count)
+                if count > MAX_PARAMS:
+                    raise CollectError(f"the FC announces {count} parameters, more than the limit of {MAX_PARAMS}")
+            if 0 <= msg.param_index < count and msg.param_index not in by_index:
+                by_index[msg.param_index] = (name, as_float32(msg.param_value))
+                last_progress = time.monotonic()
+            continue
+        if time.monotonic() - last_progress < 1.0:
+            continue
+        rounds += 1
+        last_progress = time.monotonic()
+        if count is None:
+            link.send(link.mav.param_request_list_encode(tsys, tcomp))
+            continue
+        for index in [i for i in range(count) if i not in by_index][:64]:
+            link.send(link.mav.param_request_read_encode(tsys, tcomp, b"", index))
+    values = dict(by_index.values())
+    for name, value in updates.items():
+        if name in values:
+            values[name] = value  # a change notified while the list was streaming is the newer value
+    return values
+
+
+def collect_params(link: Link, ftp: FtpClient | None, opts: MeasureOptions, inv: Inventory) -> Measurement | None:
+    values: dict[str, float] | None = None
+    source = ""
+    notes: list[str] = []
+    if opts.param_source in ("auto", "ftp") and ftp is not None:
+        try:
+            values = from_param_pck(ftp, opts)
+            source = f"mavlink-ftp:{PCK_PATH}"
+        except (FtpError, ParamPackError) as exc:
+            notes.append(str(exc))
+            if opts.param_source == "ftp":
+                inv.missing(COMPONENT, str(exc))
+                return None
+    if values is None:
+        try:
+            values = from_param_protocol(link, opts)
+            source = "mavlink:PARAM_VALUE"
+        except CollectError as exc:
+            inv.missing(COMPONENT, "; ".join([*notes, str(exc)]))
+            return None
+    inv.fc_params = values
+    exclusions = tuple(opts.param_exclusions)
+    claims: dict[str, ClaimValue] = {"exclude": ",".join(exclusions), "count": len(values),
+                                     "method": "param.pck" if source.startswith("mavlink-ftp") else "param-protocol"}
+    claims.update(param_value_claims(values, opts))
+    digest = paramdigest.digest(values, exclusions)
+    return Measurement(COMPONENT, Kind.PARAMS, {"sha256": digest}, source, Strength.SELF_REPORTED, claims)
+
+
+def param_value_claims(values: dict[str, float], opts: MeasureOptions) -> dict[str, ClaimValue]:
+    """The ``param.NAME`` claims (and ``differ``) for ``opts.param_claims``; see the module docstring."""
+    if opts.param_claims == "all":
+        return {f"param.{name}": _claim_value(value) for name, value in sorted(values.items())}
+    claims: dict[str, ClaimValue] = {f"param.{n}": _claim_value(values[n]) for n in opts.pinned_params if n in values}
+    if opts.param_baseline is not None:
+        changed = paramdigest.differences(opts.param_baseline, values, opts.param_exclusions)
+        claims["differ"] = len(changed)
+        for name, value in list(changed.items())[:LIMITS.max_named_param_differences]:
+            claims[f"param.{name}"] = paramdigest.ABSENT if value is None else _claim_value(value)
+    return claims

@@ -1,0 +1,43 @@
+"""The link posture (ADR 0014): what keeps the gate's verdicts enforced, as the agent sees it.
+
+Claims: ``signed`` (the agent's link has a signing key and the FC's last heartbeat carried a
+signature that key verified), ``script_checksums`` (ArduPilot checks the scripts: scripting on,
+``SCR_LD_CHECKSUM`` and ``SCR_RUN_CHECKSUM`` set, ``SCR_DEBUG_OPTS`` bit 4 clear), ``gate_stopped``
+(the FC said "Scripting: stopped" since it booted), ``mavlink_serials`` (the SERIALn ports set to
+MAVLink), ``serial0_mavlink`` (USB/SERIAL0, which ArduPilot never checks for signatures) and
+``link`` (serial, tcp, udpin or udpout: a UDP endpoint is a router between agent and FC) and
+``gate_forgeries`` (verdicts or acks in the agent's or the gate's name that the gate key did not
+make, seen since the FC booted: something else on the channel speaks for them; ADR 0015) and
+``gate_answers`` (whether the gate acked the agent's last verdict; absent before the first one).
+"""
+
+from __future__ import annotations
+
+from agent.gate.install import DEBUG_DISABLE_PRE_ARM
+from agent.mavlink.link import Link
+from agent.measure.base import Inventory
+from attest.models import ClaimValue, Kind, Measurement, Strength
+
+COMPONENT = "fc.link"
+MAVLINK_PROTOCOLS = (1, 2)  # SERIALn_PROTOCOL: MAVLink1, MAVLink2
+
+
+def collect_posture(link: Link, inv: Inventory) -> Measurement:
+    hb = link.fc_heartbeat
+    claims: dict[str, ClaimValue] = {
+        "signed": bool(link.config.signing_key) and hb is not None and bool(getattr(hb, "_signed", False)),
+        "gate_stopped": link.scripting_stopped,
+        "link": link.endpoint.kind,
+        "gate_forgeries": link.gate_forgeries,
+    }
+    if link.gate_answers is not None:
+        claims["gate_answers"] = link.gate_answers
+    params = inv.fc_params
+    if params is not None:
+        claims["script_checksums"] = (params.get("SCR_ENABLE") == 1 and params.get("SCR_LD_CHECKSUM", -1) != -1
+                                      and params.get("SCR_RUN_CHECKSUM", -1) != -1
+                                      and not int(params.get("SCR_DEBUG_OPTS", 0)) & DEBUG_DISABLE_PRE_ARM)
+        ports = [n for n in range(10) if params.get(f"SERIAL{n}_PROTOCOL") in MAVLINK_PROTOCOLS]
+        claims["mavlink_serials"] = ",".join(map(str, ports))
+        claims["serial0_mavlink"] = 0 in ports or "SERIAL0_PROTOCOL" not in params
+    return Measurement(COMPONENT, Kind.POSTURE, {}, "mavlink", Strength.OBSERVED, claims)
