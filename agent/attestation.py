@@ -1,4 +1,4 @@
-"""One attestation pass after measuring: verify the manifest, appraise, seal.
+"""The SEAL step of a pass: an :class:`~agent.appraisal.Appraisal` signed into an attestation.
 
 Shared by ``flightseal attest``, the daemon and the challenge responder, so there is one path
 from measurements to a signed attestation. A manifest that fails verification does not stop the
@@ -19,14 +19,16 @@ from datetime import datetime
 from pathlib import Path
 
 from agent import __version__
+from agent.appraisal import Appraisal, ManifestStatus, appraise_pass, check_manifest
 from attest import dsse, evidence
-from attest.appraise import appraise, manifest_failure
-from attest.errors import FlightSealError, FormatError
+from attest.errors import FormatError
 from attest.limits import LIMITS
-from attest.models import Code, Measurement, Reason, Verdict
+from attest.models import Measurement, Reason, Verdict
 from attest.quote import Quote
 from attest.signer import Signer
-from attest.trust import TrustedState, VerifiedManifest
+from attest.trust import VerifiedManifest
+
+__all__ = ["Sealed", "check_manifest", "seal", "seal_measurements", "with_boot_log"]
 
 # A quoter gets the statement digest (the qualifying data) and returns the quote's JSON form.
 Quoter = Callable[[bytes], dict[str, object]]
@@ -81,45 +83,26 @@ class Sealed:
         return self.predicate.verdict
 
 
-def check_manifest(trust: TrustedState, manifest_bytes: bytes, now: datetime, highest_seen: int = 0,
-                   highest_digest: str | None = None) -> VerifiedManifest | FlightSealError:
-    try:
-        return trust.verify_manifest(manifest_bytes, now, highest_seen, highest_digest)
-    except FlightSealError as exc:
-        return exc
-
-
-def seal_measurements(
-    measurements: Sequence[Measurement],
-    manifest: VerifiedManifest | FlightSealError,
-    signer: Signer,
-    *,
-    device_id: str,
-    airframe: str,
-    nonce: bytes,
-    now: datetime,
-    quoter: Quoter | None = None,
-    problems: Sequence[Reason] = (),
-) -> Sealed:
-    """``problems`` are what the collectors could not measure: they fail the verdict (fail closed)."""
-    if isinstance(manifest, FlightSealError):
-        verdict = Verdict.from_reasons([manifest_failure(manifest), *problems])
-        ref = None
-        verified = None
-    else:
-        appraised = appraise(measurements, manifest.manifest)
-        binding = manifest.manifest.airframe
-        wrong = [] if binding.covers(airframe, device_id) else [Reason(
-            Code.WRONG_HARDWARE, f"manifest v{manifest.manifest.version} is for {binding.model}"
-            f"{' devices ' + ', '.join(binding.device_ids) if binding.device_ids else ''}, not this {airframe} "
-            f"({device_id})", "device")]
-        verdict = Verdict.from_reasons([*wrong, *appraised.reasons, *problems])
-        ref = evidence.ManifestRef(manifest.digest, manifest.manifest.version)
-        verified = manifest
+def seal(appraisal: Appraisal, measurements: Sequence[Measurement], signer: Signer, *, device_id: str,
+         airframe: str, nonce: bytes, now: datetime, quoter: Quoter | None = None) -> Sealed:
+    """The SEAL step: the appraisal as it stands, signed with the device key (and quoted by the TPM
+    when the key can quote). Raises :class:`~attest.errors.KeyLoadError` or ``OSError`` when the key
+    cannot sign; a failing verdict is sealed like a passing one."""
     predicate = evidence.Predicate(
-        device_id=device_id, airframe=airframe, key_kind=signer.kind, nonce=nonce, time=now, manifest=ref,
-        measurements=tuple(measurements), verdict=verdict, agent_version=__version__,
+        device_id=device_id, airframe=airframe, key_kind=signer.kind, nonce=nonce, time=now,
+        manifest=appraisal.manifest_ref, measurements=tuple(measurements), verdict=appraisal.verdict,
+        agent_version=__version__,
     )
     if quoter is not None:
         predicate = replace(predicate, quote=quoter(evidence.statement_digest(predicate)))
-    return Sealed(evidence.seal(predicate, signer), predicate, verified)
+    return Sealed(evidence.seal(predicate, signer), predicate, appraisal.manifest)
+
+
+def seal_measurements(measurements: Sequence[Measurement], manifest: ManifestStatus, signer: Signer, *,
+                      device_id: str, airframe: str, nonce: bytes, now: datetime, quoter: Quoter | None = None,
+                      problems: Sequence[Reason] = ()) -> Sealed:
+    """Appraise, then seal: the whole path for callers that have measurements in hand
+    (``flightseal attest``, the demo, the tests). The daemon runs the two steps as its own states."""
+    appraisal = appraise_pass(measurements, manifest, device_id=device_id, airframe=airframe, problems=problems)
+    return seal(appraisal, measurements, signer, device_id=device_id, airframe=airframe, nonce=nonce, now=now,
+                quoter=quoter)

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.attestation import Sealed, check_manifest, seal_measurements, with_boot_log
+from agent.appraisal import Appraisal, ManifestStatus, appraise_pass, check_manifest
+from agent.attestation import Sealed, seal, with_boot_log
 from agent.audit import AuditError, AuditLog
 from agent.challenge import Responder, tunnel_payload
 from agent.config import AgentConfig
@@ -52,6 +53,7 @@ from agent.measure.params import as_float32
 from agent.measure.scripts import list_scripts
 from attest import params as paramdigest
 from attest import timeutil
+from attest.appraise import manifest_failure
 from attest.errors import FlightSealError
 from attest.limits import LIMITS
 from attest.models import Code, Kind, Reason, Verdict
@@ -137,7 +139,7 @@ class Daemon:
         self.link: Link | None = None
         self.gate: GateClient | None = None
         self._inventory: Inventory | None = None
-        self._manifest: VerifiedManifest | FlightSealError | None = None
+        self._manifest: ManifestStatus | None = None
         self._manifest_stat: tuple[int, int] | None = None
         self._dirty: str | None = "start"
         self._retry_at = 0.0
@@ -440,10 +442,9 @@ class Daemon:
             self._audit("gate-unenforced", {"fc_said": text[:100]})
         self._unenforced.clear()
         self._enter(State.APPRAISE)
-        if self._manifest is None:
-            self._load_manifest()
+        appraisal = self._appraise()
         self._enter(State.SEAL)
-        sealed = self._seal(secrets.token_bytes(32))
+        sealed = self._seal(appraisal, secrets.token_bytes(32))
         try:  # an attestation that is not in the audit log is never delivered: the pass fails instead
             self.audit.append("attestation", {"why": why, "envelope_sha256": hashlib.sha256(
                 sealed.envelope.to_bytes()).hexdigest(), "verdict": sealed.verdict.to_json(),
@@ -461,8 +462,14 @@ class Daemon:
         self._enter(State.DELIVER, "PASS" if verdict.passed else verdict.reasons[0].code.value)
         self._deliver()
 
-    def _seal(self, nonce: bytes) -> Sealed:
-        assert self._inventory is not None and self._manifest is not None
+    def _appraise(self) -> Appraisal:
+        assert self._inventory is not None
+        manifest = self._manifest if self._manifest is not None else self._load_manifest()
+        return appraise_pass(self._inventory.measurements, manifest, device_id=self.cfg.device.id,
+                             airframe=self.cfg.device.airframe, problems=self._inventory.problems)
+
+    def _seal(self, appraisal: Appraisal, nonce: bytes) -> Sealed:
+        assert self._inventory is not None
         inv = self._inventory
         boot_log = Path(self.cfg.measure.boot_event_log) if self.cfg.measure.boot_event_log else None
         if self._pcr_log is not None:
@@ -475,11 +482,9 @@ class Daemon:
             else:
                 record_start(self._pcr_log, self.signer, self._agent_digest)
                 self._start_recorded = True
-        sealed = seal_measurements(inv.measurements, self._manifest, self.signer, device_id=self.cfg.device.id,
-                                   airframe=self.cfg.device.airframe, nonce=nonce, now=timeutil.now(),
-                                   quoter=with_boot_log(quoter_for(self.signer, inv.measurements), boot_log),
-                                   problems=inv.problems)
-        return sealed
+        return seal(appraisal, inv.measurements, self.signer, device_id=self.cfg.device.id,
+                    airframe=self.cfg.device.airframe, nonce=nonce, now=timeutil.now(),
+                    quoter=with_boot_log(quoter_for(self.signer, inv.measurements), boot_log))
 
     def _deliver(self) -> None:
         if self.gate is None or self.status.last is None:
@@ -546,7 +551,7 @@ class Daemon:
             self._gate_failed(exc)
 
     # ---- manifest
-    def _load_manifest(self) -> VerifiedManifest | FlightSealError:
+    def _load_manifest(self) -> ManifestStatus:
         path = Path(self.cfg.trust.manifest)
         try:
             st = path.stat()
@@ -559,8 +564,8 @@ class Daemon:
                 # a manifest for this airframe counts: another one's version must not make ours "old"
                 self.manifest_state.record(self._manifest.manifest.version, self._manifest.digest)
         except (OSError, FlightSealError) as exc:
-            self._manifest = exc if isinstance(exc, FlightSealError) else FlightSealError(
-                f"manifest {path}: {exc.strerror or exc}")
+            self._manifest = manifest_failure(exc if isinstance(exc, FlightSealError) else FlightSealError(
+                f"manifest {path}: {exc.strerror or exc}"))
         return self._manifest
 
     def _binds_us(self, verified: VerifiedManifest) -> bool:
@@ -577,7 +582,7 @@ class Daemon:
         elif isinstance(self._manifest, VerifiedManifest) and timeutil.now() >= self._manifest.manifest.expires:
             self._dirty = "manifest expired"
 
-    def _options(self, manifest: VerifiedManifest | FlightSealError) -> MeasureOptions:
+    def _options(self, manifest: ManifestStatus) -> MeasureOptions:
         if isinstance(manifest, VerifiedManifest):
             return self.base_options.for_params(manifest.manifest.params)
         return self.base_options
@@ -751,7 +756,7 @@ class Daemon:
     def _answer_challenge(self, nonce: bytes) -> bytes:
         if self._inventory is None or self._manifest is None:
             raise FlightSealError("not measured yet; try again in a few seconds")
-        sealed = self._seal(nonce)
+        sealed = self._seal(self._appraise(), nonce)
         data = sealed.envelope.to_bytes()
         self.audit.append("challenge", {"nonce": nonce.hex(), "envelope_sha256": hashlib.sha256(data).hexdigest(),
                                         "verdict": sealed.verdict.to_json()})
