@@ -14,12 +14,18 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attest import params as paramdigest
 from attest.errors import FlightSealError
 from attest.manifest import ParamPolicy
 from attest.models import Code, Measurement, Reason
+
+if TYPE_CHECKING:  # at run time the collectors import this module, not the other way round
+    from agent.mavlink.ftp import FtpClient
+    from agent.mavlink.link import Link
+    from agent.measure.firmware import FirmwareIdentity
+    from agent.measure.imagecache import ImageCache
 
 Progress = Callable[[str, int, int | None], None]  # (what, bytes so far, reported size or None)
 
@@ -102,3 +108,29 @@ class Inventory:
 def sha256_json(value: Any) -> str:
     """Digest of a canonical JSON form (sorted keys, no spaces): stable across runs and hosts."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass
+class Pass:
+    """What one measurement pass hands every collector: the one collector signature is
+    ``collect(p: Pass) -> list[Measurement]`` (like MAVProxy's module hooks, one shape to copy).
+
+    ``ftp`` is None when MAVLink FTP does not answer; ``identity`` is set by the firmware-identity
+    collector for the ones after it (the image cache is keyed by it)."""
+
+    link: Link
+    opts: MeasureOptions
+    inv: Inventory
+    ftp: FtpClient | None = None
+    cache: ImageCache | None = None
+    identity: FirmwareIdentity | None = None
+
+
+@dataclass(frozen=True)
+class Collector:
+    """One row of the pass's table: ``name`` keys its timing, ``component`` is what is reported
+    missing when it raises :class:`CollectError` (or an FTP error), ``collect`` does the work."""
+
+    name: str
+    component: str
+    collect: Callable[[Pass], list[Measurement]]

@@ -9,22 +9,15 @@ goes on; only a lost link ends it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from agent.mavlink.ftp import FtpClient, FtpError, FtpLimits
 from agent.mavlink.link import MAV_STATE_BOOT, Link, LinkLost
-from agent.measure.base import CollectError, Inventory, MeasureOptions
-from agent.measure.companion import collect_companion
-from agent.measure.components import collect_components
-from agent.measure.firmware import IDENTITY, IMAGE, collect_identity, collect_image
+from agent.measure import companion, components, firmware, params, posture, scripts
+from agent.measure.base import CollectError, Collector, Inventory, MeasureOptions, Pass
 from agent.measure.imagecache import ImageCache
 from agent.measure.params import COMPONENT as PARAMS
-from agent.measure.params import collect_params
-from agent.measure.posture import collect_posture
-from agent.measure.scripts import PREFIX as SCRIPTS
-from agent.measure.scripts import collect_scripts
-from attest.models import Kind, Measurement, Strength
 
 T = TypeVar("T")
 
@@ -56,10 +49,25 @@ def wait_booted(link: Link, timeout: float) -> bool:
     return True
 
 
+# The pass, in order: firmware identity first (it keys the image cache and decides whether a SITL
+# binary applies), then FTP work (scripts, parameters, the image), then the components (heard for a
+# while by then), the companion, and last the link posture (it reads what the others found).
+COLLECTORS: tuple[Collector, ...] = (firmware.IDENTITY_COLLECTOR, scripts.COLLECTOR, params.COLLECTOR,
+                                     firmware.IMAGE_COLLECTOR, components.COLLECTOR, companion.COLLECTOR,
+                                     posture.COLLECTOR)
+
+
 def measure(link: Link, opts: MeasureOptions | None = None, cache: ImageCache | None = None,
-            ftp_limits: FtpLimits | None = None) -> Inventory:
+            ftp_limits: FtpLimits | None = None, collectors: Sequence[Collector] = COLLECTORS) -> Inventory:
+    """One measurement pass: every collector of the table, each failure recorded as a
+    ``measurement-missing`` reason while the pass goes on.
+
+    Raises:
+        LinkLost: the link to the FC dropped; every later collector would fail the same way.
+    """
     opts = opts or MeasureOptions()
-    inv = Inventory()
+    p = Pass(link, opts, Inventory(), cache=cache)
+    inv = p.inv
     if not _timed(inv, "boot-wait", lambda: wait_booted(link, opts.boot_wait)):
         inv.missing("fc", f"the FC was still booting after {opts.boot_wait:.0f} s; measured anyway")
     if link.config.signing_key is not None and not getattr(link.fc_heartbeat, "_signed", False):
@@ -67,56 +75,27 @@ def measure(link: Link, opts: MeasureOptions | None = None, cache: ImageCache | 
         # could be trusted anyway; say so at once (the posture names it: posture-unsigned)
         inv.missing("fc", "the FC no longer signs its packets (signing removed or another key): nothing it says "
                           "is measured; set signing up again (`flightseal signing setup`)")
-        inv.measurements.append(collect_posture(link, inv))
+        inv.measurements.extend(posture.COLLECTOR.collect(p))
         return inv
-    client = FtpClient(link, ftp_limits)
-    ftp: FtpClient | None = client
+    p.ftp = FtpClient(link, ftp_limits)
     try:
-        _timed(inv, "ftp-reset", client.reset_sessions)
-    except LinkLost:
-        raise
+        _timed(inv, "ftp-reset", p.ftp.reset_sessions)
     except FtpError as exc:
         inv.missing("fc.ftp", f"MAVLink FTP does not answer ({exc}); scripts, parameters and image read "
                               "fall back or are missing")
-        ftp = None
-    ident = None
-    try:
-        ident = _timed(inv, "identity", lambda: collect_identity(link))
-        inv.measurements.append(ident.measurement)
-    except LinkLost:
-        raise
-    except CollectError as exc:
-        inv.missing(IDENTITY, str(exc))
-    if ftp is not None:
-        _timed(inv, "scripts", lambda: collect_scripts(ftp, opts, inv))
-    else:
-        inv.measurements.append(_unlisted_scripts())
-    params = _timed(inv, "params", lambda: collect_params(link, ftp, opts, inv))
-    if params is not None:
-        inv.measurements.append(params)
-    if ident is not None:
-        try:
-            image = _timed(inv, "image", lambda: collect_image(ftp, ident, opts, cache, inv))
-            if image is not None:
-                inv.measurements.append(image)
-        except LinkLost:
-            raise
-        except (CollectError, FtpError) as exc:
-            inv.missing(IMAGE, str(exc))
-    else:
-        inv.missing(IMAGE, "not measured: the firmware identity is unknown")
-    inv.measurements.extend(_timed(inv, "components", lambda: collect_components(link, opts, inv)))
-    try:
-        inv.measurements.extend(_timed(inv, "companion", lambda: collect_companion(opts)))
-    except CollectError as exc:
-        inv.missing("companion.agent", str(exc))
-    inv.measurements.append(collect_posture(link, inv))
+        p.ftp = None
+    for collector in collectors:
+        _run(collector, p)
     return inv
 
 
-def _unlisted_scripts() -> Measurement:
-    return Measurement(f"{SCRIPTS}*", Kind.SCRIPT, {}, "mavlink-ftp", Strength.SELF_REPORTED,
-                       {"path": "*", "error": "MAVLink FTP does not answer: the scripts could not be listed"})
+def _run(collector: Collector, p: Pass) -> None:
+    try:
+        p.inv.measurements.extend(_timed(p.inv, collector.name, lambda: collector.collect(p)))
+    except LinkLost:
+        raise  # the one handler that ends the pass
+    except (CollectError, FtpError) as exc:
+        p.inv.missing(collector.component, str(exc))
 
 
-__all__ = ["PARAMS", "measure"]
+__all__ = ["COLLECTORS", "PARAMS", "measure"]

@@ -15,7 +15,7 @@ import platform
 from pathlib import Path
 
 from agent import __version__
-from agent.measure.base import CollectError, MeasureOptions
+from agent.measure.base import CollectError, Collector, MeasureOptions, Pass
 from attest.models import ClaimValue, Kind, Measurement, Strength
 from hardware.regular import open_regular
 
@@ -91,3 +91,10 @@ def collect_companion(opts: MeasureOptions) -> list[Measurement]:
     osm = Measurement("companion.os", Kind.COMPANION, {"sha256": os_digest}, "companion:os-release",
                       Strength.SELF_REPORTED, os_claims)
     return [agent, osm]
+
+
+def _step(p: Pass) -> list[Measurement]:
+    return collect_companion(p.opts)
+
+
+COLLECTOR = Collector("companion", "companion.agent", _step)

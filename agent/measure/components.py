@@ -27,7 +27,7 @@ from typing import Any
 from agent.mavlink.dronecan_wire import NodeInfo
 from agent.mavlink.link import HeardComponent, Link
 from agent.measure import dronecan
-from agent.measure.base import DroneCanBus, Inventory, MeasureOptions
+from agent.measure.base import Collector, DroneCanBus, Inventory, MeasureOptions
 from agent.measure.firmware import identity_claims
 from attest.models import ClaimValue, Kind, Measurement, Strength
 
@@ -162,3 +162,6 @@ def _ask_versions(link: Link, parts: list[HeardComponent], opts: MeasureOptions)
     deadline = time.monotonic() + opts.component_reply_timeout
     while any(p.autopilot_version is None for p in parts) and (left := deadline - time.monotonic()) > 0:
         link.recv(None, left)
+
+
+COLLECTOR = Collector("components", "fc.components", lambda p: collect_components(p.link, p.opts, p.inv))

@@ -29,7 +29,7 @@ from typing import Any
 from agent.mavlink.ftp import FtpClient, FtpError, FtpNotFound
 from agent.mavlink.ftpwire import crc32_ardupilot
 from agent.mavlink.link import Link
-from agent.measure.base import CollectError, Inventory, MeasureOptions, sha256_json
+from agent.measure.base import CollectError, Collector, Inventory, MeasureOptions, Pass, sha256_json
 from agent.measure.imagecache import CachedImage, ImageCache
 from attest.models import ClaimValue, Kind, Measurement, Strength
 from hardware.regular import open_regular
@@ -161,3 +161,19 @@ def collect_image(ftp: FtpClient | None, ident: FirmwareIdentity, opts: MeasureO
     tried.append("no companion-side firmware file is configured")
     inv.missing(IMAGE, "; ".join(tried))
     return None
+
+
+def _identity_step(p: Pass) -> list[Measurement]:
+    p.identity = collect_identity(p.link)
+    return [p.identity.measurement]
+
+
+def _image_step(p: Pass) -> list[Measurement]:
+    if p.identity is None:
+        raise CollectError("not measured: the firmware identity is unknown")
+    image = collect_image(p.ftp, p.identity, p.opts, p.cache, p.inv)
+    return [] if image is None else [image]
+
+
+IDENTITY_COLLECTOR = Collector("identity", IDENTITY, _identity_step)
+IMAGE_COLLECTOR = Collector("image", IMAGE, _image_step)

@@ -24,7 +24,7 @@ from typing import Any
 
 from agent.mavlink.ftp import FtpClient, FtpError
 from agent.mavlink.link import Link
-from agent.measure.base import CollectError, Inventory, MeasureOptions
+from agent.measure.base import CollectError, Collector, Inventory, MeasureOptions, Pass
 from agent.measure.parampck import ParamPackError, decode
 from attest import params as paramdigest
 from attest.limits import LIMITS
@@ -151,3 +151,11 @@ def param_value_claims(values: dict[str, float], opts: MeasureOptions) -> dict[s
         for name, value in list(changed.items())[:LIMITS.max_named_param_differences]:
             claims[f"param.{name}"] = paramdigest.ABSENT if value is None else _claim_value(value)
     return claims
+
+
+def _step(p: Pass) -> list[Measurement]:
+    m = collect_params(p.link, p.ftp, p.opts, p.inv)
+    return [] if m is None else [m]
+
+
+COLLECTOR = Collector("params", COMPONENT, _step)

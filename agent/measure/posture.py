@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from agent.gate.install import DEBUG_DISABLE_PRE_ARM
 from agent.mavlink.link import Link
-from agent.measure.base import Inventory
+from agent.measure.base import Collector, Inventory, Pass
 from attest.models import ClaimValue, Kind, Measurement, Strength
 
 COMPONENT = "fc.link"
@@ -41,3 +41,10 @@ def collect_posture(link: Link, inv: Inventory) -> Measurement:
         claims["mavlink_serials"] = ",".join(map(str, ports))
         claims["serial0_mavlink"] = 0 in ports or "SERIAL0_PROTOCOL" not in params
     return Measurement(COMPONENT, Kind.POSTURE, {}, "mavlink", Strength.OBSERVED, claims)
+
+
+def _step(p: Pass) -> list[Measurement]:
+    return [collect_posture(p.link, p.inv)]
+
+
+COLLECTOR = Collector("posture", COMPONENT, _step)

@@ -21,7 +21,7 @@ import hashlib
 
 from agent.mavlink.ftp import FtpClient, FtpError, FtpNotFound
 from agent.mavlink.ftpwire import crc32_ardupilot
-from agent.measure.base import Inventory, MeasureOptions
+from agent.measure.base import Collector, Inventory, MeasureOptions, Pass
 from attest.models import ClaimValue, Kind, Measurement, Strength
 
 PREFIX = "fc.script:"
@@ -57,7 +57,8 @@ def list_scripts(ftp: FtpClient, directory: str, opts: MeasureOptions) -> list[s
     return sorted(f"{directory}/{rel}" for rel, _ in files)
 
 
-def _measure_dir(ftp: FtpClient, directory: str, opts: MeasureOptions, inv: Inventory, romfs: bool = False) -> bool:
+def _measure_dir(ftp: FtpClient, directory: str, opts: MeasureOptions, inv: Inventory, out: list[Measurement],
+                 romfs: bool = False) -> bool:
     """Measure one scripts directory; False when it does not exist."""
     try:
         paths = list_scripts(ftp, directory, opts)
@@ -69,7 +70,7 @@ def _measure_dir(ftp: FtpClient, directory: str, opts: MeasureOptions, inv: Inve
             # SITL: 0, then 23). ROMFS is inside the firmware image, which its own measurement covers.
             return False
         inv.missing(f"{PREFIX}*", f"cannot list {directory}: {exc}")
-        inv.measurements.append(_failed(f"{PREFIX}*", "*", directory, str(exc)))
+        out.append(_failed(f"{PREFIX}*", "*", directory, str(exc)))
         return True
     for path in paths:
         component = f"{PREFIX}{path}"
@@ -77,19 +78,31 @@ def _measure_dir(ftp: FtpClient, directory: str, opts: MeasureOptions, inv: Inve
             data = ftp.read_file(path, opts.max_script_bytes)
         except FtpError as exc:
             inv.missing(component, str(exc))
-            inv.measurements.append(_failed(component, path, directory, str(exc)))
+            out.append(_failed(component, path, directory, str(exc)))
             continue
         claims: dict[str, ClaimValue] = {"path": path, "dir": directory, "size": len(data)}
-        inv.measurements.append(Measurement(
+        out.append(Measurement(
             component, Kind.SCRIPT,
             {"sha256": hashlib.sha256(data).hexdigest(), "crc32": f"{crc32_ardupilot(data):08x}"},
             f"mavlink-ftp:{path}", Strength.SELF_REPORTED, claims))
     return True
 
 
-def collect_scripts(ftp: FtpClient, opts: MeasureOptions, inv: Inventory) -> None:
+def collect_scripts(ftp: FtpClient, opts: MeasureOptions, inv: Inventory) -> list[Measurement]:
+    out: list[Measurement] = []
     for directory in opts.scripts_dirs:
-        if _measure_dir(ftp, directory, opts, inv):
+        if _measure_dir(ftp, directory, opts, inv, out):
             break
     if opts.romfs_scripts:
-        _measure_dir(ftp, opts.romfs_scripts, opts, inv, romfs=True)
+        _measure_dir(ftp, opts.romfs_scripts, opts, inv, out, romfs=True)
+    return out
+
+
+def _step(p: Pass) -> list[Measurement]:
+    if p.ftp is None:  # one failing measurement, so an unlisted script never passes unseen
+        return [Measurement(f"{PREFIX}*", Kind.SCRIPT, {}, "mavlink-ftp", Strength.SELF_REPORTED,
+                            {"path": "*", "error": "MAVLink FTP does not answer: the scripts could not be listed"})]
+    return collect_scripts(p.ftp, p.opts, p.inv)
+
+
+COLLECTOR = Collector("scripts", f"{PREFIX}*", _step)
