@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from agent.mavlink.link import LinkConfig
 from attest.errors import FormatError
 
 MAX_CONFIG_BYTES = 64 * 1024
@@ -21,11 +22,11 @@ MAX_CONFIG_BYTES = 64 * 1024
 @dataclass(frozen=True)
 class MavlinkConfig:
     url: str = "tcp:127.0.0.1:5762"  # SERIAL1 of SITL instance 0; on a drone e.g. /dev/ttyAMA0,921600
-    system_id: int = 1  # same system as the FC: a companion computer
-    component_id: int = 191  # MAV_COMP_ID_ONBOARD_COMPUTER
+    system_id: int = LinkConfig.system_id  # same system as the FC: a companion computer
+    component_id: int = LinkConfig.component_id  # MAV_COMP_ID_ONBOARD_COMPUTER
     fc_system_id: int = 1
     fc_component_id: int = 1
-    heartbeat_timeout_s: float = 10.0
+    heartbeat_timeout_s: float = LinkConfig.heartbeat_timeout
     signing_key_file: str = ""  # 32-byte MAVLink2 signing key; empty = unsigned link
     allow_serial0: bool = False  # SERIAL0/USB accepts unsigned packets even with signing: refuse by default
 

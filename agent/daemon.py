@@ -44,7 +44,8 @@ from agent.config import AgentConfig
 from agent.gate.client import GateClient, GateError, GateTimeout, SequenceSource
 from agent.gate.key import load_gate_key
 from agent.mavlink.ftp import FtpClient, FtpError
-from agent.mavlink.link import MAX_COMPONENTS, Link, LinkConfig, LinkError, LinkLost, heartbeat_armed
+from agent.mavlink.ids import MAV_TYPE_GCS  # ground stations come and go; they are not parts of the airframe
+from agent.mavlink.link import MAX_COMPONENTS, Link, LinkError, LinkLost, heartbeat_armed, link_config
 from agent.measure.base import DroneCanBus, Inventory, MeasureOptions
 from agent.measure.collect import measure
 from agent.measure.dronecan import node_statuses
@@ -79,7 +80,6 @@ ARMED_HEARTBEAT_S = 1.5  # an FC HEARTBEAT said armed this recently (the FC send
 COMPONENT_PASS_MIN_S = 5.0  # passes started by components coming or going: at most one per this
 MANIFEST_POLL_S = 1.0
 PASS_RETRY_S = 5.0
-MAV_TYPE_GCS = 6  # ground stations come and go; they are not parts of the airframe
 RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 MAX_TRANSITIONS = 256  # kept in Status for tests and the demo; a daemon runs for months
 
@@ -234,9 +234,7 @@ class Daemon:
 
     def _connect(self) -> None:
         c = self.cfg.mavlink
-        self.link = Link.open(LinkConfig(c.url, system_id=c.system_id, component_id=c.component_id,
-                                         fc_system_id=c.fc_system_id, fc_component_id=c.fc_component_id,
-                                         heartbeat_timeout=c.heartbeat_timeout_s, signing_key=self.signing_key))
+        self.link = Link.open(link_config(c, self.signing_key))
         self._last_fc_heartbeat = time.monotonic()
         hb = self.link.fc_heartbeat  # the one Link.open waited for: an armed vehicle is hands off from the start
         self._hb_armed_at = self._last_fc_heartbeat if heartbeat_armed(hb) else float("-inf")

@@ -29,6 +29,7 @@ import click
 
 from agent.challenge import request_attestation
 from agent.gate.install import install_gate
+from agent.mavlink import ids
 from agent.mavlink.link import Link, LinkConfig
 from attest import timeutil
 from attest.verify import VerificationResult, verify_attestation
@@ -192,7 +193,7 @@ def run_demo(out: Path, *, use_sitl: bool | None = None) -> None:
 
 def _reboot(fc: Fc) -> None:
     with Link.open(LinkConfig(fc.gcs_url, heartbeat_timeout=30.0)) as link:
-        link.command_long(246, (1.0,), timeout=1.0, retries=2)  # MAV_CMD_PREFLIGHT_REBOOT_SHUTDOWN
+        link.command_long(ids.MAV_CMD_PREFLIGHT_REBOOT_SHUTDOWN, (1.0,), timeout=1.0, retries=2)
     time.sleep(3.0)
     with Link.open(LinkConfig(fc.gcs_url, heartbeat_timeout=60.0)):
         pass

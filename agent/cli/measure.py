@@ -33,11 +33,14 @@ SIGNING_KEY_BYTES = 32
 def mavlink_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The options that say how to reach and measure the FC (``measure`` and ``attest``)."""
     options = [
-        click.option("--system-id", type=click.IntRange(1, 255), default=1, show_default=True,
+        click.option("--system-id", type=click.IntRange(1, 255), default=LinkConfig.system_id,
+                     show_default=True,
                      help="The agent's MAVLink system id (the vehicle's, for a companion)."),
-        click.option("--component-id", type=click.IntRange(1, 255), default=191, show_default=True,
+        click.option("--component-id", type=click.IntRange(1, 255), default=LinkConfig.component_id,
+                     show_default=True,
                      help="The agent's MAVLink component id (191 = onboard computer)."),
-        click.option("--heartbeat-timeout", type=click.FloatRange(0.5, 120), default=10.0, show_default=True,
+        click.option("--heartbeat-timeout", type=click.FloatRange(0.5, 120), default=LinkConfig.heartbeat_timeout,
+                     show_default=True,
                      help="Seconds to wait for the FC's HEARTBEAT."),
         click.option("--signing-key", "signing_key_path", type=click.Path(path_type=Path, dir_okay=False),
                      help="MAVLink2 signing key: 32 raw bytes or 64 hex digits."),

@@ -16,13 +16,14 @@ from agent.gate.client import STALE, ForgedAck, Sequence, decode_ack, encode_ver
 from agent.gate.key import GATE_VM_I_COUNT, fc_key_path
 from agent.mavlink.ftp import FtpClient, FtpError, FtpNotFound
 from agent.mavlink.ftpwire import crc32_ardupilot
+from agent.mavlink.ids import MAV_CMD_PREFLIGHT_REBOOT_SHUTDOWN
 from agent.mavlink.link import Link, LinkError, heartbeat_armed
 from agent.mavlink.statustext import StatusTexts
 from attest.errors import FlightSealError
 from attest.models import Code, Reason, Verdict
 
 GATE_NAME = "flightseal_gate.lua"
-CMD_REBOOT = 246
+CMD_REBOOT = MAV_CMD_PREFLIGHT_REBOOT_SHUTDOWN
 CMD_RUN_PREARM_CHECKS = 401
 CMD_SCRIPTING = 42701  # MAV_CMD_SCRIPTING
 SCRIPTING_STOP = 2

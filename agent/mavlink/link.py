@@ -30,25 +30,34 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.mavlink.ids import (
+    MAV_AUTOPILOT_INVALID,
+    MAV_CMD_PREFLIGHT_REBOOT_SHUTDOWN,
+    MAV_CMD_REQUEST_MESSAGE,
+    MAV_MODE_FLAG_SAFETY_ARMED,
+    MAV_RESULT_ACCEPTED,
+    MAV_STATE_ACTIVE,
+    MAV_STATE_BOOT,
+    MAV_TYPE_ADSB,
+    MAV_TYPE_CAMERA,
+    MAV_TYPE_GCS,
+    MAV_TYPE_GIMBAL,
+    MAV_TYPE_ONBOARD_CONTROLLER,
+    MSG_HEARTBEAT,
+)
 from attest.errors import FlightSealError
 
 os.environ.setdefault("MAVLINK20", "1")
 
-MAV_TYPE_GCS = 6
-MAV_TYPE_ONBOARD_CONTROLLER = 18
-MAV_AUTOPILOT_INVALID = 8
-MAV_STATE_ACTIVE = 4
-MAV_RESULT_ACCEPTED = 0
-MAV_MODE_FLAG_SAFETY_ARMED = 128
 MAX_COMPONENTS = 256
 MAX_TYPES_PER_COMPONENT = 64
-_NON_VEHICLE_TYPES = {MAV_TYPE_GCS, MAV_TYPE_ONBOARD_CONTROLLER, 26, 27, 30}  # GCS, companion, gimbal, ADSB, camera
+_NON_VEHICLE_TYPES = {MAV_TYPE_GCS, MAV_TYPE_ONBOARD_CONTROLLER, MAV_TYPE_GIMBAL, MAV_TYPE_ADSB, MAV_TYPE_CAMERA}
 
 
 GATE_FORGED_TEXT = "FlightSeal: forged verdict seen"  # the gate's words (agent/gate/lua/flightseal_gate.lua)
 
 
-HEARTBEAT_ID = 0
+HEARTBEAT_ID = MSG_HEARTBEAT
 
 
 class LinkError(FlightSealError):
@@ -63,11 +72,12 @@ class LinkLost(LinkError):
     """The connection to the flight controller closed (cable, reboot)."""
 
 
-MAV_STATE_BOOT = 1
-
 
 @dataclass(frozen=True)
 class LinkConfig:
+    """How to reach the FC, and who the agent is on the link. The one home of the link's defaults:
+    the agent's ``[mavlink]`` section and the CLI options take theirs from these fields."""
+
     url: str
     system_id: int = 1
     component_id: int = 191
@@ -82,7 +92,8 @@ class LinkConfig:
 
 
 def link_config(mavlink: Any, signing_key: bytes | None = None) -> LinkConfig:
-    """A :class:`LinkConfig` from the agent's ``[mavlink]`` config section (agent.config.MavlinkConfig)."""
+    """The daemon's :class:`LinkConfig`, from the agent's ``[mavlink]`` config section
+    (``agent.config.MavlinkConfig``): the one place a config section becomes link settings."""
     return LinkConfig(url=mavlink.url, system_id=mavlink.system_id, component_id=mavlink.component_id,
                       fc_system_id=mavlink.fc_system_id, fc_component_id=mavlink.fc_component_id,
                       heartbeat_timeout=mavlink.heartbeat_timeout_s, signing_key=signing_key)
@@ -247,7 +258,7 @@ class Link:
         itself); reconnecting before that would land on the old boot and be cut. So: ack, wait
         for the close (a serial link never closes: then a fixed pause), reconnect; all bounded.
         """
-        ack = self.command_long(246, [1.0])
+        ack = self.command_long(MAV_CMD_PREFLIGHT_REBOOT_SHUTDOWN, [1.0])
         if ack is None or ack.result != MAV_RESULT_ACCEPTED:
             raise LinkError("the FC refused to reboot" + (f" (MAV_RESULT {ack.result})" if ack else
                                                           " (no answer)") + "; it refuses while armed")
@@ -274,7 +285,7 @@ class Link:
         self.send(self.mav.heartbeat_encode(MAV_TYPE_ONBOARD_CONTROLLER, MAV_AUTOPILOT_INVALID, 0, 0,
                                             MAV_STATE_ACTIVE))
         self.send(self.mav.command_long_encode(self.config.fc_system_id or 0, self.config.fc_component_id or 0,
-                                               512, 0, 0.0, 0, 0, 0, 0, 0, 0))
+                                               MAV_CMD_REQUEST_MESSAGE, 0, 0.0, 0, 0, 0, 0, 0, 0))
 
     def wait_fc_heartbeat(self, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
@@ -454,7 +465,8 @@ class Link:
             return (m.get_srcSystem(), m.get_srcComponent()) == (tsys, tcomp)
 
         for attempt in range(max(1, retries)):
-            self.send(self.mav.command_long_encode(tsys, tcomp, 512, attempt, float(msg_id), 0, 0, 0, 0, 0, 0))
+            self.send(self.mav.command_long_encode(tsys, tcomp, MAV_CMD_REQUEST_MESSAGE, attempt, float(msg_id),
+                                                   0, 0, 0, 0, 0, 0))
             deadline = time.monotonic() + timeout
             while True:
                 remaining = deadline - time.monotonic()
@@ -465,6 +477,6 @@ class Link:
                     break
                 if m.get_type() == type_name:
                     return m
-                if m.command == 512 and m.result != MAV_RESULT_ACCEPTED:
+                if m.command == MAV_CMD_REQUEST_MESSAGE and m.result != MAV_RESULT_ACCEPTED:
                     return None  # refused: asking again will not help
         return None

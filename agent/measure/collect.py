@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from agent.mavlink.ftp import FtpClient, FtpError, FtpLimits
-from agent.mavlink.link import MAV_STATE_BOOT, Link, LinkLost
+from agent.mavlink.ids import MAV_CMD_REQUEST_MESSAGE, MAV_STATE_BOOT
+from agent.mavlink.link import Link, LinkLost
 from agent.measure import companion, components, firmware, params, posture, scripts
 from agent.measure.base import CollectError, Collector, Inventory, MeasureOptions, Pass
 from agent.measure.imagecache import ImageCache
@@ -44,7 +45,7 @@ def wait_booted(link: Link, timeout: float) -> bool:
         if remaining <= 0:
             return False
         # ask for a heartbeat rather than wait up to a second for the next 1 Hz one (SITL answers)
-        link.send(link.mav.command_long_encode(tsys, tcomp, 512, 0, 0.0, 0, 0, 0, 0, 0, 0))
+        link.send(link.mav.command_long_encode(tsys, tcomp, MAV_CMD_REQUEST_MESSAGE, 0, 0.0, 0, 0, 0, 0, 0, 0))
         link.recv(["HEARTBEAT"], min(remaining, 0.25), lambda m: (m.get_srcSystem(), m.get_srcComponent()) == link.fc)
     return True
 

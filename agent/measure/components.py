@@ -25,13 +25,13 @@ import time
 from typing import Any
 
 from agent.mavlink.dronecan_wire import NodeInfo
+from agent.mavlink.ids import MAV_CMD_REQUEST_MESSAGE, MAV_TYPE_GCS, MSG_AUTOPILOT_VERSION
 from agent.mavlink.link import HeardComponent, Link
 from agent.measure import dronecan
 from agent.measure.base import Collector, DroneCanBus, Inventory, MeasureOptions
 from agent.measure.firmware import identity_claims
 from attest.models import ClaimValue, Kind, Measurement, Strength
 
-MAV_TYPE_GCS = 6
 MAX_CAN_BUSES = 2  # CAN_P1, CAN_P2 (HAL_NUM_CAN_IFACES on ArduPilot's boards and SITL)
 DRONECAN_PROTOCOL = 1  # CAN_Dn_PROTOCOL
 RADIO_IDS = (ord("3"), ord("D"))  # SiK radios inject RADIO_STATUS as 51/68
@@ -158,7 +158,8 @@ def _ask_versions(link: Link, parts: list[HeardComponent], opts: MeasureOptions)
     parts there are. The link files each answer under its sender (``HeardComponent.autopilot_version``).
     """
     for p in parts:
-        link.send(link.mav.command_long_encode(p.system, p.component, 512, 0, 148.0, 0, 0, 0, 0, 0, 0))
+        link.send(link.mav.command_long_encode(p.system, p.component, MAV_CMD_REQUEST_MESSAGE, 0,
+                                               float(MSG_AUTOPILOT_VERSION), 0, 0, 0, 0, 0, 0))
     deadline = time.monotonic() + opts.component_reply_timeout
     while any(p.autopilot_version is None for p in parts) and (left := deadline - time.monotonic()) > 0:
         link.recv(None, left)

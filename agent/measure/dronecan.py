@@ -31,10 +31,10 @@ from agent.mavlink.dronecan_wire import (
     decode_node_info,
     get_node_info_request,
 )
+from agent.mavlink.ids import MAV_CMD_CAN_FORWARD, MAV_RESULT_ACCEPTED
 from agent.mavlink.link import Link
 
-CMD_CAN_FORWARD = 32000
-MAV_RESULT_ACCEPTED = 0
+CMD_CAN_FORWARD = MAV_CMD_CAN_FORWARD
 CAN_FILTER_REPLACE = 0
 CAN_FILTER_MAX_IDS = 16
 FORWARD_REFRESH_S = 2.0  # well inside ArduPilot's 5 s forwarding timeout

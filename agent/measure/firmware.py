@@ -28,6 +28,7 @@ from typing import Any
 
 from agent.mavlink.ftp import FtpClient, FtpError, FtpNotFound
 from agent.mavlink.ftpwire import crc32_ardupilot
+from agent.mavlink.ids import MSG_AUTOPILOT_VERSION
 from agent.mavlink.link import Link
 from agent.measure.base import CollectError, Collector, Inventory, MeasureOptions, Pass, sha256_json
 from agent.measure.imagecache import CachedImage, ImageCache
@@ -35,7 +36,6 @@ from attest.models import ClaimValue, Kind, Measurement, Strength
 from hardware.regular import open_regular
 
 FLASH_PATH = "@SYS/flash.bin"
-MSG_AUTOPILOT_VERSION = 148
 IDENTITY = "fc.firmware"
 IMAGE = "fc.firmware-image"
 VERSION_TYPES = {0: "dev", 64: "alpha", 128: "beta", 192: "rc", 255: "official"}

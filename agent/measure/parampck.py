@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from agent.mavlink import ids
 from attest.errors import FlightSealError
 
 MAGIC = 0x671B
@@ -30,7 +31,8 @@ AP_INT8, AP_INT16, AP_INT32, AP_FLOAT = 1, 2, 3, 4
 AP_TYPES: dict[int, tuple[int, str]] = {AP_INT8: (1, "<b"), AP_INT16: (2, "<h"), AP_INT32: (4, "<i"),
                                         AP_FLOAT: (4, "<f")}
 # MAV_PARAM_TYPE used in PARAM_VALUE for the same types
-MAV_TYPE_OF_AP = {AP_INT8: 2, AP_INT16: 4, AP_INT32: 6, AP_FLOAT: 9}
+MAV_TYPE_OF_AP = {AP_INT8: ids.MAV_PARAM_TYPE_INT8, AP_INT16: ids.MAV_PARAM_TYPE_INT16,
+                  AP_INT32: ids.MAV_PARAM_TYPE_INT32, AP_FLOAT: ids.MAV_PARAM_TYPE_REAL32}
 AP_TYPE_OF_MAV = {v: k for k, v in MAV_TYPE_OF_AP.items()}
 
 

@@ -1,0 +1,1 @@
+"""Alembic migrations of the fleet database, run through :mod:`fleet.migrate` (no alembic.ini)."""

@@ -1,0 +1,91 @@
+"""The pages a security officer works in: the fleet overview, one airframe, search, and revocation.
+
+Every page needs a logged-in viewer; revoking needs an operator and the session's CSRF token. The
+pages only read the store's views (:mod:`fleet.store`) and render them; they decide nothing.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from attest.models import Kind
+from fleet.auth import Role
+from fleet.store import State, UnknownDeviceError
+from fleet.web import routes_admin
+from fleet.web.guard import Denied, check_csrf, require, require_async, services
+from fleet.web.routes_admin import form, render
+from fleet.web.routes_api import MAX_DEVICE_ID_CHARS, device_id
+from fleet.web.views import RED_STATES, install_filters
+
+__all__ = ["ROUTES", "install_filters"]
+
+HISTORY_PAGE = 25
+FAILING_LIST_MAX = 200
+MAX_REASON_CHARS = 1000
+
+
+def overview(request: Request) -> Response:
+    who = require(request, Role.VIEWER)
+    store = services(request).store
+    view = store.overview()
+    failing = [d for s in (State.NEVER_PASSED, State.DRIFTED, State.FAILING)
+               for d in store.search(f"state:{s.value}", FAILING_LIST_MAX)] if any(
+        view.counts[s] for s in RED_STATES) else []
+    return render(request, "overview.html", who, view=view, failing=failing[:FAILING_LIST_MAX],
+                  order=[State.PASSING, State.FAILING, State.DRIFTED, State.NEVER_PASSED, State.STALE, State.REVOKED])
+
+
+def device(request: Request) -> Response:
+    who = require(request, Role.VIEWER)
+    ident = device_id(request.path_params["device_id"], "airframe id")
+    store = services(request).store
+    view = store.device(ident)
+    if view is None:
+        raise Denied(404, f"no airframe {ident!r} has attested to this service")
+    before = request.query_params.get("before")
+    if before is not None and (len(before) != 64 or not all(c in "0123456789abcdef" for c in before)):
+        raise Denied(400, "before must be an attestation id (64 lowercase hex digits)")
+    rows = store.history(ident, limit=HISTORY_PAGE + 1, before=before)
+    parts_seen = [m for m in view.measurements if m.kind is Kind.COMPONENT]
+    return render(request, "device.html", who, d=view, history=rows[:HISTORY_PAGE],
+                  next_before=rows[HISTORY_PAGE - 1].id if len(rows) > HISTORY_PAGE else None,
+                  paged=before is not None, parts_seen=parts_seen, notice=request.query_params.get("done"),
+                  can_revoke=who.can(Role.OPERATOR))
+
+
+async def revoke(request: Request) -> Response:
+    who = await require_async(request, Role.OPERATOR)
+    fields = await form(request)
+    check_csrf(who, fields.get("csrf"))
+    ident = device_id(request.path_params["device_id"], "airframe id")
+    reason = fields.get("reason", "").strip()
+    if not reason or len(reason) > MAX_REASON_CHARS or not reason.isprintable():
+        raise Denied(400, f"give a reason for the revocation (1 to {MAX_REASON_CHARS} printable characters)")
+    try:
+        await run_in_threadpool(services(request).store.revoke, ident, actor=who.name, reason=reason)
+    except UnknownDeviceError as exc:
+        raise Denied(404, str(exc)) from None
+    return RedirectResponse(f"/devices/{quote(ident)}?done=revoked", status_code=303)
+
+
+def search(request: Request) -> Response:
+    who = require(request, Role.VIEWER)
+    query = request.query_params.get("q", "").strip()
+    if len(query) > MAX_DEVICE_ID_CHARS:
+        raise Denied(400, f"the search is longer than {MAX_DEVICE_ID_CHARS} characters")
+    found = services(request).store.search(query, 200) if query else []
+    return render(request, "search.html", who, query=query, found=found)
+
+
+ROUTES = [
+    Route("/", overview, methods=["GET"]),
+    Route("/search", search, methods=["GET"]),
+    Route("/devices/{device_id:path}/revoke", revoke, methods=["POST"]),
+    Route("/devices/{device_id:path}", device, methods=["GET"]),
+    *routes_admin.ROUTES,
+]

@@ -1,0 +1,263 @@
+"""The fleet store on SQLite and on a real PostgreSQL: what each kind of attestation does to an
+airframe's state, with real signed attestations verified by the core (nothing mocked)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, text
+
+from attest.errors import ThresholdError
+from fleet.audit import AuditChainError
+from fleet.models import Event, table
+from fleet.store import EnvelopeTooLargeError, FleetStore, State, UnknownDeviceError
+from hardware.software import SoftwareSigner
+from tests.factory import NOW
+from tests.fleet_fixtures import Clock, Fleet, make_store, resign, signed_revocation_bytes, tamper_script
+
+pytest_plugins = ["tests.fleet_fixtures"]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(NOW + timedelta(minutes=1))
+
+
+@pytest.fixture
+def store(db_url: str, fleet: Fleet, clock: Clock) -> Iterator[FleetStore]:
+    s = make_store(db_url, fleet.trust_dir, clock)
+    yield s
+    s.engine.dispose()
+
+
+def events(store: FleetStore, kind: str) -> list[dict[str, object]]:
+    t = table(Event)
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(t.c.payload).where(t.c.kind == kind).order_by(t.c.id)).scalars().all()
+    return [json.loads(r) for r in rows]
+
+
+def codes(reasons: list) -> list[str]:  # type: ignore[type-arg]
+    return [r.code for r in reasons]
+
+
+def test_good_attestation_passes_and_the_airframe_shows_its_state(store: FleetStore, fleet: Fleet) -> None:
+    att = fleet.attestation("drone-001")
+    r = store.ingest(att, source="agent", actor="ci")
+    assert r.passed and not r.reasons and r.device_id == "drone-001" and not r.duplicate and not r.answered_nonce
+    view = store.device("drone-001")
+    assert view is not None and view.state is State.PASSING and view.passed is True
+    assert view.last_success_at == NOW and view.consecutive_failures == 0 and view.manifest_version == 3
+    assert ("gimbal camera", "Acme Optics", "JP") in [(p.name, p.vendor, p.origin) for p in view.parts]
+    assert {m.component for m in view.measurements} >= {"fc.firmware", "fc.script:scripts/flightseal.lua"}
+    assert view.since_last_attestation == timedelta(minutes=1)
+    assert store.raw_envelope(r.attestation_id) == att
+    assert [h.id for h in store.history("drone-001")] == [r.attestation_id]
+    assert store.overview().counts[State.PASSING] == 1
+
+
+def test_same_bytes_twice_is_a_duplicate_and_changes_nothing(store: FleetStore, fleet: Fleet) -> None:
+    att = tamper_script(fleet, "drone-001", NOW)
+    first = store.ingest(att, source="agent", actor="ci")
+    again = store.ingest(att, source="agent", actor="ci")
+    assert again.duplicate and again.attestation_id == first.attestation_id and not again.passed
+    assert codes(again.reasons) == codes(first.reasons)
+    view = store.device("drone-001")
+    assert view is not None and view.consecutive_failures == 1
+    assert len(store.history("drone-001")) == 1 and len(events(store, "failure")) == 1
+
+
+def test_issued_nonce_is_answered_once_and_a_second_use_is_a_replay(store: FleetStore, fleet: Fleet,
+                                                                     clock: Clock) -> None:
+    nonce = store.issue_nonce("drone-001")
+    assert nonce.expires_at == clock.now + timedelta(minutes=10) and len(nonce.value) == 32
+    first = store.ingest(fleet.attestation("drone-001", nonce=nonce.value), source="agent", actor="ci")
+    assert first.passed and first.answered_nonce
+    replay = store.ingest(fleet.attestation("drone-001", nonce=nonce.value, time=NOW + timedelta(seconds=1)),
+                          source="agent", actor="ci")
+    assert not replay.passed and codes(replay.reasons) == ["nonce-replayed"] and not replay.answered_nonce
+    self_nonced = store.ingest(fleet.attestation("drone-001", nonce=b"\x07" * 32, time=NOW + timedelta(seconds=2)),
+                               source="agent", actor="ci")
+    assert self_nonced.passed and not self_nonced.answered_nonce
+
+
+def test_nonce_for_a_device_not_enrolled_is_refused(store: FleetStore) -> None:
+    with pytest.raises(UnknownDeviceError, match="drone-404"):
+        store.issue_nonce("drone-404")
+
+
+def test_bytes_altered_in_transit_fail_and_move_no_airframe(store: FleetStore, fleet: Fleet, clock: Clock) -> None:
+    store.ingest(fleet.attestation("drone-001"), source="agent", actor="ci")
+    doc = json.loads(fleet.attestation("drone-001", time=NOW + timedelta(seconds=5)))
+    payload = base64.b64decode(doc["payload"])
+    i = payload.index(b'"sha256":"') + len(b'"sha256":"')  # one byte of a measured digest
+    payload = payload[:i] + (b"0" if payload[i:i + 1] != b"0" else b"1") + payload[i + 1:]
+    doc["payload"] = base64.b64encode(payload).decode()
+    r = store.ingest(json.dumps(doc).encode(), source="agent", actor="ci")
+    assert not r.passed and codes(r.reasons) == ["envelope-signature"] and r.device_id is None
+    view = store.device("drone-001")
+    assert view is not None and view.state is State.PASSING and view.consecutive_failures == 0
+    assert [e["attestation_id"] for e in events(store, "failure")] == [r.attestation_id]
+
+
+def test_tampered_airframe_turns_drifted_naming_component_old_and_new(store: FleetStore, fleet: Fleet) -> None:
+    good = store.ingest(fleet.attestation("drone-001"), source="agent", actor="ci")
+    bad = store.ingest(tamper_script(fleet, "drone-001", NOW + timedelta(seconds=30)), source="agent", actor="ci")
+    assert good.passed and not bad.passed and "script-mismatch" in codes(bad.reasons)
+    view = store.device("drone-001")
+    assert view is not None and view.state is State.DRIFTED and view.passed is False
+    assert view.consecutive_failures == 1 and view.last_success_at == NOW
+    script = [c for c in view.drift if c.component == "fc.script:scripts/flightseal.lua"]
+    assert len(script) == 1 and script[0].field == "sha256" and script[0].old != script[0].new
+    assert script[0].old is not None and script[0].new is not None
+    assert "script-mismatch" in codes(view.reasons)
+    [drift_event] = events(store, "drift")
+    assert drift_event["device_id"] == "drone-001" and drift_event["changes"][0]["old"] == script[0].old  # type: ignore[index]
+    assert [e["attestation_id"] for e in events(store, "failure")] == [bad.attestation_id]
+
+
+def test_airframe_that_never_passed_is_listed_as_such(store: FleetStore, fleet: Fleet) -> None:
+    store.ingest(tamper_script(fleet, "drone-001", NOW), source="agent", actor="ci")
+    view = store.device("drone-001")
+    assert view is not None and view.state is State.NEVER_PASSED and view.drift == []
+    assert store.overview().counts[State.NEVER_PASSED] == 1
+
+
+def test_evidence_older_than_max_age_fails_as_stale(store: FleetStore, fleet: Fleet, clock: Clock) -> None:
+    clock.advance(timedelta(days=29))  # the manifest (30 days) is still valid; the attestation is not
+    old = store.ingest(fleet.attestation("drone-001", time=NOW - timedelta(days=2)), source="agent", actor="ci")
+    assert not old.passed and codes(old.reasons) == ["attestation-stale"]
+    queued = store.ingest(fleet.attestation("drone-001", time=NOW + timedelta(days=28)), source="agent", actor="ci")
+    assert queued.passed, queued.reasons  # a day old: queued evidence pushed late is fine
+
+
+def test_late_older_attestation_is_history_and_does_not_replace_the_current_verdict(store: FleetStore,
+                                                                                     fleet: Fleet) -> None:
+    newer = store.ingest(fleet.attestation("drone-001", time=NOW), source="agent", actor="ci")
+    older = store.ingest(tamper_script(fleet, "drone-001", NOW - timedelta(hours=3)), source="agent", actor="ci")
+    assert newer.passed and not older.passed
+    view = store.device("drone-001")
+    assert view is not None and view.state is State.PASSING and view.current_attestation_id == newer.attestation_id
+    assert view.last_attempt_at == NOW and view.consecutive_failures == 0
+    assert {h.id for h in store.history("drone-001")} == {newer.attestation_id, older.attestation_id}
+
+
+def test_airframe_not_heard_from_for_stale_after_is_stale_and_notified_once_per_episode(
+        store: FleetStore, fleet: Fleet, clock: Clock) -> None:
+    store.ingest(fleet.attestation("drone-001"), source="agent", actor="ci")
+    clock.advance(timedelta(days=7, minutes=1))
+    overview = store.overview()
+    assert overview.counts[State.STALE] == 1 and [s.device_id for s in overview.stale] == ["drone-001"]
+    assert store.search("state:stale")[0].device_id == "drone-001"
+    assert store.staleness_scan() == 1 and store.staleness_scan() == 0
+    store.ingest(fleet.attestation("drone-001", time=clock.now), source="agent", actor="ci")
+    assert store.staleness_scan() == 0
+    clock.advance(timedelta(days=8))
+    assert store.staleness_scan() == 1 and len(events(store, "stale")) == 2
+
+
+def test_operator_revocation_is_audited_and_later_attestations_fail(store: FleetStore, fleet: Fleet) -> None:
+    store.ingest(fleet.attestation("drone-001"), source="agent", actor="ci")
+    store.revoke("drone-001", actor="alice", reason="lost at sea")
+    r = store.ingest(fleet.attestation("drone-001", time=NOW + timedelta(seconds=1)), source="agent", actor="ci")
+    assert not r.passed and codes(r.reasons) == ["device-revoked"] and "lost at sea" in r.reasons[0].detail
+    view = store.device("drone-001")
+    assert view is not None and view.revoked and view.state is State.REVOKED and view.revoked_by == "alice"
+    assert len(store.history("drone-001")) == 2
+    [entry] = store.audit_log()
+    assert (entry.actor, entry.action, entry.subject, entry.detail["reason"]) == ("alice", "revoke", "drone-001",
+                                                                                   "lost at sea")
+    assert [e["device_id"] for e in events(store, "revocation")] == ["drone-001"]
+    store.verify_audit_chain()
+    with pytest.raises(UnknownDeviceError):
+        store.revoke("drone-typo", actor="alice", reason="x")
+
+
+def test_signed_revocation_needs_the_enrolment_threshold(store: FleetStore, fleet: Fleet) -> None:
+    with pytest.raises(ThresholdError, match="revocation"):
+        store.revoke_signed(signed_revocation_bytes(fleet, "drone-001", "key leaked", signers=1), actor="bob")
+    view = store.device("drone-001")
+    assert view is None or not view.revoked
+    revocation = store.revoke_signed(signed_revocation_bytes(fleet, "drone-001", "key leaked", signers=2),
+                                     actor="bob")
+    assert revocation.device_id == "drone-001"
+    view = store.device("drone-001")
+    assert view is not None and view.revoked and view.revoked_reason == "key leaked"
+    r = store.ingest(fleet.attestation("drone-001"), source="agent", actor="ci")
+    assert codes(r.reasons) == ["device-revoked"]
+    [entry] = store.audit_log()
+    assert entry.detail["by"] == "signed" and len(entry.detail["signers"]) == 2  # type: ignore[arg-type]
+
+
+def test_foreign_airframe_fails_with_the_core_reason_and_its_envelope_is_kept(store: FleetStore,
+                                                                              fleet: Fleet) -> None:
+    att = fleet.attestation("drone-999", key=SoftwareSigner.generate())
+    r = store.ingest(att, source="upload", actor="ci")
+    assert not r.passed and codes(r.reasons) == ["device-unknown"] and r.device_id is None
+    assert store.raw_envelope(r.attestation_id) == att and store.device("drone-999") is None
+    with pytest.raises(EnvelopeTooLargeError):
+        store.ingest(b" " * (store.config.max_envelope_bytes + 1), source="upload", actor="ci")
+
+
+def test_a_different_envelope_of_the_same_statement_answers_no_issued_nonce_twice(store: FleetStore,
+                                                                                    fleet: Fleet) -> None:
+    nonce = store.issue_nonce("drone-001")
+    att = fleet.attestation("drone-001", nonce=nonce.value)
+    assert store.ingest(att, source="agent", actor="ci").answered_nonce
+    again = store.ingest(resign(att, fleet.keys["drone-001"]), source="agent", actor="ci")
+    assert not again.duplicate and codes(again.reasons) == ["nonce-replayed"]
+
+
+def test_search_and_history_paging(store: FleetStore, fleet: Fleet) -> None:
+    fleet.enroll("drone-002")
+    store.trust = type(store.trust)(fleet.trust_dir, 0.0)
+    ids = [store.ingest(fleet.attestation("drone-002", time=NOW + timedelta(seconds=i)), source="agent",
+                        actor="ci").attestation_id for i in range(5)]
+    store.ingest(fleet.attestation("drone-001"), source="agent", actor="ci")
+    assert [d.device_id for d in store.search("drone")] == ["drone-001", "drone-002"]
+    assert [d.device_id for d in store.search("002 state:passing")] == ["drone-002"]
+    assert store.search("state:drifted") == [] and store.search("100%_") == []
+    page1 = store.history("drone-002", limit=3)
+    page2 = store.history("drone-002", limit=3, before=page1[-1].id)
+    assert len(page1) == 3 and len(page2) == 2 and {r.id for r in page1 + page2} == set(ids)
+
+
+def test_the_service_never_writes_to_the_trust_directory(store: FleetStore, fleet: Fleet) -> None:
+    before = sorted(p.name for p in fleet.trust_dir.rglob("*"))
+    store.ingest(fleet.attestation("drone-001"), source="agent", actor="ci")
+    store.revoke("drone-001", actor="alice", reason="test")
+    assert sorted(p.name for p in fleet.trust_dir.rglob("*")) == before
+    assert store.trust.loads == 1  # parsed once, reused
+
+
+def test_audit_trail_refuses_updates_and_names_an_altered_record(store: FleetStore, backend: str) -> None:
+    store.record_action("alice", "user.add", "bob", {"role": "viewer"})
+    store.record_action("alice", "token.create", "ci", {"role": "agent"})
+    store.verify_audit_chain()
+    with pytest.raises(Exception, match="append-only"), store.engine.begin() as conn:
+        conn.execute(text("UPDATE audit_log SET actor = 'mallory' WHERE seq = 1"))
+    with store.engine.begin() as conn:  # someone with the database's owner rights removes the guard
+        conn.execute(text("DROP TRIGGER audit_log_no_update" + (" ON audit_log" if backend == "postgresql" else "")))
+        conn.execute(text("UPDATE audit_log SET actor = 'mallory' WHERE seq = 1"))
+    with pytest.raises(AuditChainError, match="audit record 1 .*altered"):
+        store.verify_audit_chain()
+
+
+def test_every_enrolled_but_unseen_airframe_is_counted(store: FleetStore, fleet: Fleet) -> None:
+    assert store.overview().enrolled_unseen == 1
+    store.ingest(fleet.attestation("drone-001"), source="agent", actor="ci")
+    overview = store.overview()
+    assert overview.enrolled_unseen == 0 and overview.total == 1
+
+
+def test_trust_dir_changes_are_picked_up(store: FleetStore, fleet: Fleet) -> None:
+    store.trust = type(store.trust)(fleet.trust_dir, 0.0)
+    fleet.keys["drone-003"] = SoftwareSigner.generate()  # a key, not yet enrolled
+    assert store.ingest(fleet.attestation("drone-003"), source="agent", actor="ci").device_id is None
+    fleet.enroll("drone-003")
+    r = store.ingest(fleet.attestation("drone-003", time=NOW + timedelta(seconds=1)), source="agent", actor="ci")
+    assert r.passed and r.device_id == "drone-003"
