@@ -24,9 +24,10 @@ from typing import Any, BinaryIO
 
 from attest import jsonio, timeutil
 from attest.errors import FlightSealError, FormatError
+from attest.limits import LIMITS
 
 GENESIS = "0" * 64
-MAX_RECORD_BYTES = 1024 * 1024
+MAX_RECORD_BYTES = LIMITS.max_audit_record_bytes
 
 
 class AuditError(FlightSealError):

@@ -15,8 +15,9 @@ from typing import Any
 
 from agent.mavlink.link import LinkConfig
 from attest.errors import FormatError
+from attest.limits import LIMITS
 
-MAX_CONFIG_BYTES = 64 * 1024
+MAX_CONFIG_BYTES = LIMITS.max_config_bytes
 
 
 @dataclass(frozen=True)

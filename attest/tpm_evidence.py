@@ -36,10 +36,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from attest import jsonio
 from attest.errors import FlightSealError, FormatError
 from attest.keys import PublicKey
+from attest.limits import LIMITS
 
 METHOD = "credential-activation"
-MAX_CHAIN = 5
-MAX_CERT_BYTES = 4096
+MAX_CHAIN = LIMITS.max_ek_chain
+MAX_CERT_BYTES = LIMITS.max_cert_bytes
 MAX_PUBLIC_BYTES = 1024
 _W = "tpm evidence"
 

@@ -25,6 +25,7 @@ from typing import Any
 import serial
 
 from attest.errors import FlightSealError
+from attest.limits import LIMITS
 from attest.models import Kind, Measurement, Strength
 from hardware.firmware_image import FirmwareImage
 
@@ -36,7 +37,7 @@ READ_ONLY = frozenset({GET_SYNC, GET_DEVICE, GET_CRC, GET_SN, GET_CHIP})
 NAMES = {GET_SYNC: "GET_SYNC", GET_DEVICE: "GET_DEVICE", GET_CRC: "GET_CRC", GET_SN: "GET_SN", GET_CHIP: "GET_CHIP"}
 BL_REV_MIN, BL_REV_MAX = 2, 5  # as uploader.py
 SN_BYTES = 12  # STM32 96-bit unique id, read 4 bytes at a time
-MAX_FLASH_BYTES = 64 * 1024 * 1024
+MAX_FLASH_BYTES = LIMITS.max_flash_bytes
 SYNC_ATTEMPTS = 3
 DEFAULT_TIMEOUT = 1.0
 CRC_TIMEOUT = 10.0  # the board CRCs its whole flash before answering

@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attest.errors import FormatError
+from attest.limits import LIMITS
 from hardware.regular import open_regular
 
-MAX_APJ_BYTES = 32 * 1024 * 1024
-MAX_IMAGE_BYTES = 16 * 1024 * 1024
+MAX_APJ_BYTES = LIMITS.max_apj_bytes
+MAX_IMAGE_BYTES = LIMITS.max_firmware_image_bytes
 APJ_MAGIC = "APJFWv1"
 _ERASED_WORD = b"\xff\xff\xff\xff"
 

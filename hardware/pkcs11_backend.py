@@ -40,12 +40,13 @@ from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
 from attest.errors import KeyLoadError
 from attest.keys import KeyKind, PublicKey, raw_to_der
+from attest.limits import LIMITS
 from hardware.regular import open_regular
 
 MODULE_ENV = "FLIGHTSEAL_PKCS11_MODULE"
 PIN_ENV = "FLIGHTSEAL_PKCS11_PIN"
 P256_OID = "1.2.840.10045.3.1.7"
-MAX_PIN_BYTES = 256
+MAX_PIN_BYTES = LIMITS.max_pin_bytes
 _TOKEN_ATTRS = ("token", "serial", "manufacturer", "model")
 _PATH_ATTRS = frozenset({*_TOKEN_ATTRS, "object", "id", "type"})
 _QUERY_ATTRS = frozenset({"module-path", "pin-source"})

@@ -51,6 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from attest.limits import LIMITS
+
 os.environ.setdefault("TSS2_LOG", "all+NONE")  # the TSS logs to stderr; our errors say it in one line
 
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -88,7 +90,7 @@ PERSISTENT_FIRST, PERSISTENT_LAST = 0x81000000, 0x81FFFFFF
 AGENT_PCR = quotes.AGENT_PCR
 DEFAULT_PCRS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
 AUTH_BYTES = 32
-MAX_AUTH_FILE_BYTES = 256
+MAX_AUTH_FILE_BYTES = LIMITS.max_auth_file_bytes
 MAX_DIGEST_BUFFER = 1024  # smallest TPM2B_MAX_BUFFER a PC Client TPM accepts
 QUOTE_ATTEMPTS = 3
 OWNER_AUTH_ENV = "FLIGHTSEAL_TPM_OWNER_AUTH"

@@ -42,6 +42,7 @@ from tpm2_pytss.utils import NVReadEK, create_ek_template
 
 from attest import jsonio
 from attest.errors import FormatError
+from attest.limits import LIMITS
 from attest.tpm_evidence import load_ek_certificate
 from hardware.tpm import EK_HANDLES, ENDORSEMENT_AUTH_ENV, TpmError, TpmUri, _load_ak, _what, connect, persistent_at
 
@@ -49,7 +50,7 @@ EK_TYPES = ("EK-RSA2048", "EK-ECC256", "EK-HIGH-ECC384")  # TCG EK profile templ
 IDENTITY_TYPE = "flightseal/tpm-identity"
 CHALLENGE_TYPE = "flightseal/tpm-challenge"
 ANSWER_TYPE = "flightseal/tpm-answer"
-MAX_FILE_BYTES = 16 * 1024
+MAX_FILE_BYTES = LIMITS.max_tpm_identity_file_bytes
 
 
 def digest(doc: Any) -> str:

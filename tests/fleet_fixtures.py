@@ -7,6 +7,8 @@
   a trust directory written the way operators lay it out, and real signed attestations.
 - Run as a module, it is the ingest worker the process tests start and kill
   (``python -m tests.fleet_fixtures ingest ...``).
+
+PYTEST_DONT_REWRITE: the test modules import the builders before pytest loads this as a plugin.
 """
 
 from __future__ import annotations

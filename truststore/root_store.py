@@ -31,7 +31,7 @@ from hardware.files import read_bounded, write_atomic
 from truststore.manifest_state import ManifestState, check_root
 
 TRUSTED_COPY = "root-trusted.json"
-MAX_CHAIN = 1024  # root versions crossed in one update; more means a bogus version, not a rotation
+MAX_CHAIN = LIMITS.max_root_rotations
 
 
 def _root_version(data: bytes, what: str) -> int:

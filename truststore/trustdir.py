@@ -35,9 +35,9 @@ from hardware.files import read_bounded, read_state_json, write_atomic
 from truststore.manifest_state import ManifestState
 from truststore.root_store import RootStore
 
-MAX_DEVICES = 4096
-MAX_TPM_CA_FILES = 256
-MAX_TPM_CA_BYTES = 256 * 1024
+MAX_DEVICES = LIMITS.max_devices
+MAX_TPM_CA_FILES = LIMITS.max_tpm_ca_files
+MAX_TPM_CA_BYTES = LIMITS.max_tpm_ca_bytes
 
 
 @dataclass

@@ -22,15 +22,16 @@ import click
 from cryptography import x509
 
 from attest import jsonio, timeutil
+from attest.limits import LIMITS
 from attest.tpm_evidence import load_cas
 from hardware.files import read_bounded, write_atomic
 
 if TYPE_CHECKING:
     from hardware.tpm_credential import Proven
 
-MAX_FILE_BYTES = 16 * 1024  # identity, challenge, answer: each well under 8 KiB
-MAX_CA_FILES = 256
-MAX_CA_BYTES = 256 * 1024
+MAX_FILE_BYTES = LIMITS.max_tpm_identity_file_bytes
+MAX_CA_FILES = LIMITS.max_tpm_ca_files
+MAX_CA_BYTES = LIMITS.max_tpm_ca_bytes
 
 ek_ca_option = click.option(
     "--ek-ca", "ek_cas", multiple=True, type=click.Path(path_type=Path),

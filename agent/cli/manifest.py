@@ -40,7 +40,7 @@ from hardware.files import read_bounded, write_atomic
 if TYPE_CHECKING:
     from attest.baseline import PartInfo
 
-MAX_IMAGE_BYTES = 64 * 1024 * 1024
+MAX_IMAGE_BYTES = LIMITS.max_manifest_image_bytes
 
 
 def read_manifest(path: Path) -> tuple[dsse.Envelope, Manifest]:

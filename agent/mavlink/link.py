@@ -46,11 +46,12 @@ from agent.mavlink.ids import (
     MSG_HEARTBEAT,
 )
 from attest.errors import FlightSealError
+from attest.limits import LIMITS
 
 os.environ.setdefault("MAVLINK20", "1")
 
-MAX_COMPONENTS = 256
-MAX_TYPES_PER_COMPONENT = 64
+MAX_COMPONENTS = LIMITS.max_components
+MAX_TYPES_PER_COMPONENT = LIMITS.max_types_per_component
 _NON_VEHICLE_TYPES = {MAV_TYPE_GCS, MAV_TYPE_ONBOARD_CONTROLLER, MAV_TYPE_GIMBAL, MAV_TYPE_ADSB, MAV_TYPE_CAMERA}
 
 

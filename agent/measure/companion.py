@@ -16,12 +16,13 @@ from pathlib import Path
 
 from agent import __version__
 from agent.measure.base import CollectError, Collector, MeasureOptions, Pass
+from attest.limits import LIMITS
 from attest.models import ClaimValue, Kind, Measurement, Strength
 from hardware.regular import open_regular
 
 PACKAGES = ("agent", "attest", "hardware")
-MAX_FILES = 4096
-MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_FILES = LIMITS.max_companion_files
+MAX_FILE_BYTES = LIMITS.max_companion_file_bytes
 OS_RELEASE = Path("/etc/os-release")
 
 

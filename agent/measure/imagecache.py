@@ -13,10 +13,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from attest.errors import FormatError
+from attest.limits import LIMITS
 from hardware.files import read_state_json, write_atomic
 
-MAX_CACHE_BYTES = 64 * 1024
-MAX_ENTRIES = 64
+MAX_CACHE_BYTES = LIMITS.max_image_cache_bytes
+MAX_ENTRIES = LIMITS.max_image_cache_entries
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 

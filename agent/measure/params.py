@@ -33,7 +33,7 @@ from attest.models import ClaimValue, Kind, Measurement, Strength
 COMPONENT = "fc.params"
 PCK_PATH = "@PARAM/param.pck"
 NOTIFICATION_INDEX = 0xFFFF
-MAX_PARAMS = 8192
+MAX_PARAMS = LIMITS.max_params
 
 
 def as_float32(value: float) -> float:
