@@ -74,6 +74,8 @@ def with_boot_log(quoter: Quoter | None, path: Path | None) -> Quoter | None:
 
 @dataclass(frozen=True)
 class Sealed:
+    """A signed attestation, with the predicate it carries and the manifest it was appraised against."""
+
     envelope: dsse.Envelope
     predicate: evidence.Predicate
     verified: VerifiedManifest | None

@@ -116,6 +116,12 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class AuditLog:
+    """The agent's append-only, hash-chained audit log (one JSON record a line).
+
+    Raises (from ``append``):
+        AuditError: the record cannot be written whole (disk full, I/O error); the partial
+            write is cut off so the chain stays intact, and the caller fails the pass."""
+
     def __init__(self, path: Path) -> None:
         """Check the chain (AuditError if it was edited) and set a torn tail aside; if that cannot be
         written now (a full disk), the first append tries again, so the agent still starts."""

@@ -121,6 +121,7 @@ def _section(cls: type[Any], data: Any, name: str, where: str) -> Any:
 
 
 def parse(text: str, where: str = "config") -> AgentConfig:
+    """Parse ``agent.toml`` text (``where`` names it in errors). Raises FormatError."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -147,6 +148,11 @@ def parse(text: str, where: str = "config") -> AgentConfig:
 
 
 def load(path: Path) -> AgentConfig:
+    """The agent's configuration from ``agent.toml``.
+
+    Raises:
+        FormatError: unreadable, not UTF-8, not TOML, an unknown key, or a value out of range
+            (the message names the key and the allowed range)."""
     from hardware.files import read_bounded
 
     raw = read_bounded(path, "config", MAX_CONFIG_BYTES)

@@ -111,6 +111,13 @@ class Status:
 
 
 class Daemon:
+    """The onboard agent: connect → measure → appraise → seal → deliver → watch, and again on any
+    change (a parameter, a script, a part, the manifest). One state, one call (``_attest_pass``).
+
+    It never stops on an error: a lost link reconnects, a key or audit failure makes the pass
+    fail closed (the gate gets a fail verdict naming it), and nothing is sent to a vehicle that
+    is armed. ``run`` returns only when ``stop`` is set."""
+
     def __init__(self, cfg: AgentConfig, signer: Signer, *, signing_key: bytes | None = None,
                  measure_options: MeasureOptions | None = None, config_path: Path | None = None) -> None:
         self.cfg = cfg

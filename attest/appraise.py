@@ -41,6 +41,11 @@ def manifest_failure(exc: FlightSealError) -> Reason:
 
 
 def appraise(measurements: Sequence[Measurement], manifest: Manifest) -> Verdict:
+    """Appraise measurements against a verified manifest: one rule per kind (firmware,
+    scripts, parameters, components, companion, posture), every mismatch a reason.
+
+    Never raises for a mismatch: a failing verdict lists every reason at once (the
+    "collect reasons" half of ``attest/errors.py``'s convention)."""
     reasons: list[Reason] = []
     by_kind: dict[Kind, list[Measurement]] = {k: [] for k in Kind}
     for m in measurements:

@@ -89,6 +89,7 @@ def _b64(text: str, what: str, field: str) -> bytes:
 
 
 def sign(payload_type: str, payload: bytes, signers: Iterable[Signer]) -> Envelope:
+    """Sign a payload as a DSSE envelope (pre-authentication encoding, one signature per signer)."""
     message = pae(payload_type, payload)
     sigs = tuple(EnvelopeSignature(s.public_key.keyid, s.sign(message)) for s in signers)
     return Envelope(payload_type, payload, sigs)

@@ -22,6 +22,8 @@ _W = "device enrollment"
 
 @dataclass(frozen=True)
 class DeviceRecord:
+    """An enrolled device: its id, airframe, key kind and public key, signed by the enrolment role."""
+
     device_id: str
     airframe: str
     key: PublicKey

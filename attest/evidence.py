@@ -35,6 +35,9 @@ class ManifestRef:
 
 @dataclass(frozen=True)
 class Predicate:
+    """What an attestation says: who (device, airframe, key kind), when (time, nonce), against
+    which manifest, the measurements, the agent's verdict, and the TPM quote if any."""
+
     device_id: str
     airframe: str
     key_kind: KeyKind
@@ -123,6 +126,10 @@ def statement_digest(predicate: Predicate) -> bytes:
 
 
 def seal(predicate: Predicate, signer: Signer) -> dsse.Envelope:
+    """Sign a predicate into a DSSE envelope (an in-toto statement) with the device key.
+
+    Raises:
+        KeyLoadError: the signer cannot sign (a TPM or token gone, a wrong key)."""
     if signer.kind != predicate.key_kind:
         raise ValueError(f"predicate says key kind {predicate.key_kind}, signer is {signer.kind}")
     return dsse.sign(dsse.INTOTO_PAYLOAD_TYPE, jsonio.dumps(statement(predicate)), [signer])

@@ -309,6 +309,9 @@ class BootPolicy:
 
 @dataclass(frozen=True)
 class Manifest:
+    """The signed supply-chain manifest: what an airframe may run (firmware, scripts, parameters,
+    components with their origins, the companion) and until when."""
+
     version: int
     expires: datetime
     airframe: Airframe

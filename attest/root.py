@@ -24,12 +24,17 @@ ROLES = ("root", "manifest", "enrollment")
 
 @dataclass(frozen=True)
 class Role:
+    """A role's authorised key ids and the threshold of distinct keys that must sign."""
+
     keyids: tuple[str, ...]
     threshold: int
 
 
 @dataclass(frozen=True)
 class Root:
+    """The manufacturer's root of trust: its roles (root, manifest, enrolment) with their keys and
+    thresholds, a version and an expiry. Verified only through :class:`attest.trust.TrustedState`."""
+
     version: int
     expires: datetime
     keys: dict[str, PublicKey]

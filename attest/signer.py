@@ -13,6 +13,9 @@ from attest.keys import KeyKind, PublicKey
 
 @runtime_checkable
 class Signer(Protocol):
+    """What every key backend implements (securesystemslib's shape): a key kind, the public key,
+    and ``sign(payload) -> bytes``. Backends are chosen by URI (:func:`hardware.uri.load_signer`)."""
+
     @property
     def public_key(self) -> PublicKey:
         """The key that verifies this signer's signatures."""

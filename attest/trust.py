@@ -37,6 +37,15 @@ class VerifiedManifest:
 
 
 class TrustedState:
+    """The trust state machine (python-tuf's ``TrustedMetadataSet``): the pinned root, rotated
+    only through roots the one in force signs, and manifests verified against it.
+
+    Raises (from the constructor and ``update_root``/``verify_manifest``):
+        FormatError: the bytes are not a signed root or manifest.
+        SignatureError, ThresholdError: too few of the role's keys signed.
+        ExpiredMetadataError: the root or manifest is past its expiry.
+        RollbackError: a lower version than one already trusted."""
+
     def __init__(self, pinned_root: bytes) -> None:
         env = dsse.Envelope.from_bytes(pinned_root, "root", LIMITS.max_root_bytes)
         root = Root.from_json(env.payload_json("root", LIMITS.max_root_bytes))

@@ -64,6 +64,12 @@ def verify_attestation(
     highest_manifest_digest: str | None = None,
     tpm_vendor_cas: Sequence[x509.Certificate] = (),
 ) -> VerificationResult:
+    """Verify one attestation offline, never trusting the device's own verdict: the
+    signature and enrolment, the identity, freshness (nonce and age), the manifest (root in
+    force, expiry, rollback), a re-appraisal of the measurements, and the TPM quote.
+
+    Returns a :class:`VerificationResult`; ``passed`` only when no reason was found. Never
+    raises for bad evidence: a malformed envelope is ``envelope-invalid``, not an exception."""
     try:
         envelope = dsse.Envelope.from_bytes(envelope_bytes, "attestation", LIMITS.max_envelope_bytes)
     except FlightSealError as exc:

@@ -68,6 +68,10 @@ class Bootloader:
 
     @classmethod
     def open(cls, device: str, baud: int = 115200, timeout: float = DEFAULT_TIMEOUT) -> Bootloader:
+        """Open the serial port of an FC held in its bootloader.
+
+        Raises:
+            BootloaderError: the port cannot be opened (the message says what to check)."""
         try:
             port = serial.Serial(device, baud, timeout=timeout, write_timeout=timeout, exclusive=True)
         except (serial.SerialException, OSError) as exc:

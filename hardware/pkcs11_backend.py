@@ -223,6 +223,11 @@ class Pkcs11Signer:
 
     @classmethod
     def open(cls, uri: Pkcs11Uri | str) -> Pkcs11Signer:
+        """Open the token and key an RFC 7512 URI names, logging in with its PIN.
+
+        Raises:
+            KeyLoadError: the module, token or key is missing, the PIN is wrong, or the key is
+                not an EC P-256 key."""
         uri = uri if isinstance(uri, Pkcs11Uri) else Pkcs11Uri.parse(uri)
         token = _token(_library(uri), uri)
         session = _login(token, uri)

@@ -266,6 +266,11 @@ class TpmSigner:
 
     @classmethod
     def open(cls, uri: TpmUri | str) -> TpmSigner:
+        """Open the TPM attestation key the URI names (its auth value read from the auth file).
+
+        Raises:
+            KeyLoadError: no TPM at the URI's TCTI, no key at the handle, the wrong key type,
+                or an auth value the TPM refuses."""
         uri = uri if isinstance(uri, TpmUri) else TpmUri.parse(uri)
         esapi = connect(uri)
         try:

@@ -31,6 +31,11 @@ class QuotingSigner(Protocol):
 
 
 def load_signer(uri: str) -> Signer:
+    """The signer a key URI names: ``file:PATH`` (development), ``tpm:…`` or ``pkcs11:…`` (RFC 7512).
+
+    Raises:
+        KeyLoadError: not a key URI, the backend's library is missing, or the key cannot be
+            opened (wrong PIN, no such handle, wrong key type)."""
     scheme, sep, rest = uri.partition(":")
     if not sep:
         raise KeyLoadError(f"key {uri!r} is not a key URI; use file:PATH, tpm:… or pkcs11:…")

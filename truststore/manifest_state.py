@@ -17,6 +17,10 @@ MAX_VERSION = 2**53  # a manifest version (attest.manifest bounds them the same 
 
 @dataclass
 class ManifestState:
+    """The highest version (and its digest) trusted so far, kept across restarts: what makes an
+    older manifest or root a rollback. Written atomically; a torn or hostile file is refused
+    (``FormatError``), never read as version 0."""
+
     path: Path
     kind: str = "manifest"  # or "root": the same record for the trust root (RootState)
 

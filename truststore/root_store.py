@@ -48,6 +48,13 @@ def _pinned(data: bytes, what: str) -> TrustedState:
 
 @dataclass
 class RootStore:
+    """The root in force on this machine, and its rotation through the roots in between (ADR 0017).
+
+    Raises:
+        FormatError: a root file is missing or malformed.
+        SignatureError, RollbackError, ExpiredMetadataError: a newer root does not follow from
+            the one in force."""
+
     installed: Path  # the root file offered (trust.root, trust/root.json)
     state_dir: Path  # where the copy in force and root-state.json live
     _raw: bytes | None = field(default=None, init=False, repr=False)

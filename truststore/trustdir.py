@@ -42,6 +42,12 @@ MAX_TPM_CA_BYTES = LIMITS.max_tpm_ca_bytes
 
 @dataclass
 class TrustDir:
+    """The verifier's trust directory (see the module docstring for its layout).
+
+    Raises (from its readers):
+        FormatError: a file is missing, too large, not a regular file, or malformed.
+        FlightSealError: the root or an enrolment does not verify against the root in force."""
+
     path: Path
     _root_store: RootStore | None = field(default=None, init=False, repr=False)
 

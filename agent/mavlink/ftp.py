@@ -72,6 +72,14 @@ def _entries(body: bytes) -> list[str]:
 
 
 class FtpClient:
+    """MAVLink FTP (ArduPilot's server) over a :class:`~agent.mavlink.link.Link`: list, read with
+    bursts, CRC32, within :class:`FtpLimits`.
+
+    Raises (from every operation):
+        FtpNotFound: the path does not exist on the FC.
+        FtpError: the FC answered with an error, or did not answer in time.
+        LinkLost: the link dropped mid-transfer."""
+
     def __init__(self, link: Link, limits: FtpLimits | None = None, target: tuple[int, int] | None = None) -> None:
         self.link = link
         self.limits = limits or FtpLimits()

@@ -177,6 +177,11 @@ class Link:
     # ---- opening and closing
     @classmethod
     def open(cls, config: LinkConfig) -> Link:
+        """Connect to the FC and wait (bounded) for its first heartbeat.
+
+        Raises:
+            LinkError: the connection string is malformed or the port cannot be opened.
+            FcSilent: no autopilot heartbeat within ``config.heartbeat_timeout``."""
         link = cls(config, parse_url(config.url))
         link._connect(time.monotonic() + config.connect_timeout)
         try:

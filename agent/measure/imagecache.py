@@ -30,6 +30,10 @@ class CachedImage:
 
 
 class ImageCache:
+    """The last full read of the FC's flash per firmware identity, so a warm pass can trust a
+    matching CRC32 for at most ``full_read_interval`` (a file the agent owns; a hostile one is
+    ignored, never trusted)."""
+
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self.entries: dict[str, CachedImage] = {}
