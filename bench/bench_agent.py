@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hardware.software import SoftwareSigner, write_private_key
-from sim.rig import GATE_KEY, Rig, gate_scripts
+from sim.scenarios.rig import GATE_KEY, Rig, gate_scripts
 
 BASELINE = """
 import os, sys, time
@@ -80,12 +80,12 @@ class AgentProcess:
 @contextlib.contextmanager
 def fc(sitl: bool) -> Iterator[tuple[str, str, object]]:
     if sitl:
-        from sim.sitl import Sitl, SitlConfig, free_instance
+        from sim.launchers.sitl import Sitl, SitlConfig, free_instance
 
         with Sitl(SitlConfig(instance=free_instance(), scripting=True, scripts=gate_scripts(), gate_key=GATE_KEY)) as s:
             yield "SITL", s.url, s
     else:
-        from sim.lua_host import LuaScriptingAuthority
+        from sim.vfc.lua_host import LuaScriptingAuthority
         from sim.vfc.config import VfcConfig
         from sim.vfc.server import VirtualFC
 
@@ -100,7 +100,7 @@ def set_param(target: object, url: str, name: str, value: float) -> None:
     if hasattr(target, "set_param"):
         target.set_param(name, value)
         return
-    from sim.rig import Gcs
+    from sim.scenarios.rig import Gcs
 
     port = target.port(0)
     gcs = Gcs(f"tcp:127.0.0.1:{port}")

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from attest.signer import Signer
 from hardware import pkcs11_backend, tpm
 from hardware.software import SoftwareSigner
-from sim.softhsm import SoftHsm
-from sim.swtpm import Swtpm
+from sim.launchers.softhsm import SoftHsm
+from sim.launchers.swtpm import Swtpm
 
 
 def timings(fn: Callable[[], object], runs: int) -> list[float]:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.softhsm import SoftHsm
-from sim.swtpm import Swtpm
+from sim.launchers.softhsm import SoftHsm
+from sim.launchers.swtpm import Swtpm
 
 _handles = itertools.count(0x81010100)
 _tokens = itertools.count(1)

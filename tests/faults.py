@@ -21,7 +21,7 @@ from typing import Any
 
 from agent.audit import AuditReport, scan
 from agent.gate.key import load_gate_key
-from sim.rig import ArmResult, Gcs
+from sim.scenarios.rig import ArmResult, Gcs
 from sim.vfc.server import VirtualFC
 from truststore.manifest_state import ManifestState
 

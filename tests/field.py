@@ -1,7 +1,7 @@
 """Field scenarios shared by the virtual FC (CI) and SITL (``sitl``) tests: real MAVProxy on the links.
 
 A ground station is on the FC's GCS port through a whole operator session, or a router owns the
-companion port and shares it with the agent. Each scenario takes a prepared :class:`~sim.rig.Rig`
+companion port and shares it with the agent. Each scenario takes a prepared :class:`~sim.scenarios.rig.Rig`
 whose FC is running, and asserts what a pilot sees.
 """
 
@@ -11,8 +11,8 @@ import socket
 import time
 from pathlib import Path
 
-from sim.mavproxy import MavProxy
-from sim.rig import Gcs, Rig, gcs
+from sim.launchers.mavproxy import MavProxy
+from sim.scenarios.rig import Gcs, Rig, gcs
 
 GUIDED = 4
 STABILIZE = 0

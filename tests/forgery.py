@@ -1,6 +1,6 @@
 """Attacks on the gate's verdicts, shared by the virtual FC (CI) and SITL (``sitl``) tests (ADR 0015).
 
-Each scenario takes a prepared :class:`~sim.rig.Rig` whose FC runs the gate with the rig's gate
+Each scenario takes a prepared :class:`~sim.scenarios.rig.Rig` whose FC runs the gate with the rig's gate
 key, and asserts what the pilot and the agent see:
 - a forger among the clients of the companion's router (MAVProxy), without the key;
 - a pass the gate took, replayed after the FC rebooted;
@@ -18,8 +18,8 @@ from typing import Any
 
 from agent.gate.client import INT32_MAX, STALE, Sequence, decode_ack, encode_verdict
 from attest.models import Verdict
-from sim.mavproxy import MavProxy
-from sim.rig import Gcs, Rig, gcs
+from sim.launchers.mavproxy import MavProxy
+from sim.scenarios.rig import Gcs, Rig, gcs
 from tests.field import _via, arm_until, free_udp_port, wait_until
 
 PASS = Verdict(True)

@@ -1218,9 +1218,9 @@ def run_frame_campaign(workdir: Path, frames: int, *, rate: float = 450.0, seed:
                        progress: Callable[[str], None] | None = None) -> FrameReport:
     """``frames`` hostile frames at a running agent, then the checks of issue 11 (see module docstring)."""
     from hardware.software import SoftwareSigner, write_private_key
-    from sim.lua_host import LuaScriptingAuthority
-    from sim.rig import GATE_KEY, Gcs, Rig, gate_scripts
+    from sim.scenarios.rig import GATE_KEY, Gcs, Rig, gate_scripts
     from sim.vfc.config import VfcConfig
+    from sim.vfc.lua_host import LuaScriptingAuthority
 
     say = progress or (lambda _s: None)
     mix = mix or Mix()

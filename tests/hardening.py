@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from agent.cli.main import main
 from agent.signing import KEY_FILE
 from hardware.software import SoftwareSigner
-from sim.rig import Gcs, Rig
+from sim.scenarios.rig import Gcs, Rig
 
 
 def hardened_airframe(companion: str, radio: str, usb: str, scripts_dir: Path, tmp_path: Path, *,

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import pytest
 
 from hardware.software import SoftwareSigner
-from sim.lua_host import LuaScriptingAuthority
-from sim.rig import GATE_KEY, Gcs, Rig, gate_scripts
+from sim.scenarios.rig import GATE_KEY, Gcs, Rig, gate_scripts
 from sim.vfc.config import BusComponent, DroneCanNode, FirmwareInfo, VfcConfig
+from sim.vfc.lua_host import LuaScriptingAuthority
 from sim.vfc.server import VirtualFC
 
 IMAGE = b"\x00\x10\x00\x20 virtual FC firmware image " * 2048
@@ -330,7 +330,7 @@ def test_tpm_lost_mid_flight_blocks_the_next_arming_instead_of_keeping_an_old_pa
     if shutil.which("swtpm") is None:
         pytest.skip("swtpm is not installed (scripts/install.sh installs it)")
     from hardware.tpm import create_key
-    from sim.swtpm import Swtpm
+    from sim.launchers.swtpm import Swtpm
 
     with Swtpm() as tpm:
         signer = create_key(tpm.key_uri(0x81010100))

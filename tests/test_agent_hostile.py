@@ -43,9 +43,9 @@ def test_a_pass_longer_than_the_gates_lapse_never_lets_the_verdict_lapse(tmp_pat
     import dataclasses
 
     from hardware.software import SoftwareSigner
-    from sim.lua_host import LuaScriptingAuthority
-    from sim.rig import GATE_KEY, Gcs, Rig, gate_scripts
+    from sim.scenarios.rig import GATE_KEY, Gcs, Rig, gate_scripts
     from sim.vfc.config import VfcConfig
+    from sim.vfc.lua_host import LuaScriptingAuthority
     from sim.vfc.server import VirtualFC
     image = b"\x00\x10\x00\x20 small image " * 128
     with VirtualFC(VfcConfig(scripts=gate_scripts(), gate_key=GATE_KEY, flash_image=image, prearm_period=1.0,
@@ -88,7 +88,7 @@ def test_the_agent_refuses_a_root_older_than_one_it_trusted(tmp_path: Path) -> N
     from agent.daemon import Daemon
     from attest.errors import RollbackError
     from hardware.software import SoftwareSigner
-    from sim.rig import Rig
+    from sim.scenarios.rig import Rig
 
     rig = Rig(tmp_path, "tcp:127.0.0.1:9", "tcp:127.0.0.1:9", SoftwareSigner.generate())
     Daemon(rig.config(), rig.device)  # records root version 1

@@ -21,7 +21,7 @@ def test_each_agent_start_is_in_the_agent_pcr_and_another_build_since_boot_is_na
         pytest.skip("swtpm is not installed (scripts/install.sh installs it)")
     from agent.pcr_log import record_start
     from hardware.tpm import TpmSigner, create_key
-    from sim.swtpm import Swtpm
+    from sim.launchers.swtpm import Swtpm
 
     with Swtpm() as tpm:
         signer = create_key(tpm.key_uri(0x81010100))

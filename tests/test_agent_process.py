@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from hardware.software import SoftwareSigner, write_private_key
-from sim.lua_host import LuaScriptingAuthority
-from sim.rig import GATE_KEY, Gcs, Rig, gate_scripts
+from sim.scenarios.rig import GATE_KEY, Gcs, Rig, gate_scripts
 from sim.vfc.config import VfcConfig
+from sim.vfc.lua_host import LuaScriptingAuthority
 from sim.vfc.server import VirtualFC
 
 IMAGE = b"process test image " * 1000

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hardware.software import SoftwareSigner
-from sim.rig import GATE_KEY, Gcs, Rig, gate_scripts
+from sim.scenarios.rig import GATE_KEY, Gcs, Rig, gate_scripts
 from tests.sitl_marks import SITL
 
 pytestmark = SITL
@@ -17,14 +17,14 @@ pytestmark = SITL
 
 def test_demo_runs_green_on_sitl(tmp_path: Path) -> None:
     """Accepted; tampered script, pinned parameter and manifest refused; challenge verified offline."""
-    from sim.demo import run_demo
+    from sim.scenarios.demo import run_demo
 
     run_demo(tmp_path / "demo", use_sitl=True)
 
 
 @pytest.fixture
 def sitl_world(tmp_path: Path) -> Iterator[tuple[Rig, Gcs]]:
-    from sim.sitl import Sitl, SitlConfig, free_instance
+    from sim.launchers.sitl import Sitl, SitlConfig, free_instance
 
     with Sitl(SitlConfig(instance=free_instance(), scripting=True, scripts=gate_scripts(), gate_key=GATE_KEY)) as sitl:
         rig = Rig(tmp_path, sitl.url, f"tcp:127.0.0.1:{sitl.port(0)}", SoftwareSigner.generate(), gate_key=GATE_KEY)

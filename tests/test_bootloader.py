@@ -18,7 +18,7 @@ from attest.errors import FormatError
 from attest.models import Code, Kind, Strength
 from hardware.bootloader import READ_ONLY, Bootloader, BootloaderError, measure_flash
 from hardware.firmware_image import FirmwareImage, ap_crc32, load_apj, load_image
-from sim.bootloader_emu import BootloaderEmulator, bl_crc32
+from sim.vfc.bootloader import BootloaderEmulator, bl_crc32
 from tests.factory import FW_IMAGE, World, measurements
 
 FLASH = 64 * 1024

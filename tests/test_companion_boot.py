@@ -1,6 +1,6 @@
 """Golden values for the companion's boot, end to end on a real swtpm (ADR 0019).
 
-A simulated UEFI + GRUB boot (sim/boot.py) is measured into the TPM's PCRs 0-9 with its event
+A simulated UEFI + GRUB boot (sim/scenarios/boot.py) is measured into the TPM's PCRs 0-9 with its event
 log; the agent's sealing path quotes with the TPM key and carries the log; the offline verifier
 replays the log against the quoted PCRs and judges each stage against the signed manifest.
 """
@@ -32,8 +32,8 @@ from hardware.quote_check import default_quote_checker
 from hardware.tpm import TpmSigner, create_key
 from hardware.tpm_credential import prove_bench
 from hardware.uri import quoter_for
-from sim.boot import BootChain, SimEvent, boot, extend_pcrs, power_cycle
-from sim.swtpm import Swtpm
+from sim.launchers.swtpm import Swtpm
+from sim.scenarios.boot import BootChain, SimEvent, boot, extend_pcrs, power_cycle
 from tests.factory import World, measurements
 
 NONCE = bytes.fromhex("c3" * 32)
@@ -238,7 +238,7 @@ def test_flightseal_attest_and_verify_name_an_unknown_kernel(companion: Companio
 # The policy alone, without a TPM: classification and judging rules of attest/boot.py.
 
 def _log(*events: SimEvent) -> eventlog.EventLog:
-    from sim.boot import log_of
+    from sim.scenarios.boot import log_of
 
     return eventlog.parse(log_of(events))
 

@@ -2,7 +2,7 @@
 agent through ArduPilot's MAVLink CAN forwarding, then appraised.
 
 SITL's CAN bus is multicast UDP, so everything runs in a loopback-only network namespace
-(sim/netns.py): nothing leaves the machine. The vFC's CAN forwarding (tests/test_vfc.py) copies
+(sim/launchers/netns.py): nothing leaves the machine. The vFC's CAN forwarding (tests/test_vfc.py) copies
 what was recorded here.
 """
 
@@ -21,7 +21,7 @@ import pytest
 from attest.appraise import appraise
 from attest.manifest import ApprovedComponent
 from attest.models import Code, Measurement
-from sim.netns import LoopbackNamespace, unavailable_reason
+from sim.launchers.netns import LoopbackNamespace, unavailable_reason
 from tests.factory import World
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ GPS_CRC = "1122334455667788"
 @pytest.fixture(scope="module")
 def run() -> dict[str, Any]:
     with LoopbackNamespace() as ns:
-        r = subprocess.run([*ns.prefix(), sys.executable, "-m", "sim.dronecan_sitl",
+        r = subprocess.run([*ns.prefix(), sys.executable, "-m", "sim.scenarios.dronecan_sitl",
                             "--node", f"42:com.acme.gps:{GPS_CRC}", "--node", "55:org.evil.tracker:00000000deadbeef",
                             "--node", "56:com.acme.fdnode:00000000cafef00d:fd"],
                            cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from attest import eventlog as ev
 from attest.errors import FormatError
 from attest.limits import LIMITS
-from sim.boot import BootChain, SimEvent, log_of
+from sim.scenarios.boot import BootChain, SimEvent, log_of
 
 LOG = BootChain().log()
 EVENTS = BootChain().events()

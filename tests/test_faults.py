@@ -20,9 +20,9 @@ import pytest
 
 from agent.daemon import Daemon, State
 from hardware.software import SoftwareSigner, write_private_key
-from sim.lua_host import LuaScriptingAuthority
-from sim.rig import GATE_KEY, Rig, gate_scripts
+from sim.scenarios.rig import GATE_KEY, Rig, gate_scripts
 from sim.vfc.config import VfcConfig
+from sim.vfc.lua_host import LuaScriptingAuthority
 from sim.vfc.server import VirtualFC
 from tests.faults import (
     LAPSE_MARGIN_S,
@@ -193,7 +193,7 @@ def test_tpm_going_away_blocks_arming_and_the_agent_passes_again_when_it_comes_b
     if shutil.which("swtpm") is None:
         pytest.skip("swtpm is not installed (scripts/install.sh installs it)")
     from hardware.tpm import create_key
-    from sim.swtpm import Swtpm
+    from sim.launchers.swtpm import Swtpm
 
     with Swtpm() as tpm, _fc() as fc:
         signer = create_key(tpm.key_uri(0x81010100))

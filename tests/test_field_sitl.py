@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from hardware.software import SoftwareSigner
-from sim.mavproxy import mavproxy_command
-from sim.rig import GATE_KEY, Rig, gate_scripts
+from sim.launchers.mavproxy import mavproxy_command
+from sim.scenarios.rig import GATE_KEY, Rig, gate_scripts
 from tests.field import agent_behind_a_mavproxy_router, operator_session_with_mavproxy
 from tests.sitl_marks import SITL
 
@@ -23,7 +23,7 @@ pytestmark = [
 
 @pytest.fixture
 def sitl_rig(tmp_path: Path) -> Iterator[tuple[Rig, str]]:
-    from sim.sitl import Sitl, SitlConfig, free_instance
+    from sim.launchers.sitl import Sitl, SitlConfig, free_instance
 
     with Sitl(SitlConfig(instance=free_instance(), scripting=True, scripts=gate_scripts(), gate_key=GATE_KEY)) as sitl:
         rig = Rig(tmp_path, sitl.url, f"tcp:127.0.0.1:{sitl.port(0)}", SoftwareSigner.generate(), gate_key=GATE_KEY)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from hardware.software import SoftwareSigner
-from sim.lua_host import LuaScriptingAuthority
-from sim.mavproxy import mavproxy_command
-from sim.rig import GATE_KEY, Rig, gate_scripts
+from sim.launchers.mavproxy import mavproxy_command
+from sim.scenarios.rig import GATE_KEY, Rig, gate_scripts
 from sim.vfc.config import VfcConfig
+from sim.vfc.lua_host import LuaScriptingAuthority
 from sim.vfc.server import VirtualFC
 from tests.field import agent_behind_a_mavproxy_router, operator_session_with_mavproxy
 

@@ -59,7 +59,7 @@ def test_scripting_stop_after_a_pass_with_the_agent_killed_is_refused_by_ardupil
 
 def reboot(world: World) -> None:
     """The FC reboots (its TCP links close); the ground station connects again."""
-    from sim.rig import Gcs
+    from sim.scenarios.rig import Gcs
 
     world.fc.reboot()
     time.sleep(1.5)

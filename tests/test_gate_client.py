@@ -36,7 +36,7 @@ from agent.gate.client import (
 )
 from agent.gate.key import FC_KEY_NAME, GATE_VM_I_COUNT
 from attest.models import Code, Reason, Verdict
-from sim.lua_host import LuaGateHost
+from sim.vfc.lua_host import LuaGateHost
 
 PASS = Verdict(True)
 KEY = bytes(range(7, 39))

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from hardware.software import SoftwareSigner
-from sim.mavproxy import mavproxy_command
-from sim.rig import GATE_KEY, Gcs, Rig, gate_scripts
+from sim.launchers.mavproxy import mavproxy_command
+from sim.scenarios.rig import GATE_KEY, Gcs, Rig, gate_scripts
 from tests.forgery import forger_behind_the_router, radio_flood, replay_after_reboot
 from tests.sitl_marks import SITL
 
@@ -21,7 +21,7 @@ pytestmark = SITL
 
 @pytest.fixture
 def sitl_rig(tmp_path: Path) -> Iterator[tuple[Rig, str]]:
-    from sim.sitl import Sitl, SitlConfig, free_instance
+    from sim.launchers.sitl import Sitl, SitlConfig, free_instance
 
     with Sitl(SitlConfig(instance=free_instance(), scripting=True, scripts=gate_scripts(),
                          gate_key=GATE_KEY)) as sitl:

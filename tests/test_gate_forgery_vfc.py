@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sim.lua_host import LuaScriptingAuthority
-from sim.mavproxy import mavproxy_command
-from sim.rig import Gcs, Rig
+from sim.launchers.mavproxy import mavproxy_command
+from sim.scenarios.rig import Gcs, Rig
+from sim.vfc.lua_host import LuaScriptingAuthority
 from sim.vfc.server import VirtualFC
 from tests.forgery import forger_behind_the_router, radio_flood, replay_after_reboot
 from tests.test_field_vfc import fc, rig

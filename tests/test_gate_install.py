@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from agent.cli.main import main
 from agent.gate.client import gate_script
 from agent.mavlink.ftpwire import crc32_ardupilot as ardupilot_crc32
-from sim.lua_host import LuaScriptingAuthority
-from sim.rig import Gcs
+from sim.scenarios.rig import Gcs
 from sim.vfc.config import VfcConfig
+from sim.vfc.lua_host import LuaScriptingAuthority
 from sim.vfc.server import VirtualFC
 
 

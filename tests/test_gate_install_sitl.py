@@ -12,7 +12,7 @@ from agent.gate.client import gate_script
 from agent.gate.install import CHECKSUM_MASK
 from agent.gate.key import FC_KEY_NAME, GATE_VM_I_COUNT
 from agent.mavlink.ftpwire import crc32_ardupilot
-from sim.rig import Gcs
+from sim.scenarios.rig import Gcs
 from tests.field import arm_until
 from tests.sitl_marks import SITL
 
@@ -20,7 +20,7 @@ pytestmark = SITL
 
 
 def test_gate_install_sets_checksums_and_a_stopped_gate_is_refused_by_ardupilot_on_sitl(tmp_path: Path) -> None:
-    from sim.sitl import Sitl, SitlConfig, free_instance
+    from sim.launchers.sitl import Sitl, SitlConfig, free_instance
 
     with Sitl(SitlConfig(instance=free_instance(), scripting=False)) as sitl:
         key_file = tmp_path / "gate.key"

@@ -32,7 +32,7 @@ from agent.gate.client import (
 )
 from agent.gate.key import FC_KEY_NAME, GATE_VM_I_COUNT
 from attest.models import PARAM_COMPONENT_PREFIX, Code, Reason, Verdict
-from sim.lua_host import LuaGateHost, x25_crc
+from sim.vfc.lua_host import LuaGateHost, x25_crc
 
 AGENT = (1, 191)
 CHANNEL = 1

@@ -1,7 +1,7 @@
 """The shipped gate in real ArduCopter SITL: refused with "FlightSeal: waiting", accepted after a pass.
 
 Needs FLIGHTSEAL_SITL_BINARY (an ``arducopter`` SITL build) and ArduPilot's copter.parm, found next to
-the binary's source tree or named by FLIGHTSEAL_SITL_DEFAULTS. sim/sitl.py did not exist when this
+the binary's source tree or named by FLIGHTSEAL_SITL_DEFAULTS. sim/launchers/sitl.py did not exist when this
 was written, so the test starts SITL itself; SITL binds its TCP ports on all interfaces.
 """
 
@@ -40,7 +40,7 @@ def _binary() -> Path:
 
 
 def _defaults(binary: Path) -> Path:
-    from sim.sitl import find_defaults
+    from sim.launchers.sitl import find_defaults
 
     found = find_defaults(binary)
     if found is None:

@@ -11,7 +11,7 @@ import pytest
 
 from agent.gate.client import GateClient, gate_script
 from attest.models import Code, Reason, Verdict
-from sim.lua_host import LuaScriptingAuthority
+from sim.vfc.lua_host import LuaScriptingAuthority
 
 vfc = pytest.importorskip("sim.vfc")
 

@@ -11,7 +11,7 @@ pytestmark = SITL
 
 
 def test_hardened_sitl_cannot_be_armed_past_a_failing_manifest_from_an_unsigned_link(tmp_path: Path) -> None:
-    from sim.sitl import Sitl, SitlConfig, free_instance
+    from sim.launchers.sitl import Sitl, SitlConfig, free_instance
 
     with Sitl(SitlConfig(instance=free_instance(), scripting=False)) as sitl:
         companion, radio, usb = sitl.url, *(f"tcp:127.0.0.1:{sitl.port(n)}" for n in (2, 0))

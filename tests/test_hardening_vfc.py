@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sim.lua_host import LuaScriptingAuthority
 from sim.vfc.config import VfcConfig
+from sim.vfc.lua_host import LuaScriptingAuthority
 from sim.vfc.server import VirtualFC
 from tests.hardening import hardened_airframe
 
@@ -24,7 +24,7 @@ def test_signing_switched_off_on_the_fc_is_seen_at_once_and_fails_the_attestatio
     from agent.mavlink.link import Link, LinkConfig
     from agent.signing import send_key
     from hardware.software import SoftwareSigner
-    from sim.rig import GATE_KEY, Gcs, Rig, gate_scripts
+    from sim.scenarios.rig import GATE_KEY, Gcs, Rig, gate_scripts
     from tests.field import arm_until
 
     key = bytes(range(64, 96))

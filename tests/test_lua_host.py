@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 
-from sim.lua_host import MESSAGE_T_SIZE, LuaGateHost
+from sim.vfc.lua_host import MESSAGE_T_SIZE, LuaGateHost
 
 
 def heartbeat(seq: int = 0, sysid: int = 1, compid: int = 191, status: int = 4, version: int = 3) -> bytes:

@@ -119,7 +119,7 @@ def test_the_agent_refuses_to_start_on_a_root_its_root_did_not_approve(tmp_path:
     from agent.daemon import Daemon
     from attest import dsse, jsonio
     from attest.root import Root
-    from sim.rig import GATE_KEY, Rig
+    from sim.scenarios.rig import GATE_KEY, Rig
 
     rig = Rig(tmp_path, "udpin:127.0.0.1:1", "udpin:127.0.0.1:2", SoftwareSigner.generate(), gate_key=GATE_KEY)
     Daemon(rig.config(), rig.device)  # first start: root version 1 is pinned in the state dir

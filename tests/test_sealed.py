@@ -16,7 +16,7 @@ from agent.cli.main import main
 from agent.cli.measure import load_signing_key
 from agent.gate.key import FC_KEY_NAME, load_gate_key
 from hardware.sealed import SealError, is_sealed, seal, unseal
-from sim.swtpm import Swtpm
+from sim.launchers.swtpm import Swtpm
 
 SECRET = bytes(range(1, 33))
 
@@ -63,8 +63,8 @@ def test_tpm2_tools_unseal_the_same_file_independently(swtpm: Swtpm, tmp_path: P
 
 @pytest.fixture
 def fc() -> Iterator[object]:
-    from sim.lua_host import LuaScriptingAuthority
     from sim.vfc.config import VfcConfig
+    from sim.vfc.lua_host import LuaScriptingAuthority
     from sim.vfc.server import VirtualFC
 
     with VirtualFC(VfcConfig(channels=3, scripting=False), authority=LuaScriptingAuthority()) as v:

@@ -77,7 +77,7 @@ def test_rotate_needs_the_old_key_and_remove_switches_signing_off(fc: VirtualFC,
 
 
 def test_an_armed_vehicle_is_refused(fc: VirtualFC, tmp_path: Path) -> None:
-    from sim.rig import Gcs
+    from sim.scenarios.rig import Gcs
 
     g = Gcs(fc.url(0))
     try:

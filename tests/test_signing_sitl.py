@@ -15,7 +15,7 @@ pytestmark = SITL
 
 
 def test_signing_setup_is_enforced_on_telemetry_ports_not_serial0_and_can_be_removed_on_sitl(tmp_path: Path) -> None:
-    from sim.sitl import Sitl, SitlConfig, free_instance
+    from sim.launchers.sitl import Sitl, SitlConfig, free_instance
 
     with Sitl(SitlConfig(instance=free_instance())) as sitl:
         companion, radio, usb = (f"tcp:127.0.0.1:{sitl.port(n)}" for n in (1, 2, 0))

@@ -20,7 +20,7 @@ from agent.mavlink.ftpwire import FtpErr
 from agent.mavlink.link import Link, LinkConfig, LinkLost
 from agent.measure import MeasureOptions, measure
 from attest.models import Measurement
-from sim.sitl import Sitl, SitlConfig, free_instance
+from sim.launchers.sitl import Sitl, SitlConfig, free_instance
 from sim.vfc import VfcConfig, VirtualFC
 from tests.vfc_fixtures import IDLE_LUA, TICK_LUA
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.sitl import MINIMAL_DEFAULTS, Sitl, SitlConfig, SitlError, find_defaults, serial_port
+from sim.launchers.sitl import MINIMAL_DEFAULTS, Sitl, SitlConfig, SitlError, find_defaults, serial_port
 
 
 def fake_tree(tmp_path: Path, with_parm: bool) -> Path:
@@ -89,7 +89,7 @@ def test_a_process_that_exits_early_keeps_its_log(tmp_path: Path) -> None:
 @pytest.mark.skipif(not os.environ.get("FLIGHTSEAL_SITL_BINARY"), reason="FLIGHTSEAL_SITL_BINARY is not set")
 def test_sitl_boots_on_our_minimal_defaults_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from agent.mavlink.link import Link, LinkConfig
-    from sim.sitl import free_instance
+    from sim.launchers.sitl import free_instance
 
     monkeypatch.delenv("FLIGHTSEAL_SITL_DEFAULTS", raising=False)
     binary = tmp_path / "arducopter"

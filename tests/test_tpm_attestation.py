@@ -29,7 +29,7 @@ from hardware.software import SoftwareSigner, write_private_key
 from hardware.tpm import TpmSigner
 from hardware.tpm_credential import prove_bench
 from hardware.uri import quoter_for
-from sim.swtpm import Swtpm
+from sim.launchers.swtpm import Swtpm
 from tests.factory import World, measurements
 
 NONCE = bytes.fromhex("5a" * 32)

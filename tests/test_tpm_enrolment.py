@@ -29,7 +29,7 @@ from hardware.tpm import TpmError, TpmSigner, TpmUri, create_key
 from hardware.tpm_credential import accept, make_challenge, prove_bench
 from hardware.tpm_identity import TpmAnswer, TpmChallenge, activate, digest, read_identity
 from hardware.uri import quoter_for
-from sim.swtpm import Swtpm
+from sim.launchers.swtpm import Swtpm
 from tests.factory import World, measurements
 
 NONCE = bytes.fromhex("5a" * 32)

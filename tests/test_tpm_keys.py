@@ -21,7 +21,7 @@ from attest.models import Kind, Measurement, Strength
 from attest.quote import AGENT_PCR, check_quote, parse_attest
 from hardware.tpm import EK_HANDLES, TpmError, TpmSigner, TpmUri, connect, create_key, read_auth
 from hardware.uri import load_signer
-from sim.swtpm import Swtpm
+from sim.launchers.swtpm import Swtpm
 
 
 def closed_port() -> int:
@@ -96,7 +96,7 @@ def test_the_agent_pcr_keeps_every_start_up_and_quotes_replay_it(tmp_path: Path)
     """ADR 0020: start-ups go into PCR 13, which the OS cannot reset; the log survives agent restarts
     (and a crash between logging and extending); a foreign extension makes quotes fail, named."""
     from agent.pcr_log import record_start
-    from sim.swtpm import Swtpm
+    from sim.launchers.swtpm import Swtpm
 
     agent = hashlib.sha256(b"agent files").digest()
     with Swtpm() as tpm:
@@ -258,7 +258,7 @@ def test_a_tpm_that_comes_back_with_another_key_is_refused(tmp_path) -> None:  #
     if shutil.which("swtpm") is None:
         pytest.skip("swtpm is not installed (scripts/install.sh installs it)")
     from hardware.tpm import TpmError, create_key
-    from sim.swtpm import Swtpm
+    from sim.launchers.swtpm import Swtpm
 
     with Swtpm() as tpm:
         signer = create_key(tpm.key_uri(0x81010100))

@@ -15,9 +15,9 @@ import pytest
 from agent.gate.client import gate_script, gate_version
 from agent.mavlink.ftpwire import crc32_ardupilot
 from agent.mavlink.statustext import StatusTexts
-from sim.lua_host import CHECKSUM_MASK, LuaScriptingAuthority
-from sim.rig import GATE_KEY, Gcs
+from sim.scenarios.rig import GATE_KEY, Gcs
 from sim.vfc import VfcConfig, VirtualFC
+from sim.vfc.lua_host import CHECKSUM_MASK, LuaScriptingAuthority
 
 DATA = json.loads((Path(__file__).parent / "data" / "sitl-scripting" / "results.json").read_text())
 EXPERIMENTS = {e["title"].split(" ", 1)[0].rstrip("."): e for e in (

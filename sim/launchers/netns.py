@@ -14,7 +14,7 @@ import subprocess
 import uuid
 
 from attest.errors import FlightSealError
-from sim.service import Service
+from sim.launchers.service import Service
 
 
 class NetnsError(FlightSealError):

@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
-from sim.service import Service
-from sim.swtpm import SimError
+from sim.launchers.service import Service
+from sim.launchers.swtpm import SimError
 
 DEFAULT_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 TOOL_TIMEOUT = 30.0

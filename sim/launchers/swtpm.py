@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from attest.errors import FlightSealError
-from sim.service import Service
+from sim.launchers.service import Service
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0

@@ -23,7 +23,7 @@ from attest.root import Role, Root
 from attest.trust import TrustedState
 from attest.verify import VerificationResult, VerifierPolicy, verify_attestation
 from hardware.software import SoftwareSigner, write_private_key
-from sim.steps import StepFailed, StepTable
+from sim.scenarios.steps import StepFailed, StepTable
 
 FIRMWARE = b"demo firmware image " * 4096
 SCRIPT = b"-- approved Lua script\nreturn function() end\n"

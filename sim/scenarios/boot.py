@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from attest import eventlog as ev
 
 if TYPE_CHECKING:
-    from sim.swtpm import Swtpm
+    from sim.launchers.swtpm import Swtpm
 
 EFI_GLOBAL_VARIABLE = uuid.UUID("8be4df61-93ca-11d2-aa0d-00e098032b8c")
 EFI_IMAGE_SECURITY_DATABASE = uuid.UUID("d719b2cb-3d3a-4596-a3bc-dad00e67656f")

@@ -34,9 +34,9 @@ from agent.mavlink.link import Link, LinkConfig
 from attest import timeutil
 from attest.verify import VerificationResult, verify_attestation
 from hardware.quote_check import default_quote_checker
-from sim.demo_files import fresh_out_dir
-from sim.rig import ArmResult, Gcs, Rig
-from sim.steps import StepFailed, StepTable
+from sim.scenarios.demo_files import fresh_out_dir
+from sim.scenarios.rig import ArmResult, Gcs, Rig
+from sim.scenarios.steps import StepFailed, StepTable
 from truststore.trustdir import TrustDir
 
 MISSION_SCRIPT = (b"-- mission helper approved by the manufacturer\n"
@@ -59,8 +59,8 @@ class Fc:
 
 @contextlib.contextmanager
 def _virtual_fc() -> Iterator[Fc]:
-    from sim.lua_host import LuaScriptingAuthority
     from sim.vfc.config import VfcConfig
+    from sim.vfc.lua_host import LuaScriptingAuthority
     from sim.vfc.server import VirtualFC
 
     image = b"".join(i.to_bytes(4, "little") for i in range(64 * 1024))  # stands in for the flashed image
@@ -72,7 +72,7 @@ def _virtual_fc() -> Iterator[Fc]:
 
 @contextlib.contextmanager
 def _sitl() -> Iterator[Fc]:
-    from sim.sitl import Sitl, SitlConfig, free_instance
+    from sim.launchers.sitl import Sitl, SitlConfig, free_instance
 
     with Sitl(SitlConfig(instance=free_instance(), scripts={"mission.lua": MISSION_SCRIPT})) as sitl:
         yield Fc(f"ArduPilot SITL ({sitl.binary})", sitl.url, f"tcp:127.0.0.1:{sitl.port(0)}", sitl.scripts_dir,
@@ -99,7 +99,7 @@ def run_demo(out: Path, *, use_sitl: bool | None = None) -> None:
     from attest.tpm_evidence import load_cas
     from hardware.tpm import create_key
     from hardware.tpm_credential import prove_bench
-    from sim.swtpm import Swtpm
+    from sim.launchers.swtpm import Swtpm
 
     fresh_out_dir(out)
     sitl = bool(os.environ.get("FLIGHTSEAL_SITL_BINARY")) if use_sitl is None else use_sitl

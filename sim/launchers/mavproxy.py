@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from attest.errors import FlightSealError
-from sim.service import Service
+from sim.launchers.service import Service
 
 # MAVProxy 1.8.75's default modules, less "terrain" (it downloads SRTM tiles from the internet)
 MODULES = ("link", "signing", "log", "wp", "rally", "fence", "ftp", "param", "relay", "tuneopt", "arm", "mode",

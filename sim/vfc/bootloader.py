@@ -20,7 +20,7 @@ import struct
 import threading
 import tty
 
-from sim.service import Service
+from sim.launchers.service import Service
 
 INSYNC, EOC, OK, FAILED, INVALID = 0x12, 0x20, 0x10, 0x11, 0x13
 GET_SYNC, GET_DEVICE, GET_CRC, GET_SN, GET_CHIP = 0x21, 0x22, 0x29, 0x2B, 0x2C

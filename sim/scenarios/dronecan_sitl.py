@@ -1,11 +1,11 @@
 """Real SITL with DroneCAN on CAN bus 1, real DroneCAN nodes on its bus, and one measurement pass.
 
-Run it inside a loopback-only network namespace (``sim/netns.py``): SITL's CAN bus is multicast
+Run it inside a loopback-only network namespace (``sim/launchers/netns.py``): SITL's CAN bus is multicast
 UDP, which must not leave the machine. The nodes are pydronecan nodes (ArduPilot's Python
 DroneCAN stack) on SITL's multicast bus ``mcast:0``; the agent talks to SITL over MAVLink only,
 exactly as on an airframe. Prints the pass's measurements and problems as JSON.
 
-    ip netns exec NS python -m sim.dronecan_sitl --node 42:com.acme.gps:1122334455667788
+    ip netns exec NS python -m sim.scenarios.dronecan_sitl --node 42:com.acme.gps:1122334455667788
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import dronecan
 from agent.mavlink.link import Link, LinkConfig
 from agent.measure import MeasureOptions, measure
 from agent.measure.dronecan import node_statuses
-from sim.sitl import Sitl, SitlConfig
+from sim.launchers.sitl import Sitl, SitlConfig
 
 CAN_PARAMS = {"CAN_P1_DRIVER": 1, "CAN_D1_PROTOCOL": 1}
 MCAST_BUS1 = "mcast:0"

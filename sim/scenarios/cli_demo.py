@@ -23,8 +23,8 @@ def demo(out: Path, files_only: bool) -> None:
     in swtpm. Shows arming accepted, then refused after tampering, and an operator challenge
     verified offline.
     """
-    from sim.demo import run_demo
-    from sim.demo_files import run_file_demo
+    from sim.scenarios.demo import run_demo
+    from sim.scenarios.demo_files import run_file_demo
 
     # a step that does not behave raises StepFailed (a FlightSealError): exit 1 through the CLI's map
     if files_only:
