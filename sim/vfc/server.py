@@ -33,9 +33,9 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pymavlink.dialects.v20 import ardupilotmega as mavlink
 
@@ -475,52 +475,70 @@ class VirtualFC:
             if ch.client is None:
                 return
 
+    # The periodic jobs of ArduPilot's scheduler the vFC shows, as a table: (key in ``_next``, the
+    # period from the config, the job). Each runs when its time comes, then is due a period later.
+    _PERIODIC: ClassVar[tuple[tuple[str, Callable[[VfcConfig], float], Callable[[VirtualFC, float], None]], ...]] = ()
+
     def _timers(self, now: float) -> None:
-        cfg = self.config
-        if cfg.silent:
+        if self.config.silent:
             return
-        nxt = self._next
-        if now >= nxt["heartbeat"]:
-            nxt["heartbeat"] += cfg.heartbeat_period
-            self._broadcast(self._heartbeat())
-        if self.booting and now >= nxt["standby"]:
-            self.booting = False
-            self._text(SEVERITY_INFO, "ArduPilot Ready")
-            self._text(SEVERITY_INFO, "AHRS: DCM active")
-            for name in ("BARO1_GND_PRESS", "BARO2_GND_PRESS"):
-                self._notify_param(name)
-        if now >= nxt["prearm"]:
-            nxt["prearm"] += cfg.prearm_check_period
-            if now - self._last_prearm > cfg.prearm_period:
-                self._last_prearm = now
-                if not self.armed:
-                    self._prearm_texts()
-        if now >= nxt["timesync"]:
-            nxt["timesync"] += cfg.timesync_period
-            self._broadcast(mavlink.MAVLink_timesync_message(0, int((now - self._boot_time) * 1e9)))
-        if now >= nxt["runtime"]:
-            nxt["runtime"] += cfg.stat_runtime_period
-            p = self.params.get("STAT_RUNTIME")
-            if p is not None:
-                self.params.set("STAT_RUNTIME", float(p.value) + cfg.stat_runtime_period)
-                self._notify_param("STAT_RUNTIME")
-        if now >= nxt["bus"]:
-            nxt["bus"] += 1.0
-            self._bus_traffic(now)
-            self._scripting_update()
-        if now >= nxt["tick"]:
-            nxt["tick"] = now + LOOP_PERIOD
-            self.authority.tick(self.time_ms())
+        for key, period, job in self._PERIODIC:
+            if now >= self._next[key]:
+                self._next[key] = max(self._next[key] + period(self.config), now if key == "tick" else 0.0)
+                job(self, now)
+        if self.booting and now >= self._next["standby"]:
+            self._job_standby(now)
+        for job in self._EVERY_LOOP:
+            job(self, now)
+
+    def _job_heartbeat(self, now: float) -> None:
+        self._broadcast(self._heartbeat())
+
+    def _job_standby(self, now: float) -> None:
+        self.booting = False
+        self._text(SEVERITY_INFO, "ArduPilot Ready")
+        self._text(SEVERITY_INFO, "AHRS: DCM active")
+        for name in ("BARO1_GND_PRESS", "BARO2_GND_PRESS"):
+            self._notify_param(name)
+
+    def _job_prearm(self, now: float) -> None:
+        if now - self._last_prearm > self.config.prearm_period:
+            self._last_prearm = now
+            if not self.armed:
+                self._prearm_texts()
+
+    def _job_timesync(self, now: float) -> None:
+        self._broadcast(mavlink.MAVLink_timesync_message(0, int((now - self._boot_time) * 1e9)))
+
+    def _job_runtime(self, now: float) -> None:
+        p = self.params.get("STAT_RUNTIME")
+        if p is not None:
+            self.params.set("STAT_RUNTIME", float(p.value) + self.config.stat_runtime_period)
+            self._notify_param("STAT_RUNTIME")
+
+    def _job_bus(self, now: float) -> None:
+        self._bus_traffic(now)
+        self._scripting_update()
+
+    def _job_tick(self, now: float) -> None:
+        self.authority.tick(self.time_ms())
+
+    def _job_params(self, now: float) -> None:
         for ch in self._channels:
-            for _ in range(min(cfg.param_burst, len(ch.param_queue))):
+            for _ in range(min(self.config.param_burst, len(ch.param_queue))):
                 index = ch.param_queue.popleft()
                 self._send_param(ch, index, index)
-        if cfg.ftp_enabled:
-            for reply in self.ftp.step():
-                self._ftp_reply(reply)
-            if self.ftp.need_banner:
-                self.ftp.need_banner.clear()
-                self._banner()
+
+    def _job_ftp(self, now: float) -> None:
+        if not self.config.ftp_enabled:
+            return
+        for reply in self.ftp.step():
+            self._ftp_reply(reply)
+        if self.ftp.need_banner:
+            self.ftp.need_banner.clear()
+            self._banner()
+
+    _EVERY_LOOP: ClassVar[tuple[Callable[[VirtualFC, float], None], ...]] = ()
 
     def _heartbeat(self) -> Any:
         base = 89 if self.booting else 81 | (8 if self.custom_mode == GUIDED else 0)
@@ -569,29 +587,40 @@ class VirtualFC:
             return
         if target_comp not in (0, self.config.compid):
             return
-        if mtype == "PARAM_REQUEST_LIST":
-            self._banner()
-            ch.param_queue.extend(range(len(self.params)))
-        elif mtype == "PARAM_REQUEST_READ":
-            self._param_read(ch, msg)
-        elif mtype == "PARAM_SET":
-            name = msg.param_id
-            if self.params.set(name, msg.param_value) is not None:
-                self._notify_param(name)
-                self._param_changed(name)
-        elif mtype == "FILE_TRANSFER_PROTOCOL" and self.config.ftp_enabled:
-            self.ftp.push(Request(ch.index, msg.get_srcSystem(), msg.get_srcComponent(),
-                                  FtpPacket.unpack(msg.payload)))
-        elif mtype == "CAN_FILTER_MODIFY":
-            self.can_forwarding.modify_filter(int(msg.bus), int(msg.operation), list(msg.ids[:int(msg.num_ids)]))
-        elif mtype == "CAN_FRAME" and self.can_bus is not None and int(msg.bus) == self.can_bus.bus \
-                and int(msg.id) & EFF_FLAG and 0 < int(msg.len) <= 8:
+        handler = self._HANDLERS.get(mtype)
+        if handler is not None:
+            handler(self, ch, msg)
+
+    def _on_param_request_list(self, ch: _Channel, msg: Any) -> None:
+        self._banner()
+        ch.param_queue.extend(range(len(self.params)))
+
+    def _on_param_set(self, ch: _Channel, msg: Any) -> None:
+        name = msg.param_id
+        if self.params.set(name, msg.param_value) is not None:
+            self._notify_param(name)
+            self._param_changed(name)
+
+    def _on_ftp(self, ch: _Channel, msg: Any) -> None:
+        if self.config.ftp_enabled:
+            self.ftp.push(Request(ch.index, msg.get_srcSystem(), msg.get_srcComponent(), FtpPacket.unpack(msg.payload)))
+
+    def _on_can_filter_modify(self, ch: _Channel, msg: Any) -> None:
+        self.can_forwarding.modify_filter(int(msg.bus), int(msg.operation), list(msg.ids[:int(msg.num_ids)]))
+
+    def _on_can_frame(self, ch: _Channel, msg: Any) -> None:
+        if self.can_bus is not None and int(msg.bus) == self.can_bus.bus and int(msg.id) & EFF_FLAG \
+                and 0 < int(msg.len) <= 8:
             frame = CanFrame(int(msg.bus), int(msg.id) & 0x1FFF_FFFF, bytes(msg.data[:int(msg.len)]))
             self._can_out(self.can_bus.receive(frame))
-        elif mtype == "REQUEST_DATA_STREAM":
-            self._request_data_stream(ch, msg)
-        elif mtype == "SETUP_SIGNING" and not self.armed:
+
+    def _on_setup_signing(self, ch: _Channel, msg: Any) -> None:
+        if not self.armed:
             self._setup_signing(bytes(msg.secret_key))
+
+    # What the FC itself handles, by message type (GCS_MAVLINK::handle_message's switch); commands
+    # are dispatched before this table (a part on the bus may be their target).
+    _HANDLERS: ClassVar[Mapping[str, Callable[[VirtualFC, _Channel, Any], None]]] = {}
 
     def _request_data_stream(self, ch: _Channel, msg: Any) -> None:
         """As ``GCS_MAVLINK::handle_request_data_stream`` (GCS_Param.cpp): the channel's stream-rate
@@ -826,3 +855,24 @@ def _decode_payload(msgid: int, payload: bytes, sysid: int, compid: int) -> Any:
 
 
 __all__ = ["VirtualFC"]
+
+
+VirtualFC._PERIODIC = (
+    ("heartbeat", lambda c: c.heartbeat_period, VirtualFC._job_heartbeat),
+    ("prearm", lambda c: c.prearm_check_period, VirtualFC._job_prearm),
+    ("timesync", lambda c: c.timesync_period, VirtualFC._job_timesync),
+    ("runtime", lambda c: c.stat_runtime_period, VirtualFC._job_runtime),
+    ("bus", lambda c: 1.0, VirtualFC._job_bus),
+    ("tick", lambda c: LOOP_PERIOD, VirtualFC._job_tick),
+)
+VirtualFC._EVERY_LOOP = (VirtualFC._job_params, VirtualFC._job_ftp)
+VirtualFC._HANDLERS = {
+    "PARAM_REQUEST_LIST": VirtualFC._on_param_request_list,
+    "PARAM_REQUEST_READ": VirtualFC._param_read,
+    "PARAM_SET": VirtualFC._on_param_set,
+    "FILE_TRANSFER_PROTOCOL": VirtualFC._on_ftp,
+    "CAN_FILTER_MODIFY": VirtualFC._on_can_filter_modify,
+    "CAN_FRAME": VirtualFC._on_can_frame,
+    "REQUEST_DATA_STREAM": VirtualFC._request_data_stream,
+    "SETUP_SIGNING": VirtualFC._on_setup_signing,
+}
