@@ -22,7 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pymavlink.dialects.v20 import ardupilotmega as mavlink2
+
 from agent.mavlink import challenge_wire as wire
+from agent.mavlink.channel import channel_of
 from attest.errors import FlightSealError, FormatError
 
 MIN_CHALLENGE_INTERVAL_S = 1.0
@@ -33,10 +36,11 @@ class ChallengeError(FlightSealError):
     """The challenge could not be completed (no answer, corrupt transfer, agent error)."""
 
 
-def send_tunnel(conn: Any, target_system: int, target_component: int, packet: wire.Packet) -> None:
+def send_tunnel(link_or_conn: Any, target_system: int, target_component: int, packet: wire.Packet) -> None:
+    """One packet in a TUNNEL message, through the agent's link (or a ground tool's connection)."""
     data = packet.encode()
-    conn.mav.tunnel_send(target_system, target_component, wire.PAYLOAD_TYPE, len(data),
-                         list(data.ljust(wire.TUNNEL_MAX, b"\0")))
+    channel_of(link_or_conn).send(mavlink2.MAVLink_tunnel_message(
+        target_system, target_component, wire.PAYLOAD_TYPE, len(data), list(data.ljust(wire.TUNNEL_MAX, b"\0"))))
 
 
 def tunnel_payload(msg: Any, own_system: int, own_component: int) -> bytes | None:
@@ -152,12 +156,12 @@ class Responder:
         for i, data in enumerate(chunks):
             self._queue(src_system, src_component, wire.chunk(packet.session, i, data))
 
-    def pump(self, conn: Any, budget: int = 32) -> int:
+    def pump(self, link: Any, budget: int = 32) -> int:
         """Send up to ``budget`` queued packets; the caller paces it to the link."""
         sent = 0
         while self.outbox and sent < budget:
             system, component, packet = self.outbox.popleft()
-            send_tunnel(conn, system, component, packet)
+            send_tunnel(link, system, component, packet)
             sent += 1
         return sent
 

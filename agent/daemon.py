@@ -43,7 +43,7 @@ from agent.challenge import Responder, tunnel_payload
 from agent.config import AgentConfig
 from agent.gate.client import GateClient, GateError, GateTimeout, SequenceSource
 from agent.gate.key import load_gate_key
-from agent.mavlink.ftp import FtpClient, FtpError
+from agent.mavlink.ftp import FtpClient, FtpError, FtpNotFound
 from agent.mavlink.ids import MAV_TYPE_GCS  # ground stations come and go; they are not parts of the airframe
 from agent.mavlink.link import MAX_COMPONENTS, Link, LinkError, LinkLost, heartbeat_armed, link_config
 from agent.measure.base import DroneCanBus, Inventory, MeasureOptions
@@ -254,9 +254,11 @@ class Daemon:
         self._scripts_crc = None
         if self.cfg.gate.enabled:
             self._forgeries_seen = 0
-            self.gate = GateClient(self.link.conn, self.gate_key, sequence=self.sequence,
+            # through the link: its lock and signing for what is sent, its observer (and so _handle) for
+            # everything received while the gate waits for an ack
+            self.gate = GateClient(self.link, self.gate_key, sequence=self.sequence,
                                    target_system=c.fc_system_id, target_component=c.fc_component_id,
-                                   keepalive_s=self.cfg.gate.keepalive_s, on_message=self.link.observe)
+                                   keepalive_s=self.cfg.gate.keepalive_s)
 
     def _close(self) -> None:
         if self.link is not None:
@@ -283,7 +285,7 @@ class Daemon:
                 self._enter(State.WATCH)
             self.link.recv(timeout=0.05)  # received messages reach _handle through the link's listener
             self._keep_alive()
-            self.responder.pump(self.link.conn, budget=8)
+            self.responder.pump(self.link, budget=8)
             now = time.monotonic()
             self._check_gone(now)
             if now >= self._next_manifest_poll:
@@ -749,12 +751,20 @@ class Daemon:
             known.uptimes.update(now)
 
     def _scripts_dir(self, ftp: FtpClient) -> str | None:
+        """The first scripts directory the FC has, or None when it has none. An FTP server that does
+        not answer is not "no scripts": that raises, so a link that drops the FC's answers (signing
+        switched off) is never read as every script gone."""
+        unanswered: FtpError | None = None
         for directory in self.base_options.scripts_dirs:
             try:
                 ftp.list_dir(directory)
                 return directory
-            except FtpError:
+            except FtpNotFound:
                 continue
+            except FtpError as exc:
+                unanswered = exc
+        if unanswered is not None:
+            raise unanswered
         return None
 
     # ---- challenge

@@ -85,8 +85,8 @@ def fc(sitl: bool) -> Iterator[tuple[str, str, object]]:
         with Sitl(SitlConfig(instance=free_instance(), scripting=True, scripts=gate_scripts(), gate_key=GATE_KEY)) as s:
             yield "SITL", s.url, s
     else:
-        from sim.vfc.lua_host import LuaScriptingAuthority
         from sim.vfc.config import VfcConfig
+        from sim.vfc.lua_host import LuaScriptingAuthority
         from sim.vfc.server import VirtualFC
 
         image = bytes(range(256)) * 4096

@@ -31,6 +31,7 @@ from typing import Any
 
 from pymavlink.dialects.v20 import ardupilotmega as mavlink2
 
+from agent.mavlink.channel import channel_of
 from attest.errors import FlightSealError, FormatError
 from attest.models import Verdict
 from hardware.files import read_bounded, write_atomic
@@ -214,7 +215,7 @@ class GateClient:
                  target_component: int = 1, ack_timeout_s: float = 1.0, keepalive_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic,
                  on_message: Callable[[Any], None] | None = None) -> None:
-        self._conn = conn
+        self._conn = channel_of(conn)
         self._key = key
         self.sequence = sequence if sequence is not None else SequenceSource()
         self._target = (target_system, target_component)
@@ -238,13 +239,13 @@ class GateClient:
 
     def send(self, verdict: Verdict) -> GateAck:
         """Deliver ``verdict`` and return the gate's ACCEPTED ack, or raise GateError."""
-        if hasattr(self._conn, "mavlink20") and not self._conn.mavlink20():
+        if not self._conn.mavlink20():
             raise GateError("the link speaks MAVLink1 and the gate takes MAVLink2 only: set MAVLINK20=1 before "
                             "pymavlink is imported, or wait for the FC's first MAVLink2 frame")
         self._verdict = verdict
         for _ in range(4):
             seq = self.sequence.next()
-            self._conn.mav.send(encode_verdict(verdict, seq, self._key, self.nonce, *self._target))
+            self._conn.send(encode_verdict(verdict, seq, self._key, self.nonce, *self._target))
             self._last_sent = self._clock()
             ack = self._wait_ack(seq)
             self.foreign = ack.foreign
@@ -268,7 +269,7 @@ class GateClient:
         if self._verdict is None or self._clock() - self._last_sent < self._keepalive:
             return False
         seq = self.sequence.next()
-        self._conn.mav.send(encode_verdict(self._verdict, seq, self._key, self.nonce, *self._target))
+        self._conn.send(encode_verdict(self._verdict, seq, self._key, self.nonce, *self._target))
         self._last_sent = self._clock()
         self._unanswered[seq] = self._last_sent
         while len(self._unanswered) > 16:
@@ -300,7 +301,7 @@ class GateClient:
     def _wait_ack(self, seq: Sequence) -> GateAck:
         deadline = self._clock() + self._ack_timeout
         while (remaining := deadline - self._clock()) > 0:
-            msg = self._conn.recv_match(blocking=True, timeout=min(remaining, 0.1))
+            msg = self._conn.receive(min(remaining, 0.1))
             if msg is None:
                 continue
             ack = self._match(msg, seq)

@@ -331,6 +331,14 @@ class Link:
                 raise LinkLost(f"the connection to the flight controller on {self.config.url} broke "
                                f"({exc.strerror or exc}); reconnect") from None
 
+    def receive(self, timeout: float) -> Any:
+        """The next message of any type, or None (the :class:`~agent.mavlink.channel.Channel` shape)."""
+        return self.recv(None, timeout)
+
+    def mavlink20(self) -> bool:
+        """Whether the link speaks MAVLink2 (it does from the FC's first MAVLink2 frame)."""
+        return self.conn is not None and bool(self.conn.mavlink20())
+
     def send_heartbeat(self) -> None:
         self.send(self.mav.heartbeat_encode(MAV_TYPE_ONBOARD_CONTROLLER, MAV_AUTOPILOT_INVALID, 0, 0,
                                             MAV_STATE_ACTIVE))
