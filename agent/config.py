@@ -74,6 +74,20 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class FleetConfig:
+    """Where the agent pushes its attestations (issue 14). Off while ``url`` is empty."""
+
+    url: str = ""  # the fleet service, e.g. https://fleet.example.org:8443
+    token_file: str = ""  # an agent-role API token (`flightseal fleet token create NAME --role agent`)
+    ca_file: str = ""  # CA bundle for the service's TLS certificate; "" = the system's CAs
+    queue_dir: str = ""  # "" = <trust.state_dir>/fleet-queue
+    max_queued: int = 10000  # attestations kept while offline; beyond, the oldest are dropped (logged)
+    timeout_s: float = 10.0
+    retry_max_s: float = 300.0  # the longest wait between tries while the service is away
+    fetch_nonces: bool = True  # ask the service for a nonce ahead of each pass (its evidence is then fresh)
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     mavlink: MavlinkConfig = field(default_factory=MavlinkConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
@@ -81,6 +95,7 @@ class AgentConfig:
     gate: GateConfig = field(default_factory=GateConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
 
 
 MAX_SECONDS = 86400.0  # every duration option: a day at most
@@ -142,6 +157,13 @@ def parse(text: str, where: str = "config") -> AgentConfig:
         raise FormatError(where, "system and component ids are 1..255", "mavlink")
     if not 1 <= cfg.measure.dronecan_node_id <= 127:
         raise FormatError(where, "a DroneCAN node id is 1..127", "measure.dronecan_node_id")
+    if cfg.fleet.url:
+        if not cfg.fleet.url.startswith(("https://", "http://")):
+            raise FormatError(where, "must be an http:// or https:// URL", "fleet.url")
+        if not cfg.fleet.token_file:
+            raise FormatError(where, "is required with fleet.url (an agent-role API token)", "fleet.token_file")
+        if not 1 <= cfg.fleet.max_queued <= 1_000_000:
+            raise FormatError(where, "must be in 1..1000000", "fleet.max_queued")
     if cfg.gate.keepalive_s <= 0 or cfg.gate.keepalive_s > 2.0:
         raise FormatError(where, "must be in (0, 2] s so a pass never lapses at the gate (3 s)", "gate.keepalive_s")
     return cfg

@@ -41,6 +41,7 @@ from agent.attestation import Sealed, seal, with_boot_log
 from agent.audit import AuditError, AuditLog
 from agent.challenge import Responder, tunnel_payload
 from agent.config import AgentConfig
+from agent.fleet_push import FleetPusher, FleetQueue
 from agent.gate.client import GateClient, GateError, GateTimeout, SequenceSource
 from agent.gate.key import load_gate_key
 from agent.mavlink.ftp import FtpClient, FtpError, FtpNotFound
@@ -135,6 +136,10 @@ class Daemon:
         self._forgeries_seen = 0
         self.image_cache = ImageCache(state_dir / "image-cache")
         self.audit = AuditLog(Path(cfg.audit.path))
+        self.fleet: FleetPusher | None = None  # pushes each attestation to the fleet service, in its own thread
+        if cfg.fleet.url:
+            queue_dir = Path(cfg.fleet.queue_dir) if cfg.fleet.queue_dir else state_dir / "fleet-queue"
+            self.fleet = FleetPusher(cfg.fleet, FleetQueue(queue_dir, cfg.fleet.max_queued), cfg.device.id)
         self.base_options = measure_options or MeasureOptions(
             flash_read=cfg.measure.flash_read,
             firmware_file=Path(cfg.measure.firmware_image) if cfg.measure.firmware_image else None,
@@ -210,6 +215,8 @@ class Daemon:
 
     def run(self, stop: threading.Event) -> None:
         attempt = 0
+        if self.fleet is not None:
+            self.fleet.start()
         try:
             while not stop.is_set():
                 self._enter(State.CONNECT, self._dirty or "reconnect")
@@ -237,6 +244,8 @@ class Daemon:
                 finally:
                     self._close()
         finally:
+            if self.fleet is not None:
+                self.fleet.stop()
             self._enter(State.STOPPED, "stop requested" if stop.is_set() else "error")
 
     def _connect(self) -> None:
@@ -451,7 +460,8 @@ class Daemon:
         self._enter(State.APPRAISE)
         appraisal = self._appraise()
         self._enter(State.SEAL)
-        sealed = self._seal(appraisal, secrets.token_bytes(32))
+        issued = self.fleet.take_nonce() if self.fleet is not None else None  # never waits for the network
+        sealed = self._seal(appraisal, issued or secrets.token_bytes(32))
         try:  # an attestation that is not in the audit log is never delivered: the pass fails instead
             self.audit.append("attestation", {"why": why, "envelope_sha256": hashlib.sha256(
                 sealed.envelope.to_bytes()).hexdigest(), "verdict": sealed.verdict.to_json(),
@@ -468,6 +478,21 @@ class Daemon:
                  "" if verdict.passed else ": " + "; ".join(str(r) for r in verdict.reasons))
         self._enter(State.DELIVER, "PASS" if verdict.passed else verdict.reasons[0].code.value)
         self._deliver()
+        self._queue_for_fleet(sealed)
+
+    def _queue_for_fleet(self, sealed: Sealed) -> None:
+        """After the gate has the verdict: the attestation joins the fleet queue (a local write; the
+        push thread sends it). A queue that cannot be written is logged and audited, never a failed pass."""
+        if self.fleet is None:
+            return
+        try:
+            self.fleet.queue.put(sealed.envelope.to_bytes())
+        except OSError as exc:
+            log.error("fleet queue: cannot keep the attestation (%s); the fleet service will not see it",
+                      exc.strerror or exc)
+            self._audit("fleet-queue-failed", {"error": str(exc.strerror or exc)[:200]})
+            return
+        self.fleet.submitted()
 
     def _appraise(self) -> Appraisal:
         assert self._inventory is not None
