@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, text
 
-from attest.errors import FlightSealError
+from attest.errors import FlightSealError, FormatError
 from fleet.db import is_postgres
 from fleet.models import AuditRecord, table
 
@@ -31,6 +31,7 @@ T = table(AuditRecord)
 GENESIS = "0" * 64
 ADVISORY_LOCK = 0x464C5341  # "FLSA": the audit chain's append lock on PostgreSQL
 VERIFY_BATCH = 1000
+ACTOR_MAX, ACTION_MAX, SUBJECT_MAX = 128, 64, 256  # the columns' sizes (fleet.models.AuditRecord)
 
 
 class AuditChainError(FlightSealError):
@@ -57,7 +58,13 @@ def canonical(seq: int, at: datetime, actor: str, action: str, subject: str, det
 
 def append(conn: Connection, *, at: datetime, actor: str, action: str, subject: str,
            detail: Mapping[str, Any] | None = None) -> AuditEntry:
-    """Append one record inside the caller's write transaction (it commits with the action)."""
+    """Append one record inside the caller's write transaction (it commits with the action).
+
+    Raises FormatError for a field longer than its column (PostgreSQL would refuse it mid-transaction)."""
+    for field, value, bound in (("actor", actor, ACTOR_MAX), ("action", action, ACTION_MAX),
+                                ("subject", subject, SUBJECT_MAX)):
+        if len(value) > bound:
+            raise FormatError("audit record", f"is {len(value)} characters, at most {bound} are kept", field)
     if is_postgres(conn):
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK})
     last = conn.execute(select(T.c.seq, T.c.sha256).order_by(T.c.seq.desc()).limit(1)).first()

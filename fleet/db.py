@@ -77,10 +77,12 @@ def database_url(db: str) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url`` (see :func:`database_url`), set up for durable concurrent use."""
+    """An engine for ``url`` (anything :func:`database_url` takes), set up for durable concurrent use."""
+    url = database_url(url)
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    return create_engine(url, pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW, pool_pre_ping=True)
+    # no pre-ping: it costs a round trip per request; a dropped connection fails one request and is replaced
+    return create_engine(url, pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW, pool_recycle=3600)
 
 
 def _sqlite_engine(url: str) -> Engine:

@@ -172,19 +172,34 @@ class DeviceMemory:
     clock: ClockInfo | None = None
 
 
-def claimed_signer(envelope: bytes, snap: TrustSnapshot) -> DeviceRecord | None:
-    """The enrolled device whose key id the envelope names, *unverified*: only used to look up
-    that device's memory before the core verifies; the core decides who really signed."""
+def _signing_keyids(envelope: bytes) -> list[str]:
     try:
         doc: Any = json.loads(envelope)
-        sigs = doc["signatures"][: LIMITS.max_signatures]
-        for s in sigs:
-            record = snap.by_keyid.get(s["keyid"])
-            if record is not None:
-                return record
+        return [str(s["keyid"]) for s in doc["signatures"][: LIMITS.max_signatures]]
     except (ValueError, TypeError, KeyError, IndexError):
-        return None
-    return None
+        return []
+
+
+def named_devices(envelope: bytes, snap: TrustSnapshot) -> list[DeviceRecord]:
+    """The enrolled devices whose key ids the envelope's signatures name, *unverified*.
+
+    The core looks a signature's key id up among the devices it is given and ignores the rest, so
+    handing it only these gives the very same result as handing it the whole fleet, without
+    re-indexing thousands of enrolments per attestation.
+    """
+    out: list[DeviceRecord] = []
+    for keyid in _signing_keyids(envelope):
+        record = snap.by_keyid.get(keyid)
+        if record is not None and record not in out:
+            out.append(record)
+    return out
+
+
+def claimed_signer(envelope: bytes, snap: TrustSnapshot) -> DeviceRecord | None:
+    """The first enrolled device the envelope names, *unverified*: only used to look up that
+    device's memory before the core verifies; the core decides who really signed."""
+    named = named_devices(envelope, snap)
+    return named[0] if named else None
 
 
 def verify(envelope: bytes, snap: TrustSnapshot, memory: DeviceMemory | None, now: datetime,
@@ -195,12 +210,12 @@ def verify(envelope: bytes, snap: TrustSnapshot, memory: DeviceMemory | None, no
         highest, digest = memory.manifest_high, memory.manifest_high_sha256
     else:
         highest, digest = snap.highest, snap.highest_digest
-    clocks = dict(snap.clocks)
-    record = claimed_signer(envelope, snap)
-    if record is not None and memory.clock is not None:
-        clocks[record.device_id] = memory.clock
+    named = named_devices(envelope, snap)
+    clocks = {d.device_id: snap.clocks[d.device_id] for d in named if d.device_id in snap.clocks}
+    if named and memory.clock is not None:
+        clocks[named[0].device_id] = memory.clock
     result = verify_attestation(
-        envelope, trust=snap.state, devices=snap.devices, manifest_bytes=snap.manifest_bytes,
+        envelope, trust=snap.state, devices=named, manifest_bytes=snap.manifest_bytes,
         nonce=_PLACEHOLDER_NONCE, now=now, highest_manifest_version=highest, highest_manifest_digest=digest,
         quote_checker=default_quote_checker(clocks), tpm_vendor_cas=snap.tpm_cas,
         policy=VerifierPolicy(allow_software_keys=config.allow_software_keys, max_age=config.max_age,

@@ -9,8 +9,8 @@ Rules:
 * an attestation carrying a nonce we never issued to that device (or one that expired) is
   self-nonced agent evidence: it is verified, but recorded as not answering a challenge.
 
-Used nonces are kept (a replay must still be recognised later); unused expired ones are dropped
-when the device asks for a new one, and at most ``max_open_nonces`` unused ones are kept.
+Used nonces are kept while a replay of them could still pass as fresh (``max_age``); unused expired
+ones are dropped when the device asks for a new one, and at most ``max_open_nonces`` unused ones are kept.
 """
 
 from __future__ import annotations
@@ -51,6 +51,10 @@ class NonceOutcome(enum.Enum):
 def issue(conn: Connection, device_id: str, now: datetime, config: FleetConfig) -> Nonce:
     """A fresh nonce for ``device_id`` (call inside a write transaction)."""
     conn.execute(delete(T).where(T.c.device_id == device_id, T.c.used_at.is_(None), T.c.expires_at <= now))
+    # a used nonce is kept to recognise a replay while it matters: an attestation made while the nonce
+    # was live is, after max_age, refused as stale whatever nonce it carries
+    conn.execute(delete(T).where(T.c.device_id == device_id, T.c.used_at.is_not(None),
+                                 T.c.issued_at < now - config.max_age - config.max_clock_skew))
     open_values = conn.execute(select(T.c.value_hex).where(T.c.device_id == device_id, T.c.used_at.is_(None))
                                .order_by(T.c.issued_at.desc(), T.c.value_hex)).scalars().all()
     surplus = list(open_values[config.max_open_nonces - 1:])
@@ -62,15 +66,18 @@ def issue(conn: Connection, device_id: str, now: datetime, config: FleetConfig) 
     return nonce
 
 
-def consume(conn: Connection, device_id: str, value: bytes, now: datetime, attestation_id: str) -> NonceOutcome:
-    """Decide what ``value`` (the predicate's nonce) is for this device, consuming it if answered."""
-    row = conn.execute(select(T.c.expires_at, T.c.used_at)
-                       .where(T.c.value_hex == value.hex(), T.c.device_id == device_id)).first()
-    if row is None:
+def consume(conn: Connection, value: bytes, now: datetime, attestation_id: str, expires_at: datetime | None,
+            used_at: datetime | None) -> NonceOutcome:
+    """Decide what ``value`` (the predicate's nonce) is for its device, consuming it if answered.
+
+    ``expires_at``/``used_at`` are the issued nonce's row for this device and value as read (both
+    None: never issued to it); the caller read them with the device's row, in this transaction.
+    """
+    if expires_at is None:
         return NonceOutcome.NOT_ISSUED
-    if row.used_at is not None:
+    if used_at is not None:
         return NonceOutcome.REPLAYED
-    if row.expires_at <= now:
+    if expires_at <= now:
         return NonceOutcome.EXPIRED
     done = conn.execute(update(T).where(T.c.value_hex == value.hex(), T.c.used_at.is_(None))
                         .values(used_at=now, used_by=attestation_id))

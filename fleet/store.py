@@ -18,6 +18,14 @@ Rules the store enforces:
 * **Revocation is sticky.** A revoked airframe's attestations are stored and fail with
   ``device-revoked``.
 
+Scale-out: several service processes (on one host or many) can share one PostgreSQL database.
+Everything that matters is in it: ingest is idempotent by primary key, an airframe's row is locked
+(``SELECT ... FOR UPDATE``) while its state is folded, a nonce is consumed by a conditional UPDATE,
+and webhook dispatchers claim events with ``SKIP LOCKED``. Each process keeps only a cache of the
+trust directory (re-checked every second), so every host must be given the same trust directory.
+SQLite serialises writers with its one write lock: several processes on one host work, but for
+load, use PostgreSQL.
+
 Current state, as :class:`State`: ``revoked`` if revoked; else ``stale`` if the newest attestation
 (by its signed time) is older than ``stale_after``; else what the newest attestation says:
 ``passing``, ``never-passed`` (it fails and none ever passed), ``drifted`` (it fails and measures
@@ -30,16 +38,17 @@ import enum
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from attest import dsse, timeutil
-from attest.errors import FlightSealError
+from attest.enrollment import DeviceRecord
+from attest.errors import FlightSealError, FormatError
 from attest.evidence import Predicate, parse_statement
 from attest.models import Measurement
 from attest.quote import observed_clock
@@ -52,6 +61,8 @@ from fleet.intake import (
     FleetCode,
     FleetReason,
     TrustCache,
+    TrustSnapshot,
+    TrustUnavailableError,
     claimed_signer,
     clock_from_json,
     clock_json,
@@ -60,12 +71,35 @@ from fleet.intake import (
     verify,
 )
 from fleet.models import Attestation, Device, Event, table
+from fleet.models import Nonce as NonceRow
 from fleet.revocation import Revocation, verify_revocation
 
 A = table(Attestation)
 D = table(Device)
 E = table(Event)
+N = table(NonceRow)
 STALE_LIST_MAX = 200
+SOURCE_MAX, ACTOR_MAX = 64, 128  # the columns' sizes (fleet.models)
+
+# Statements built once: ingest runs them thousands of times a second, and building a statement
+# costs about as much as the round trip that runs it.
+_PREFETCH = select(
+    select(A.c.id).where(A.c.id == bindparam("att")).scalar_subquery().label("dup"),
+    select(D.c.manifest_high).where(D.c.device_id == bindparam("dev")).scalar_subquery().label("manifest_high"),
+    select(D.c.manifest_high_sha256).where(D.c.device_id == bindparam("dev")).scalar_subquery().label("high_sha"),
+    select(D.c.tpm_clock).where(D.c.device_id == bindparam("dev")).scalar_subquery().label("tpm_clock"),
+)
+_DEVICE_AND_NONCE = (select(D.c.device_id, D.c.verdict_state, D.c.last_attempt_at, D.c.last_success_at,
+                            D.c.consecutive_failures, D.c.last_pass_attestation_id, D.c.drift, D.c.manifest_high,
+                            D.c.revoked_at, D.c.revoked_by, D.c.revoked_reason,
+                            N.c.expires_at.label("nonce_expires_at"), N.c.used_at.label("nonce_used_at"))
+                     .select_from(D.outerjoin(N, and_(N.c.device_id == D.c.device_id,
+                                                      N.c.value_hex == bindparam("nonce"))))
+                     .where(D.c.device_id == bindparam("dev")))
+_DEVICE_AND_NONCE_LOCKED = _DEVICE_AND_NONCE.with_for_update(of=D)
+_INSERT_ATTESTATION = insert(A)
+_INSERT_EVENT = insert(E)
+_UPDATE_DEVICE = update(D).where(D.c.device_id == bindparam("b_device_id"))
 
 
 class EnvelopeTooLargeError(FlightSealError):
@@ -83,6 +117,11 @@ class State(enum.StrEnum):
     STALE = "stale"
     REVOKED = "revoked"
     NEVER_PASSED = "never-passed"
+
+
+def _check_len(field: str, value: str, bound: int) -> None:
+    if len(value) > bound:
+        raise FormatError("fleet request", f"is {len(value)} characters, at most {bound} are kept", field)
 
 
 def utc_now() -> datetime:
@@ -186,9 +225,9 @@ def _event(conn: Connection, kind: str, device_id: str | None, attestation_id: s
            body: Mapping[str, Any]) -> None:
     payload = {"kind": kind, "device_id": device_id, "attestation_id": attestation_id,
                "at": timeutil.format(now), **body}
-    conn.execute(insert(E).values(kind=kind, device_id=device_id, attestation_id=attestation_id,
-                                  payload=json.dumps(payload, sort_keys=True), created_at=now, attempts=0,
-                                  next_attempt_at=now))
+    conn.execute(_INSERT_EVENT, {"kind": kind, "device_id": device_id, "attestation_id": attestation_id,
+                                 "payload": json.dumps(payload, sort_keys=True), "created_at": now, "attempts": 0,
+                                 "next_attempt_at": now})
 
 
 def _measurements(raw: bytes | None) -> list[Measurement]:
@@ -205,10 +244,12 @@ class FleetStore:
     """Verification and storage for the fleet; one per process, shared by its threads."""
 
     def __init__(self, engine: Engine, trust_dir: Path, *, clock: Callable[[], datetime] = utc_now,
-                 stale_after: timedelta = timedelta(days=7), config: FleetConfig | None = None) -> None:
+                 stale_after: timedelta | None = None, config: FleetConfig | None = None) -> None:
+        """``stale_after`` overrides ``config.stale_after`` (7 days by default)."""
         self.engine = engine
-        self.config = config or FleetConfig(stale_after=stale_after)
-        self.stale_after = stale_after
+        config = config or FleetConfig()
+        self.config = config if stale_after is None else replace(config, stale_after=stale_after)
+        self.stale_after = self.config.stale_after
         self.trust = TrustCache(trust_dir, self.config.trust_recheck_s)
         self._clock = clock
 
@@ -226,53 +267,81 @@ class FleetStore:
             return nonces.issue(conn, device_id, self._clock(), self.config)
 
     def ingest(self, envelope: bytes, *, source: str, actor: str) -> IngestResult:
-        """Verify and store one attestation (see the module's rules). Raises only for unusable
-        input (too large) or an unreadable trust directory; a bad attestation is a failed result."""
+        """Verify and store one attestation (see the module's rules).
+
+        Raises only when nothing can be decided: :class:`EnvelopeTooLargeError` (unusable input) or
+        :class:`fleet.intake.TrustUnavailableError` (the trust directory is unreadable: a server-side
+        fault, nothing is stored). A bad attestation is not an error: it is a failed result, stored.
+        """
+        _check_len("source", source, SOURCE_MAX)
+        _check_len("actor", actor, ACTOR_MAX)
         if len(envelope) > self.config.max_envelope_bytes:
             raise EnvelopeTooLargeError(f"attestation is {len(envelope)} bytes, more than the "
                                         f"{self.config.max_envelope_bytes} bytes allowed")
         att_id = hashlib.sha256(envelope).hexdigest()
-        stored = self._stored_result(att_id)
-        if stored is not None:
-            return stored
         snap = self.trust.get()
-        now = self._clock()
         claimed = claimed_signer(envelope, snap)
-        result = verify(envelope, snap, self._memory(claimed.device_id) if claimed else None, now, self.config)
         try:
-            with self._write() as conn, conn.begin():
-                return self._record(conn, att_id, envelope, result, now, source, actor)
+            with self.engine.connect() as conn:
+                if is_postgres(conn):
+                    with conn.begin():  # one transaction from the duplicate check to the commit
+                        return self._check_and_record(conn, att_id, envelope, snap, claimed, source, actor)
+                return self._check_and_record(conn, att_id, envelope, snap, claimed, source, actor)
         except IntegrityError:
             stored = self._stored_result(att_id)
             if stored is None:
                 raise
             return stored
 
-    def _memory(self, device_id: str) -> DeviceMemory | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(D.c.manifest_high, D.c.manifest_high_sha256, D.c.tpm_clock)
-                               .where(D.c.device_id == device_id)).first()
-        if row is None:
-            return None
-        return DeviceMemory(row.manifest_high, row.manifest_high_sha256, clock_from_json(row.tpm_clock))
+    def _check_and_record(self, conn: Connection, att_id: str, envelope: bytes, snap: TrustSnapshot,
+                          claimed: DeviceRecord | None, source: str, actor: str) -> IngestResult:
+        """Duplicate check and device memory (one round trip), verification, then the write.
 
-    def _stored_result(self, att_id: str) -> IngestResult | None:
-        with self.engine.connect() as conn:
-            r = conn.execute(select(A.c.device_id, A.c.passed, A.c.reasons, A.c.answered_nonce, A.c.attested_at)
-                             .where(A.c.id == att_id)).first()
+        PostgreSQL: all in the caller's transaction; the plain reads take no locks, so holding it
+        open while verifying costs nothing. SQLite: the read ends before verifying and the write
+        begins IMMEDIATE, so the database's single write lock is held only for the write itself.
+        """
+        duplicate, memory = self._prefetch(conn, att_id, claimed.device_id if claimed else None)
+        if duplicate:
+            stored = self._stored_result(att_id, conn)
+            if stored is not None:
+                return stored
+        now = self._clock()
+        result = verify(envelope, snap, memory, now, self.config)
+        if is_postgres(conn):
+            return self._record(conn, att_id, envelope, result, now, source, actor)
+        conn.rollback()
+        with conn.execution_options(**WRITE).begin():
+            return self._record(conn, att_id, envelope, result, now, source, actor)
+
+    def _prefetch(self, conn: Connection, att_id: str, device_id: str | None) -> tuple[bool, DeviceMemory | None]:
+        """In one round trip: is this attestation stored already, and what the claimed device's row remembers."""
+        r = conn.execute(_PREFETCH, {"att": att_id, "dev": device_id or ""}).one()
+        memory = None if r.manifest_high is None else \
+            DeviceMemory(r.manifest_high, r.high_sha, clock_from_json(r.tpm_clock))
+        return r.dup is not None, memory
+
+    def _stored_result(self, att_id: str, conn: Connection | None = None) -> IngestResult | None:
+        q = select(A.c.device_id, A.c.passed, A.c.reasons, A.c.answered_nonce, A.c.attested_at).where(A.c.id == att_id)
+        if conn is not None:
+            r = conn.execute(q).first()
+        else:
+            with self.engine.connect() as own:
+                r = own.execute(q).first()
         if r is None:
             return None
         return IngestResult(att_id, r.device_id, r.passed, reasons_from_json(r.reasons), True, r.answered_nonce,
                             r.attested_at)
 
-    def _lock_device(self, conn: Connection, device_id: str, airframe: str) -> Any:
-        q = select(D).where(D.c.device_id == device_id)
-        if is_postgres(conn):
-            q = q.with_for_update()
-        row = conn.execute(q).first()
+    def _lock_device(self, conn: Connection, device_id: str, airframe: str, nonce: bytes = b"") -> Any:
+        """The device's row, locked until commit (PostgreSQL; SQLite holds the write lock already),
+        created if new, with the issued nonce ``nonce`` of that device joined in (or nulls)."""
+        q = _DEVICE_AND_NONCE_LOCKED if is_postgres(conn) else _DEVICE_AND_NONCE
+        params = {"dev": device_id, "nonce": nonce.hex()}
+        row = conn.execute(q, params).first()
         if row is None:
             insert_ignore(conn, D, {"device_id": device_id, "airframe": airframe})
-            row = conn.execute(q).one()
+            row = conn.execute(q, params).one()
         return row
 
     def _record(self, conn: Connection, att_id: str, envelope: bytes, result: VerificationResult, now: datetime,
@@ -280,9 +349,9 @@ class FleetStore:
         reasons = [FleetReason.from_core(r) for r in result.reasons]
         p, device, answered, row = result.predicate, result.device, False, None
         if device is not None:
-            row = self._lock_device(conn, device.device_id, device.airframe)
+            row = self._lock_device(conn, device.device_id, device.airframe, p.nonce if p is not None else b"")
             if p is not None:
-                outcome = nonces.consume(conn, device.device_id, p.nonce, now, att_id)
+                outcome = nonces.consume(conn, p.nonce, now, att_id, row.nonce_expires_at, row.nonce_used_at)
                 answered = outcome is nonces.NonceOutcome.ANSWERED
                 if outcome is nonces.NonceOutcome.REPLAYED:
                     reasons.append(FleetReason(FleetCode.NONCE_REPLAYED, "answers a nonce this service issued that "
@@ -292,11 +361,11 @@ class FleetStore:
                                            f"{timeutil.format(row.revoked_at)} by {row.revoked_by}: "
                                            f"{row.revoked_reason}", "device"))
         passed = result.passed and not reasons
-        conn.execute(insert(A).values(
-            id=att_id, device_id=device.device_id if device else None, received_at=now,
-            attested_at=p.time if p else None, passed=passed, reasons=reasons_json(reasons), answered_nonce=answered,
-            manifest_version=p.manifest.version if p and p.manifest else None, source=source, actor=actor,
-            envelope=envelope))
+        conn.execute(_INSERT_ATTESTATION, {
+            "id": att_id, "device_id": device.device_id if device else None, "received_at": now,
+            "attested_at": p.time if p else None, "passed": passed, "reasons": reasons_json(reasons),
+            "answered_nonce": answered, "manifest_version": p.manifest.version if p and p.manifest else None,
+            "source": source, "actor": actor, "envelope": envelope})
         if row is not None:
             self._fold(conn, row, att_id, p, passed, reasons, now)
         if not passed:
@@ -326,14 +395,14 @@ class FleetStore:
             else:
                 changes = self._drift(conn, row.last_pass_attestation_id, p)
                 text = drift.dumps(changes)
-                state = State.NEVER_PASSED if row.last_pass_attestation_id is None and "last_success_at" not in values \
+                state = State.NEVER_PASSED if row.last_pass_attestation_id is None \
                     else State.DRIFTED if changes else State.FAILING
                 values.update(verdict_state=state.value, consecutive_failures=row.consecutive_failures + 1, drift=text)
                 if changes and text != row.drift:
                     _event(conn, "drift", row.device_id, att_id, now, {"changes": [c.to_json() for c in changes]})
         elif passed and row.verdict_state == State.NEVER_PASSED.value:
             values["verdict_state"] = State.FAILING.value  # a late pass: it did pass once, before the failure
-        conn.execute(update(D).where(D.c.device_id == row.device_id).values(**values))
+        conn.execute(_UPDATE_DEVICE, {"b_device_id": row.device_id, **values})
 
     def _drift(self, conn: Connection, last_pass_id: str | None, p: Predicate | None) -> list[drift.Change]:
         if last_pass_id is None or p is None:
@@ -347,6 +416,7 @@ class FleetStore:
 
     def revoke(self, device_id: str, *, actor: str, reason: str) -> None:
         """An operator revokes an airframe: audited; its later attestations fail."""
+        _check_len("actor", actor, ACTOR_MAX)
         known = device_id in self.trust.get().by_id
         with self._write() as conn, conn.begin():
             if not known and conn.execute(select(D.c.device_id).where(D.c.device_id == device_id)).first() is None:
@@ -354,12 +424,14 @@ class FleetStore:
             self._revoke(conn, device_id, actor, reason, {"reason": reason, "by": "operator"})
 
     def revoke_signed(self, envelope: bytes, *, actor: str) -> Revocation:
-        """A revocation signed by the root's enrolment role (threshold); refused below it."""
+        """A revocation signed by the root's enrolment role (threshold); refused below it.
+        Recorded as revoked by ``signed:<actor>``; the audit record names the signing keys."""
+        _check_len("actor", actor, ACTOR_MAX)
         snap = self.trust.get()
         now = self._clock()
         revocation, signers = verify_revocation(envelope, snap.state, now, self.config.max_clock_skew)
         with self._write() as conn, conn.begin():
-            self._revoke(conn, revocation.device_id, f"signed revocation (uploaded by {actor})", revocation.reason,
+            self._revoke(conn, revocation.device_id, f"signed:{actor}"[:ACTOR_MAX], revocation.reason,
                          {"reason": revocation.reason, "by": "signed", "signed_at": timeutil.format(revocation.time),
                           "signers": sorted(signers), "envelope_sha256": hashlib.sha256(envelope).hexdigest(),
                           "uploaded_by": actor})
@@ -399,6 +471,13 @@ class FleetStore:
 
     # ---- reads --------------------------------------------------------------------------------
 
+    def _snapshot_for_reading(self) -> TrustSnapshot | None:
+        """The trust snapshot for display; pages still show the fleet when the trust dir is broken."""
+        try:
+            return self.trust.get()
+        except TrustUnavailableError:
+            return None
+
     def overview(self) -> Overview:
         now = self._clock()
         state = _state_expr(now - self.stale_after).label("state")
@@ -408,11 +487,13 @@ class FleetStore:
                                         D.c.consecutive_failures)
                                  .where(D.c.revoked_at.is_(None), D.c.last_attempt_at < now - self.stale_after)
                                  .order_by(D.c.last_attempt_at, D.c.device_id).limit(STALE_LIST_MAX)).all()
-            seen = set(conn.execute(select(D.c.device_id)).scalars()) if len(self.trust.get().by_id) else set()
+            snap = self._snapshot_for_reading()
+            enrolled = set(snap.by_id) if snap is not None else set()
+            seen = set(conn.execute(select(D.c.device_id)).scalars()) if enrolled else set()
         counts = {s: 0 for s in State}
         for name, n in grouped:
             counts[State(name)] = int(n)
-        unseen = len(set(self.trust.get().by_id) - seen)
+        unseen = len(enrolled - seen)
         return Overview(counts, [_summary(r) for r in stale], sum(counts.values()), unseen)
 
     def device(self, device_id: str) -> DeviceView | None:
@@ -425,15 +506,17 @@ class FleetStore:
             raw = conn.execute(select(A.c.envelope).where(A.c.id == row.current_attestation_id)).scalar_one_or_none() \
                 if row.current_attestation_id else None
         measurements = _measurements(raw)
-        manifest = self.trust.get().manifest
+        snap = self._snapshot_for_reading()
+        manifest = snap.manifest if snap is not None else None
         parts = [Part(c.name, c.vendor, c.model, c.origin, c.selector) for c in manifest.components] \
-            if manifest.airframe.covers(row.airframe, device_id) else []
+            if manifest is not None and manifest.airframe.covers(row.airframe, device_id) else []
         return DeviceView(
             row.device_id, row.airframe, State(row.state), row.last_attempt_at, row.last_received_at,
             row.last_success_at, row.consecutive_failures,
             None if row.current_attestation_id is None else row.verdict_state == State.PASSING.value,
             reasons_from_json(row.current_reasons), drift.loads(row.drift),
-            now - row.last_attempt_at if row.last_attempt_at else None, row.manifest_version, manifest.version, parts,
+            now - row.last_attempt_at if row.last_attempt_at else None, row.manifest_version,
+            manifest.version if manifest is not None else None, parts,
             measurements, row.current_attestation_id, row.revoked_at is not None, row.revoked_at, row.revoked_by,
             row.revoked_reason)
 
@@ -451,6 +534,16 @@ class FleetStore:
                 q = q.where(or_(A.c.received_at < anchor.received_at,
                                 (A.c.received_at == anchor.received_at) & (A.c.id < before)))
             rows = conn.execute(q.order_by(A.c.received_at.desc(), A.c.id.desc()).limit(limit)).all()
+        return [_att_row(r) for r in rows]
+
+    def unattributed(self, *, limit: int = 100) -> list[AttestationRow]:
+        """Newest attestations no enrolled key verifiably signed (foreign airframes, bytes altered
+        in transit): they belong to no airframe's history, yet an officer should see them."""
+        limit = max(1, min(limit, self.config.history_page_max))
+        cols = [c for c in A.c if c.name != "envelope"]
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*cols).where(A.c.device_id.is_(None))
+                                .order_by(A.c.received_at.desc(), A.c.id.desc()).limit(limit)).all()
         return [_att_row(r) for r in rows]
 
     def attestation(self, attestation_id: str) -> AttestationRow | None:

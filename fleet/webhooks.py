@@ -84,7 +84,7 @@ class WebhookDispatcher:
         with httpx.Client(timeout=self.timeout_s, follow_redirects=False) as client:
             for event_id, payload in claimed:
                 outcome = self._post(client, event_id, payload)
-                self._finish(event_id, outcome, max(now, self._clock()))
+                self._finish(event_id, outcome, now)
                 delivered += outcome.delivered
         return delivered
 

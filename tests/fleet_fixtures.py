@@ -28,7 +28,7 @@ import pytest
 from attest import dsse
 from attest.appraise import appraise
 from attest.evidence import seal
-from attest.manifest import Airframe
+from attest.manifest import Airframe, Manifest
 from attest.models import Measurement
 from fleet import migrate
 from fleet.config import FleetConfig
@@ -62,15 +62,26 @@ class Fleet:
     trust_dir: Path
     world: World = field(default_factory=World)
     keys: dict[str, SoftwareSigner] = field(default_factory=dict)
+    allow_unlisted_scripts: bool = False  # the benchmark pads attestations with extra scripts
+    manifest_version: int = 3
 
     def __post_init__(self) -> None:
         (self.trust_dir / "devices").mkdir(parents=True, exist_ok=True)
         (self.trust_dir / "root.json").write_bytes(self.world.root_bytes())
         (self.trust_dir / "manifest.json").write_bytes(self.manifest_bytes)
 
+    def manifest(self) -> Manifest:
+        return self.world.manifest(airframe=Airframe("FS-Quad-1", board_ids=(0,)),
+                                   allow_unlisted_scripts=self.allow_unlisted_scripts, version=self.manifest_version)
+
+    def install_manifest(self, version: int) -> None:
+        """The operators put another manifest version into the trust directory."""
+        self.manifest_version = version
+        (self.trust_dir / "manifest.json").write_bytes(self.manifest_bytes)
+
     @property
     def manifest_bytes(self) -> bytes:
-        return self.world.manifest_bytes(airframe=Airframe("FS-Quad-1", board_ids=(0,)))
+        return self.world.sign_manifest(self.manifest())
 
     def enroll(self, device_id: str) -> SoftwareSigner:
         key = self.keys.get(device_id) or SoftwareSigner.generate()
@@ -83,8 +94,7 @@ class Fleet:
                     ms: list[Measurement] | None = None, key: SoftwareSigner | None = None) -> bytes:
         """A real attestation, the device's verdict being the appraisal of ``ms`` (as an agent seals it)."""
         ms = measurements() if ms is None else ms
-        manifest = self.world.manifest(airframe=Airframe("FS-Quad-1", board_ids=(0,)))
-        pred = predicate(self.world, self.manifest_bytes, ms, appraise(ms, manifest), nonce,
+        pred = predicate(self.world, self.manifest_bytes, ms, appraise(ms, self.manifest()), nonce,
                          device_id=device_id, time=time or self.world.now)
         signer = key or self.keys.get(device_id) or self.enroll(device_id)
         return seal(pred, signer).to_bytes()

@@ -203,3 +203,13 @@ def test_pg_harness_removes_its_directory_even_on_error(request: pytest.FixtureR
         raise RuntimeError("boom")
     assert not kept[0].exists()
 
+
+
+@pytest.mark.slow
+def test_fleet_ingest_benchmark_runs_and_prints_its_table() -> None:
+    out = subprocess.run([sys.executable, "-m", "bench.bench_fleet_ingest", "--count", "40", "--threads", "2",
+                          "--devices", "5", "--seconds", "0.05"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    for row in ("raw verify_attestation, 1 process (baseline)", "raw verify_attestation, 2 processes",
+                "ingest, SQLite, 1 worker", "ingest, SQLite, 2 workers"):
+        assert row in out, out

@@ -9,10 +9,12 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
 
-from attest.errors import ThresholdError
+from attest.errors import FormatError, ThresholdError
+from fleet import nonces
 from fleet.audit import AuditChainError
+from fleet.intake import DeviceMemory
 from fleet.models import Event, table
 from fleet.store import EnvelopeTooLargeError, FleetStore, State, UnknownDeviceError
 from hardware.software import SoftwareSigner
@@ -186,7 +188,7 @@ def test_signed_revocation_needs_the_enrolment_threshold(store: FleetStore, flee
                                      actor="bob")
     assert revocation.device_id == "drone-001"
     view = store.device("drone-001")
-    assert view is not None and view.revoked and view.revoked_reason == "key leaked"
+    assert view is not None and view.revoked and view.revoked_reason == "key leaked" and view.revoked_by == "signed:bob"
     r = store.ingest(fleet.attestation("drone-001"), source="agent", actor="ci")
     assert codes(r.reasons) == ["device-revoked"]
     [entry] = store.audit_log()
@@ -199,6 +201,7 @@ def test_foreign_airframe_fails_with_the_core_reason_and_its_envelope_is_kept(st
     r = store.ingest(att, source="upload", actor="ci")
     assert not r.passed and codes(r.reasons) == ["device-unknown"] and r.device_id is None
     assert store.raw_envelope(r.attestation_id) == att and store.device("drone-999") is None
+    assert [a.id for a in store.unattributed()] == [r.attestation_id]
     with pytest.raises(EnvelopeTooLargeError):
         store.ingest(b" " * (store.config.max_envelope_bytes + 1), source="upload", actor="ci")
 
@@ -243,7 +246,7 @@ def test_audit_trail_refuses_updates_and_names_an_altered_record(store: FleetSto
     with store.engine.begin() as conn:  # someone with the database's owner rights removes the guard
         conn.execute(text("DROP TRIGGER audit_log_no_update" + (" ON audit_log" if backend == "postgresql" else "")))
         conn.execute(text("UPDATE audit_log SET actor = 'mallory' WHERE seq = 1"))
-    with pytest.raises(AuditChainError, match="audit record 1 .*altered"):
+    with pytest.raises(AuditChainError, match=r"audit record 1 .*altered"):
         store.verify_audit_chain()
 
 
@@ -261,3 +264,55 @@ def test_trust_dir_changes_are_picked_up(store: FleetStore, fleet: Fleet) -> Non
     fleet.enroll("drone-003")
     r = store.ingest(fleet.attestation("drone-003", time=NOW + timedelta(seconds=1)), source="agent", actor="ci")
     assert r.passed and r.device_id == "drone-003"
+
+
+def test_losing_the_insert_race_to_another_process_reports_a_duplicate(store: FleetStore, fleet: Fleet,
+                                                                       clock: Clock) -> None:
+    """The window the process tests hit by chance, forced: the duplicate check ran before the
+    other process committed, so the insert meets the primary key and the ingest reports a duplicate."""
+
+    class Racing(FleetStore):
+        def _prefetch(self, conn: Connection, att_id: str, device_id: str | None) -> tuple[bool, DeviceMemory | None]:
+            _duplicate, memory = super()._prefetch(conn, att_id, device_id)
+            return False, memory  # checked just before the other process committed
+
+    att = tamper_script(fleet, "drone-001", NOW)
+    first = store.ingest(att, source="agent", actor="ci")
+    loser = Racing(store.engine, fleet.trust_dir, clock=clock, config=store.config).ingest(att, source="agent",
+                                                                                         actor="ci")
+    assert loser.duplicate and loser.attestation_id == first.attestation_id and not loser.passed
+    view = store.device("drone-001")
+    assert view is not None and view.consecutive_failures == 1 and len(events(store, "failure")) == 1
+
+
+def test_manifest_rollback_is_refused_from_the_high_water_kept_in_the_database(store: FleetStore, fleet: Fleet) -> None:
+    store.trust = type(store.trust)(fleet.trust_dir, 0.0)
+    assert store.ingest(fleet.attestation("drone-001"), source="agent", actor="ci").passed  # manifest v3
+    fleet.install_manifest(2)  # an older manifest put back into the trust directory
+    r = store.ingest(fleet.attestation("drone-001", time=NOW + timedelta(seconds=1)), source="agent", actor="ci")
+    assert not r.passed and codes(r.reasons) == ["manifest-rollback"]
+    assert not (fleet.trust_dir / "state.json").exists()
+
+
+def test_an_issued_nonce_answered_after_it_expired_counts_as_the_agents_own(store: FleetStore, fleet: Fleet,
+                                                                              clock: Clock) -> None:
+    nonce = store.issue_nonce("drone-001")
+    clock.advance(timedelta(minutes=11))
+    r = store.ingest(fleet.attestation("drone-001", nonce=nonce.value), source="agent", actor="ci")
+    assert r.passed and not r.answered_nonce
+
+
+def test_open_nonces_per_device_are_bounded(store: FleetStore) -> None:
+    for _ in range(store.config.max_open_nonces + 5):
+        store.issue_nonce("drone-001")
+    with store.engine.connect() as conn:
+        assert nonces.open_count(conn, "drone-001") == store.config.max_open_nonces
+
+
+def test_names_longer_than_their_columns_are_refused_before_anything_is_written(store: FleetStore,
+                                                                                fleet: Fleet) -> None:
+    with pytest.raises(FormatError, match="actor"):
+        store.ingest(fleet.attestation("drone-001"), source="agent", actor="x" * 129)
+    with pytest.raises(FormatError, match="subject"):
+        store.record_action("alice", "user.add", "y" * 257)
+    assert store.history("drone-001") == [] and store.audit_log() == []
