@@ -31,7 +31,7 @@ from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from attest.errors import FlightSealError, FormatError
+from attest.errors import FormatError
 from fleet import audit
 from fleet.db import WRITE
 from fleet.models import ApiToken, User, WebSession
@@ -65,8 +65,11 @@ USER_ROLES = frozenset({"viewer", "operator", "admin"})
 TOKEN_ROLES = frozenset({"agent", "operator", "admin"})
 
 
-class AuthError(FlightSealError):
-    """A user or token could not be created or changed (a name taken, a token unknown)."""
+class AuthError(FormatError):
+    """A user or token could not be created or changed (a name taken, a token unknown): a usage error."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("fleet", detail)
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,7 @@ class Auth:
 
     def login(self, name: str, password: str) -> tuple[str, Principal] | None:
         """A new session's id (for the cookie) and who it is, or None for a wrong name or password.
+        Both outcomes go to the audit trail (the web layer rate-limits attempts, which bounds it).
 
         The hash is checked outside any transaction: argon2 takes tens of milliseconds and must not
         hold SQLite's write lock meanwhile."""
@@ -175,14 +179,21 @@ class Auth:
             user = db.scalars(select(User).where(User.name == name)).first()
             found = None if user is None else (user.id, user.name, user.role, user.password_hash)
         if not _password_ok(found[3] if found else _DUMMY_HASH, password) or found is None:
+            with Session(self._writer) as db, db.begin():
+                audit.append(db.connection(), at=self._clock(), actor=name, action="login.failed", subject=name,
+                             detail={"known_user": found is not None})
             return None
         user_id, user_name, role, stored = found
+        rehashed = _HASHER.hash(password) if _HASHER.check_needs_rehash(stored) else None
         session_id, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(32), self._clock()
         with Session(self._writer) as db, db.begin():
-            if _HASHER.check_needs_rehash(stored):
-                db.execute(update(User).where(User.id == user_id).values(password_hash=_HASHER.hash(password)))
+            if rehashed:
+                db.execute(update(User).where(User.id == user_id).values(password_hash=rehashed))
+            db.execute(delete(WebSession).where(WebSession.expires_at <= now))
             db.add(WebSession(id_sha256=_sha256(session_id), user_id=user_id, csrf_token=csrf, created_at=now,
                               expires_at=now + self._ttl))
+            db.flush()
+            audit.append(db.connection(), at=now, actor=user_name, action="login", subject=user_name)
         return session_id, Principal(user_name, Role[role.upper()], csrf)
 
     def session(self, session_id: str | None) -> Principal | None:

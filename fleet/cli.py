@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,13 @@ from typing import Any
 import click
 
 from attest.errors import FlightSealError, FormatError
-from fleet.auth import MAX_PASSWORD_CHARS, TOKEN_ROLES, USER_ROLES, Auth
+
+# The roles as fleet.auth defines them (a test checks they agree). Spelled here so that loading the
+# command, which every `flightseal` run does through the entry point, imports no fleet dependency:
+# a companion without the `fleet` extra still runs `flightseal` (the service's libraries load only
+# when a fleet command runs).
+USER_ROLES = ("admin", "operator", "viewer")
+TOKEN_ROLES = ("admin", "agent", "operator")
 
 MAX_TOKEN_FILE_BYTES = 4096
 MAX_SECRET_FILE_BYTES = 4096
@@ -75,7 +82,7 @@ def _read_secret(path: Path, what: str, limit: int) -> str:
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--webhook-url", help="POST events (failure, drift, revocation, staleness) here")
 @click.option("--webhook-secret-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="HMAC key that signs each webhook body")
+              help="HMAC key that signs each webhook body (the file's text, surrounding whitespace dropped)")
 @click.option("--stale-days", default=7.0, show_default=True, type=click.FloatRange(0.01, 3650),
               help="an airframe that has not attested for this long is stale")
 @click.option("--intake-rate", default=200.0, show_default=True, type=click.FloatRange(0.1, 1e6),
@@ -100,6 +107,8 @@ def serve(db: str, trust: Path, host: str, port: int, workers: int, tls_cert: Pa
     upgrade(url)
     os.environ.update({ENV_DB: url, ENV_TRUST: str(trust.resolve()), ENV_STALE_DAYS: str(stale_days),
                        ENV_INTAKE_RATE: str(intake_rate), ENV_ALLOW_SOFTWARE_KEYS: "1" if allow_software_keys else "0"})
+    if webhook_url and not webhook_url.startswith(("http://", "https://")):
+        raise FormatError("--webhook-url", f"{webhook_url!r} is not an http:// or https:// URL")
     if webhook_url:
         secret = _read_secret(webhook_secret_file, "webhook secret", MAX_SECRET_FILE_BYTES) \
             if webhook_secret_file else None
@@ -126,12 +135,14 @@ def user() -> None:
 
 @user.command("add")
 @click.argument("name")
-@click.option("--role", required=True, type=click.Choice(sorted(USER_ROLES)))
+@click.option("--role", required=True, type=click.Choice(USER_ROLES))
 @_db_option
 @click.option("--password-file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="read the password from this file instead of prompting")
 def user_add(name: str, role: str, db: str, password_file: Path | None) -> None:
     """Add an operator; the password is stored only as an argon2id hash."""
+    from fleet.auth import MAX_PASSWORD_CHARS, Auth
+
     if password_file:
         password = _read_secret(password_file, "password file", MAX_PASSWORD_CHARS + 2)
     else:
@@ -147,11 +158,13 @@ def token() -> None:
 
 @token.command("create")
 @click.argument("name")
-@click.option("--role", required=True, type=click.Choice(sorted(TOKEN_ROLES)),
+@click.option("--role", required=True, type=click.Choice(TOKEN_ROLES),
               help="agent: push attestations and fetch nonces only")
 @_db_option
 def token_create(name: str, role: str, db: str) -> None:
     """Create a token and print it once: only its hash is kept."""
+    from fleet.auth import Auth
+
     value = Auth(_engine(db)).create_token(name, role, created_by="cli")
     click.echo(value)
     click.echo(f"token {name} ({role}) created; it is shown only now, store it in a file only its user can read",
@@ -163,6 +176,8 @@ def token_create(name: str, role: str, db: str) -> None:
 @_db_option
 def token_revoke(name: str, db: str) -> None:
     """Revoke a token at once: the next request with it is refused."""
+    from fleet.auth import Auth
+
     Auth(_engine(db)).revoke_token(name)
     click.echo(f"token {name} revoked")
 
@@ -201,7 +216,8 @@ def push(files: tuple[Path, ...], url: str, token_file: Path, timeout: float, ca
     bodies = [(f, _read_bounded(f, LIMITS.max_envelope_bytes)) for f in files]
     failed = 0
     headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
-    with httpx.Client(base_url=url.rstrip("/"), timeout=timeout, verify=str(ca) if ca else True) as client:
+    verify = ssl.create_default_context(cafile=str(ca)) if ca else True
+    with httpx.Client(base_url=url.rstrip("/"), timeout=timeout, verify=verify) as client:
         for path, body in bodies:
             try:
                 response = client.post("/api/v1/attestations", content=body, headers=headers)

@@ -84,15 +84,16 @@ def running(app: Any) -> Iterator[str]:
         sock.close()
 
 
-def service(tmp: Path, fleet: Fleet, **app_options: Any) -> tuple[Any, Any]:
-    """A migrated SQLite database in ``tmp`` and the fleet app over it (software device keys allowed)."""
+def service(tmp: Path, fleet: Fleet, url: str | None = None, **app_options: Any) -> tuple[Any, Any]:
+    """A migrated database (``url``, or a SQLite file in ``tmp``) and the fleet app over it (software
+    device keys allowed)."""
     from fleet.config import FleetConfig
     from fleet.db import database_url, make_engine
     from fleet.migrate import upgrade
     from fleet.store import FleetStore
     from fleet.web.app import create_app
 
-    url = database_url(str(tmp / "fleet.db"))
+    url = url or database_url(str(tmp / "fleet.db"))
     upgrade(url)
     engine = make_engine(url)
     store = FleetStore(engine, fleet.trust, config=FleetConfig(allow_software_keys=True))

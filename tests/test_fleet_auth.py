@@ -79,6 +79,7 @@ def test_session_expires_and_logout_ends_it(engine: Engine) -> None:
     clock.now += timedelta(minutes=2)
     assert auth.session(first[0]) is None
     assert auth.purge_sessions() == 1
+    assert auth.login("alice", PASSWORD) is not None
 
 
 def test_unknown_or_forged_session_id_is_refused(engine: Engine) -> None:
@@ -142,15 +143,18 @@ def test_duplicate_user_and_active_token_names_are_refused(engine: Engine) -> No
         auth.revoke_token("nope")
 
 
-def test_operator_actions_are_in_the_audit_trail(engine: Engine) -> None:
+def test_operator_actions_and_log_ins_are_in_the_audit_trail(engine: Engine) -> None:
     auth = Auth(engine)
     auth.add_user("alice", "admin", PASSWORD, actor="cli")
+    assert auth.login("alice", "not her password") is None
+    assert auth.login("alice", PASSWORD) is not None
     auth.create_token("ci", "agent", created_by="alice")
     auth.revoke_token("ci", actor="alice")
     with engine.connect() as conn:
-        assert audit.verify_chain(conn) == 3
+        assert audit.verify_chain(conn) == 5
         got = [(e.actor, e.action, e.subject) for e in audit.entries(conn)]
-    assert got == [("alice", "token.revoke", "ci"), ("alice", "token.create", "ci"), ("cli", "user.add", "alice")]
+    assert got == [("alice", "token.revoke", "ci"), ("alice", "token.create", "ci"), ("alice", "login", "alice"),
+                   ("alice", "login.failed", "alice"), ("cli", "user.add", "alice")]
 
 
 def test_csrf_comparison_needs_both_values_equal() -> None:

@@ -9,6 +9,7 @@ test-artifacts/fleet/ for a person to look at.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,8 +42,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _cli(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*FLIGHTSEAL, *args], capture_output=True, text=True, timeout=60, check=True, **kw)  # type: ignore[call-overload]
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([*FLIGHTSEAL, *args], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, f"flightseal {' '.join(args)} exited {done.returncode}: {done.stderr[-2000:]}"
+    return done
 
 
 @pytest.fixture
@@ -51,6 +55,7 @@ def served(tmp_path: Path) -> Iterator[Service]:
     _cli("fleet", "migrate", "--db", db)
     (tmp_path / "pw").write_text(PASSWORD)
     _cli("fleet", "user", "add", "olga", "--role", "operator", "--db", db, "--password-file", str(tmp_path / "pw"))
+    _cli("fleet", "user", "add", "ada", "--role", "admin", "--db", db, "--password-file", str(tmp_path / "pw"))
     token = _cli("fleet", "token", "create", "vfc", "--role", "agent", "--db", db).stdout.strip()
     port = _free_port()
     log = (tmp_path / "serve.log").open("w")
@@ -88,6 +93,14 @@ def _push(svc: Service, body: bytes) -> dict[str, object]:
     return doc
 
 
+def _log_in(page: Any, name: str) -> None:
+    """Through the real form, as a person would; lands on the overview."""
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("main button[type=submit]")
+    page.wait_for_url(re.compile(r".*/$"))
+
+
 def test_officer_logs_in_sees_the_tampered_airframe_red_searches_and_revokes(served: Service) -> None:
     svc = served
     assert _push(svc, svc.fleet.attestation("drone-001"))["passed"] is True
@@ -95,16 +108,16 @@ def test_officer_logs_in_sees_the_tampered_airframe_red_searches_and_revokes(ser
     assert _push(svc, svc.fleet.attestation("drone-002", tampered=True))["passed"] is False
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        requested: list[str] = []
+        page.on("request", lambda r: requested.append(r.url))
         page.goto(f"{svc.url}/")
         assert "/login" in page.url
         screenshot(page, "01-login")
-        page.fill("input[name=name]", "olga")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{svc.url}/")
+        _log_in(page, "olga")
         assert page.inner_text("#count-passing .n") == "1"
         assert page.inner_text("#count-drifted .n") == "1"
         assert page.inner_text("#count-failing .n") == "0"
+        assert "script-mismatch" in page.inner_text("table.devices tr:has-text('drone-002')")
         screenshot(page, "02-overview")
 
         page.click("table.devices >> text=drone-002")
@@ -130,5 +143,21 @@ def test_officer_logs_in_sees_the_tampered_airframe_red_searches_and_revokes(ser
         page.wait_for_url("**/devices/drone-001?done=revoked")
         assert "REVOKED" in page.inner_text("#state") and "airframe lost over water" in page.inner_text("#state")
         screenshot(page, "05-revoked")
+
+        page.click("header button:has-text('Log out')")
+        page.wait_for_url("**/login")
+        _log_in(page, "ada")
+        page.goto(f"{svc.url}/admin/tokens")
+        page.fill("form:has(input[value=create]) input[name=name]", "ci-nightly")
+        page.select_option("form:has(input[value=create]) select[name=role]", "operator")
+        page.click("form:has(input[value=create]) button[type=submit]")
+        assert page.inner_text("#new-token").startswith("fst_")
+        screenshot(page, "06-admin-token-created")
+        page.goto(f"{svc.url}/admin/audit")
+        assert "Chain intact" in page.inner_text("#chain")
+        assert "airframe lost over water" in page.inner_text("table")
+        screenshot(page, "07-audit-trail")
         page.close()
+    assert requested and all(u.startswith(svc.url) for u in requested), "a page fetched something off the service"
+    assert any(u.endswith("/static/fleet.css") for u in requested)
     assert _push(svc, svc.fleet.attestation("drone-001"))["passed"] is False

@@ -8,6 +8,7 @@ ones about what reaches the wire (limits on a streamed body) run against uvicorn
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,16 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import Engine
+from starlette.exceptions import StarletteDeprecationWarning
 from starlette.routing import Mount, Route
-from starlette.testclient import TestClient
 
 from fleet.auth import Auth
-from fleet.web.limits import MAX_INTAKE_BYTES, RateLimit
+from fleet.web.limits import MAX_INTAKE_BYTES, RateLimit, RateLimiter
 from tests.fleet_kit import Fleet, make_fleet, running, service
+
+with warnings.catch_warnings():  # Starlette 1.x suggests httpx2 for its TestClient; httpx is what we ship
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
 
 PASSWORD = "a long enough password"
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
@@ -66,15 +71,16 @@ def login(client: TestClient, name: str, password: str = PASSWORD) -> str:
 
 
 def push(client: TestClient, token: str, body: bytes) -> httpx.Response:
-    return client.post("/api/v1/attestations", content=body, headers=bearer(token))
+    response: httpx.Response = client.post("/api/v1/attestations", content=body, headers=bearer(token))
+    return response
 
 
 # ---- nobody unauthenticated reads or changes anything ---------------------------------------------
 
-PAGES = ["/", "/devices/drone-001", "/search?q=drone", "/admin/users", "/admin/tokens"]
+PAGES = ["/", "/devices/drone-001", "/search?q=drone", "/admin/users", "/admin/tokens", "/admin/audit"]
 APIS = ["/api/v1/devices", "/api/v1/devices/drone-001"]
 POST_PAGES = ["/logout", "/devices/drone-001/revoke", "/admin/users", "/admin/tokens"]
-POST_APIS = ["/api/v1/nonces", "/api/v1/attestations"]
+POST_APIS = ["/api/v1/nonces", "/api/v1/attestations", "/api/v1/revocations"]
 OPEN = {"/login", "/healthz", "/static"}
 
 
@@ -225,6 +231,7 @@ def test_non_admin_cannot_open_or_post_admin_pages(client: TestClient, auth: Aut
     csrf = login(client, "olga")
     assert client.get("/admin/users").status_code == 403
     assert client.get("/admin/tokens").status_code == 403
+    assert client.get("/admin/audit").status_code == 403
     r = client.post("/admin/users", data={"csrf": csrf, "name": "eve", "role": "admin", "password": PASSWORD})
     assert r.status_code == 403
     assert [u.name for u in auth.users()] == ["olga"]
@@ -375,6 +382,7 @@ def test_pages_show_counts_the_failing_airframe_in_red_and_search(client: TestCl
     home = client.get("/").text
     assert re.search(r'id="count-passing"[^>]*>\s*<span class="n">2<', home)
     assert re.search(r'id="count-never-passed"[^>]*>\s*<span class="n">1<', home)
+    assert re.search(r'drone-003</a>.*?<span class="code">script-mismatch</span>', home, re.S)
     page = client.get("/devices/drone-003").text
     assert 'class="banner fail"' in page and "script-mismatch" in page and "NEVER PASSED" in page
     found = client.get("/search", params={"q": "drone-00"}).text
@@ -387,3 +395,95 @@ def test_page_text_is_escaped(client: TestClient, auth: Auth) -> None:
     login(client, "vera")
     page = client.get("/search", params={"q": "<script>alert(1)</script>"}).text
     assert "<script>alert(1)" not in page and "&lt;script&gt;" in page
+
+
+def test_signed_revocation_needs_the_enrolment_threshold(client: TestClient, auth: Auth, fleet: Fleet) -> None:
+    from datetime import UTC, datetime
+
+    from fleet.revocation import Revocation, sign_revocation
+
+    token = auth.create_token("ops", "operator", "test")
+    agent = auth.create_token("vfc", "agent", "test")
+    revocation = Revocation("drone-002", "key extracted from a crashed airframe", datetime.now(UTC))
+    one = sign_revocation(revocation, fleet.world.m_keys[:1])
+    two = sign_revocation(revocation, fleet.world.m_keys[:2])
+    assert client.post("/api/v1/revocations", content=two, headers=bearer(agent)).status_code == 403
+    refused = client.post("/api/v1/revocations", content=one, headers=bearer(token))
+    assert refused.status_code == 400 and "revocation refused" in refused.json()["error"]
+    done = client.post("/api/v1/revocations", content=two, headers=bearer(token))
+    assert done.status_code == 201 and done.json()["device"] == "drone-002"
+    assert client.get("/api/v1/devices/drone-002", headers=bearer(token)).json()["state"] == "revoked"
+
+
+def test_history_is_newest_first_and_pages_with_older(client: TestClient, auth: Auth, fleet: Fleet) -> None:
+    from fleet.web.routes_pages import HISTORY_PAGE
+
+    token = auth.create_token("ci", "agent", "test")
+    ids = [push(client, token, fleet.attestation("drone-001")).json()["id"] for _ in range(HISTORY_PAGE + 3)]
+    auth.add_user("vera", "viewer", PASSWORD)
+    login(client, "vera")
+    first = client.get("/devices/drone-001").text
+    shown = re.findall(r'<td class="mono" title="([0-9a-f]{64})">', first)
+    assert len(shown) == HISTORY_PAGE and set(shown) <= set(ids)
+    older = re.search(r'id="older" href="([^"]+)"', first)
+    assert older
+    rest = re.findall(r'<td class="mono" title="([0-9a-f]{64})">', client.get(older[1].replace("&amp;", "&")).text)
+    assert len(rest) == 3 and not set(rest) & set(shown) and set(shown) | set(rest) == set(ids)
+    assert client.get("/devices/drone-001", params={"before": "zz"}).status_code == 400
+
+
+def test_admin_reads_the_audit_trail_with_its_chain_intact(client: TestClient, auth: Auth, fleet: Fleet) -> None:
+    auth.add_user("ada", "admin", PASSWORD)
+    csrf = login(client, "ada")
+    client.post("/admin/tokens", data={"csrf": csrf, "action": "create", "name": "ci", "role": "agent"})
+    page = client.get("/admin/audit").text
+    assert "Chain intact" in page
+    assert re.search(r"<td>ada</td><td>token.create</td><td>ci</td>", page)
+    assert re.search(r"<td>cli</td><td>user.add</td><td>ada</td>", page)
+    assert client.get("/admin/audit", params={"before": "x"}).status_code == 400
+
+
+def test_rate_limiter_refills_over_time_and_keeps_clients_apart() -> None:
+    now = [0.0]
+    limiter = RateLimiter(RateLimit(rate=2.0, burst=2), clock=lambda: now[0])
+    assert [limiter.check("a"), limiter.check("a"), limiter.check("a")] == [0, 0, 1]
+    assert limiter.check("b") == 0  # another client has its own bucket
+    now[0] += 0.5  # one token back at 2 per second
+    assert limiter.check("a") == 0 and limiter.check("a") == 1
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[Any]:
+    from tests.pgserver import PgServer, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    with PgServer(fsync=False) as server:
+        yield server
+
+
+def test_log_in_intake_pages_revocation_and_audit_on_postgresql(tmp_path: Path, pg: Any) -> None:
+    """The same web layer over a real PostgreSQL server: timestamps with zones, the audit chain's advisory lock."""
+    from fleet import audit
+    from fleet.db import database_url
+
+    fleet = make_fleet(tmp_path)
+    app, engine = service(tmp_path, fleet, database_url(pg.create_database("fleet_web")))
+    auth = Auth(engine)
+    auth.add_user("olga", "operator", PASSWORD)
+    token = auth.create_token("ci", "agent", "test")
+    with TestClient(app, follow_redirects=False) as client:
+        assert push(client, token, fleet.attestation("drone-001")).status_code == 201
+        assert push(client, token, fleet.attestation("drone-002", tampered=True)).json()["passed"] is False
+        csrf = login(client, "olga")
+        home = client.get("/").text
+        assert re.search(r'id="count-passing"[^>]*>\s*<span class="n">1<', home) and "script-mismatch" in home
+        assert 'class="banner fail"' in client.get("/devices/drone-002").text
+        r = client.post("/devices/drone-001/revoke", data={"csrf": csrf, "reason": "sold"})
+        assert r.status_code == 303
+        assert client.get("/api/v1/devices/drone-001").json()["state"] == "revoked"
+        assert client.post("/logout", data={"csrf": csrf}).status_code == 303
+        assert client.get("/").status_code == 303
+    with engine.connect() as conn:
+        assert audit.verify_chain(conn) >= 4

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import jinja2
 from sqlalchemy import Engine
@@ -25,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fleet.auth import SESSION_TTL, Auth
 from fleet.config import FleetConfig
 from fleet.store import FleetStore
-from fleet.web import routes_api, routes_pages
+from fleet.web import routes_api, routes_pages, views
 from fleet.web.guard import Denied, Services
 from fleet.web.limits import BodyTooLarge, RateLimit, RateLimiter
 
@@ -54,7 +55,7 @@ def create_app(store: FleetStore, *, engine: Engine, intake_limit: RateLimit = I
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(PACKAGE / "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined)
     templates = Jinja2Templates(env=env)
-    routes_pages.install_filters(env)
+    views.install_filters(env)
     services = Services(store, Auth(engine, session_ttl=session_ttl), templates, RateLimiter(intake_limit),
                         RateLimiter(login_limit))
     app = Starlette(
@@ -88,12 +89,12 @@ def _is_api(request: Request) -> bool:
 
 async def _denied(request: Request, exc: Denied) -> Response:
     if _is_api(request):
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
     if exc.status == 401:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        from urllib.parse import quote
-
         return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
     return error_page(request, exc.status, exc.message)
 

@@ -24,9 +24,10 @@ LOGIN_CSRF_COOKIE = "fs_login_csrf"
 class Denied(Exception):
     """The request may not go on: 401 (who are you?), 403 (not allowed), or another status with a reason."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, retry_after: int | None = None) -> None:
         self.status = status
         self.message = message
+        self.retry_after = retry_after  # seconds, sent as Retry-After (429)
         super().__init__(message)
 
 

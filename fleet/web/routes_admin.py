@@ -20,6 +20,8 @@ from fleet.auth import TOKEN_ROLES, USER_ROLES, Principal, Role, csrf_matches
 from fleet.web.guard import LOGIN_CSRF_COOKIE, SESSION_COOKIE, Denied, check_csrf, require, require_async, services
 from fleet.web.limits import MAX_FORM_BYTES, client_key, read_body
 
+AUDIT_PAGE = 50
+
 
 async def form(request: Request) -> dict[str, str]:
     """The urlencoded form fields, the body bounded first (a multipart upload is not accepted here)."""
@@ -126,6 +128,23 @@ async def tokens_post(request: Request) -> Response:
     return await run_in_threadpool(tokens_page, request, who, value, f"token {name} created")
 
 
+def audit_page(request: Request) -> Response:
+    """The service's own audit trail, newest first, with whether its hash chain is intact."""
+    who = require(request, Role.ADMIN)
+    store = services(request).store
+    raw = request.query_params.get("before")
+    if raw is not None and (not raw.isdigit() or len(raw) > 18):
+        raise Denied(400, "before must be an audit record number")
+    entries = store.audit_log(limit=AUDIT_PAGE + 1, before_seq=int(raw) if raw else None)
+    try:
+        store.verify_audit_chain()
+        broken = None
+    except FlightSealError as exc:
+        broken = str(exc)
+    return render(request, "admin_audit.html", who, entries=entries[:AUDIT_PAGE], broken=broken,
+                  older=entries[AUDIT_PAGE - 1].seq if len(entries) > AUDIT_PAGE else None)
+
+
 ROUTES = [
     Route("/login", login, methods=["GET", "POST"]),
     Route("/logout", logout, methods=["POST"]),
@@ -133,4 +152,5 @@ ROUTES = [
     Route("/admin/users", users_post, methods=["POST"]),
     Route("/admin/tokens", tokens_page, methods=["GET"]),
     Route("/admin/tokens", tokens_post, methods=["POST"]),
+    Route("/admin/audit", audit_page, methods=["GET"]),
 ]

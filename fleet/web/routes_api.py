@@ -19,6 +19,7 @@ from starlette.routing import Route
 from attest.errors import FlightSealError
 from fleet.auth import Role
 from fleet.intake import TrustUnavailableError
+from fleet.revocation import MAX_REVOCATION_BYTES
 from fleet.store import EnvelopeTooLargeError, UnknownDeviceError
 from fleet.web import views
 from fleet.web.guard import Denied, require, require_async, services
@@ -32,18 +33,7 @@ MAX_LIST = 500
 def _rate_limit(request: Request) -> None:
     wait = services(request).intake_limiter.check(client_key(request))
     if wait:
-        raise _TooMany(wait)
-
-
-class _TooMany(Denied):
-    def __init__(self, wait: int) -> None:
-        super().__init__(429, f"too many requests from this client: retry in {wait} s")
-        self.wait = wait
-
-
-def _json_error(exc: Denied) -> JSONResponse:
-    headers = {"Retry-After": str(exc.wait)} if isinstance(exc, _TooMany) else None
-    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
+        raise Denied(429, f"too many requests from this client: retry in {wait} s", retry_after=wait)
 
 
 def _need_json(request: Request) -> None:
@@ -59,20 +49,17 @@ def device_id(value: object, what: str = "device") -> str:
 
 
 async def nonces(request: Request) -> Response:
+    _rate_limit(request)
+    await require_async(request, Role.AGENT, tokens_only=True)
+    _need_json(request)
+    body = await read_body(request, MAX_JSON_BYTES)
     try:
-        _rate_limit(request)
-        await require_async(request, Role.AGENT, tokens_only=True)
-        _need_json(request)
-        body = await read_body(request, MAX_JSON_BYTES)
-        try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise Denied(400, "body is not JSON: send {\"device\": \"<id>\"}") from None
-        if not isinstance(doc, dict) or set(doc) != {"device"}:
-            raise Denied(400, "body must be exactly {\"device\": \"<id>\"}")
-        device = device_id(doc["device"])
-    except Denied as exc:
-        return _json_error(exc)
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise Denied(400, "body is not JSON: send {\"device\": \"<id>\"}") from None
+    if not isinstance(doc, dict) or set(doc) != {"device"}:
+        raise Denied(400, "body must be exactly {\"device\": \"<id>\"}")
+    device = device_id(doc["device"])
     try:
         nonce = await run_in_threadpool(services(request).store.issue_nonce, device)
     except UnknownDeviceError as exc:
@@ -82,17 +69,14 @@ async def nonces(request: Request) -> Response:
 
 
 async def attestations(request: Request) -> Response:
+    _rate_limit(request)
+    who = await require_async(request, Role.AGENT, tokens_only=True)
+    _need_json(request)
+    body = await read_body(request, MAX_INTAKE_BYTES)
     try:
-        _rate_limit(request)
-        who = await require_async(request, Role.AGENT, tokens_only=True)
-        _need_json(request)
-        body = await read_body(request, MAX_INTAKE_BYTES)
-        try:
-            json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise Denied(400, "body is not JSON: send the attestation envelope file as it is") from None
-    except Denied as exc:
-        return _json_error(exc)
+        json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise Denied(400, "body is not JSON: send the attestation envelope file as it is") from None
     try:
         result = await run_in_threadpool(services(request).store.ingest, body, source="api", actor=who.name)
     except EnvelopeTooLargeError as exc:
@@ -104,6 +88,18 @@ async def attestations(request: Request) -> Response:
     except FlightSealError as exc:
         return JSONResponse({"error": f"attestation refused: {exc}"}, status_code=400)
     return JSONResponse(views.ingest_json(result), status_code=200 if result.duplicate else 201)
+
+
+async def revocations(request: Request) -> Response:
+    """A revocation signed by the root's enrolment role (operator or admin token uploads it; audited)."""
+    who = await require_async(request, Role.OPERATOR, tokens_only=True)
+    _need_json(request)
+    body = await read_body(request, MAX_REVOCATION_BYTES)
+    try:
+        done = await run_in_threadpool(services(request).store.revoke_signed, body, actor=who.name)
+    except FlightSealError as exc:
+        return JSONResponse({"error": f"revocation refused: {exc}"}, status_code=400)
+    return JSONResponse({"device": done.device_id, "revoked": True, "reason": done.reason}, status_code=201)
 
 
 def devices(request: Request) -> Response:
@@ -143,6 +139,7 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
 ROUTES = [
     Route("/api/v1/nonces", nonces, methods=["POST"]),
     Route("/api/v1/attestations", attestations, methods=["POST"]),
+    Route("/api/v1/revocations", revocations, methods=["POST"]),
     Route("/api/v1/devices", devices, methods=["GET"]),
     Route("/api/v1/devices/{device_id:path}", device, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),

@@ -15,28 +15,34 @@ from starlette.routing import Route
 
 from attest.models import Kind
 from fleet.auth import Role
-from fleet.store import State, UnknownDeviceError
+from fleet.store import DeviceSummary, State, UnknownDeviceError
 from fleet.web import routes_admin
 from fleet.web.guard import Denied, check_csrf, require, require_async, services
+from fleet.web.queries import reason_codes
 from fleet.web.routes_admin import form, render
 from fleet.web.routes_api import MAX_DEVICE_ID_CHARS, device_id
-from fleet.web.views import RED_STATES, install_filters
-
-__all__ = ["ROUTES", "install_filters"]
+from fleet.web.views import RED_STATES
 
 HISTORY_PAGE = 25
-FAILING_LIST_MAX = 200
+LIST_MAX = 100
+SEARCH_MAX = 200
 MAX_REASON_CHARS = 1000
 
 
 def overview(request: Request) -> Response:
+    """Counts by state, then the red airframes and the stale ones, each list cut at LIST_MAX (the tiles
+    link to the full lists): a page for 10,000 airframes stays one screen and one fast render."""
     who = require(request, Role.VIEWER)
     store = services(request).store
     view = store.overview()
-    failing = [d for s in (State.NEVER_PASSED, State.DRIFTED, State.FAILING)
-               for d in store.search(f"state:{s.value}", FAILING_LIST_MAX)] if any(
-        view.counts[s] for s in RED_STATES) else []
-    return render(request, "overview.html", who, view=view, failing=failing[:FAILING_LIST_MAX],
+    failing: list[DeviceSummary] = []
+    for state in (State.NEVER_PASSED, State.DRIFTED, State.FAILING):
+        if view.counts[state] and len(failing) < LIST_MAX:
+            failing += store.search(f"state:{state.value}", LIST_MAX - len(failing))
+    stale = view.stale[:LIST_MAX]
+    return render(request, "overview.html", who, view=view, failing=failing, stale=stale,
+                  failing_total=sum(view.counts[s] for s in RED_STATES),
+                  codes=reason_codes(store, [d.device_id for d in failing]),
                   order=[State.PASSING, State.FAILING, State.DRIFTED, State.NEVER_PASSED, State.STALE, State.REVOKED])
 
 
@@ -78,8 +84,10 @@ def search(request: Request) -> Response:
     query = request.query_params.get("q", "").strip()
     if len(query) > MAX_DEVICE_ID_CHARS:
         raise Denied(400, f"the search is longer than {MAX_DEVICE_ID_CHARS} characters")
-    found = services(request).store.search(query, 200) if query else []
-    return render(request, "search.html", who, query=query, found=found)
+    store = services(request).store
+    found = store.search(query, SEARCH_MAX) if query else []
+    return render(request, "search.html", who, query=query, found=found,
+                  codes=reason_codes(store, [d.device_id for d in found if d.state in RED_STATES]))
 
 
 ROUTES = [

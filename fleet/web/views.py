@@ -95,6 +95,12 @@ def state_class(state: State) -> str:
                                                  State.REVOKED: "revoked"}.get(state, "never")
 
 
+def short(value: object, keep: int = 16) -> str:
+    """A long digest or claim cut for a table cell (the page puts the whole value in a tooltip)."""
+    text = str(value)
+    return text if len(text) <= keep + 1 else text[:keep] + "…"
+
+
 def install_filters(env: jinja2.Environment) -> None:
-    env.filters.update(when=when, ago=ago, state_label=state_label, state_class=state_class)
+    env.filters.update(when=when, ago=ago, state_label=state_label, state_class=state_class, short=short)
     env.globals.update(State=State)
