@@ -31,6 +31,7 @@ class PartInfo:
     vendor: str
     model: str
     origin: str
+    part_class: str | None = None  # issue 15: the critical-component class, if the manufacturer gives it
 
 
 # Pinned in every re-baselined manifest (ADR 0013): what the arming gate's life depends on. ArduPilot
@@ -96,7 +97,7 @@ def baseline(base: Manifest, measurements: Sequence[Measurement], *, release: in
         crc64 = m.digests.get("crc64")
         components.append(ApprovedComponent(info.name, m.component, info.vendor, info.model, info.origin,
                                             hardware_ids=(hw,) if hw else (),
-                                            firmware_crc64=(crc64,) if crc64 else ()))
+                                            firmware_crc64=(crc64,) if crc64 else (), part_class=info.part_class))
 
     min_strength = dict(base.min_strength)
     for m in by_kind[Kind.FIRMWARE_IMAGE][:1]:

@@ -2,7 +2,8 @@
 
 It is the ``manifest`` role's signed content (TUF's targets role, specialised): approved FC
 firmware with release counters, Lua scripts, a parameter policy, approved parts with their
-vendor and country of origin, deny rules, the airframe binding, and the minimum measurement
+vendor and country of origin (and, for the bill of materials, their critical-component class,
+supplier chain and supporting documents: ADR 0023), deny rules, the airframe binding, and the minimum measurement
 strength per kind, and the golden values of the companion computer's boot (``companion.boot``,
 ADR 0019). Parsing is strict (closed schema, bounded sizes) because this document
 decides whether a drone may arm.
@@ -146,9 +147,68 @@ class ParamPolicy:
         return policy
 
 
+# The classes of critical component a buyer asks about (issue 15): NDAA §848's list ("if it can think,
+# talk or communicate"), then "other". Extending it means appending here and to the schema's enum.
+COMPONENT_CLASSES: tuple[str, ...] = ("flight-controller", "radio", "data-transmission", "camera", "gimbal",
+                                      "ground-control-system", "operating-software", "other")
+_ORIGIN = re.compile(r"^[A-Z]{2}$")
+
+
+def _origin(value: Any, field: str) -> str:
+    origin = jsonio.expect_str(value, _W, field, 2)
+    if not _ORIGIN.match(origin):
+        raise FormatError(_W, "must be an ISO 3166-1 alpha-2 country code", field)
+    return origin
+
+
+def component_class(value: Any, field: str) -> str:
+    text = jsonio.expect_str(value, _W, field, 64)
+    if text not in COMPONENT_CLASSES:
+        raise FormatError(_W, f"unknown class {text!r} (one of: {', '.join(COMPONENT_CLASSES)})", field)
+    return text
+
+
+@dataclass(frozen=True)
+class Supplier:
+    """Who stands behind a part beyond its vendor: the assembler, and where its main chip comes from."""
+
+    assembler: str = ""
+    chip_origin: str = ""  # ISO 3166-1 alpha-2 of the main chip (SoC, radio chip, sensor)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in (("assembler", self.assembler), ("chip_origin", self.chip_origin)) if v}
+
+    @classmethod
+    def from_json(cls, data: Any, f: str) -> Supplier:
+        o = jsonio.expect_object(data, _W, set(), {"assembler", "chip_origin"}, f)
+        return cls(jsonio.expect_str(o.get("assembler", ""), _W, f"{f}.assembler", 128),
+                   _origin(o["chip_origin"], f"{f}.chip_origin") if "chip_origin" in o else "")
+
+
+@dataclass(frozen=True)
+class Document:
+    """A supporting document (a certificate, a declaration of origin), referenced by its digest only."""
+
+    sha256: str
+    title: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "title": self.title}
+
+    @classmethod
+    def from_json(cls, data: Any, f: str) -> Document:
+        o = jsonio.expect_object(data, _W, {"sha256", "title"}, set(), f)
+        return cls(_sha256(o["sha256"], f"{f}.sha256"), jsonio.expect_str(o["title"], _W, f"{f}.title", 256))
+
+
 @dataclass(frozen=True)
 class ApprovedComponent:
-    """A part allowed on the airframe. ``selector`` is a glob over measured component ids."""
+    """A part allowed on the airframe. ``selector`` is a glob over measured component ids.
+
+    ``part_class``, ``supplier`` and ``documents`` (issue 15) feed the bill of materials; they are
+    absent from the JSON when unused, so manifests signed before them keep their bytes. A part
+    whose selector matches no measurement (the operator's ground-control software) is declared only.
+    """
 
     name: str
     selector: str
@@ -158,28 +218,35 @@ class ApprovedComponent:
     hardware_ids: tuple[str, ...] = ()
     firmware_sha256: tuple[str, ...] = ()
     firmware_crc64: tuple[str, ...] = ()  # DroneCAN image CRCs (GetNodeInfo software_version.image_crc)
+    part_class: str | None = None  # one of COMPONENT_CLASSES; JSON "class"
+    supplier: Supplier | None = None
+    documents: tuple[Document, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        out = {"name": self.name, "selector": self.selector, "vendor": self.vendor, "model": self.model,
-               "origin": self.origin, "hardware_ids": list(self.hardware_ids),
-               "firmware_sha256": list(self.firmware_sha256)}
+        out: dict[str, Any] = {"name": self.name, "selector": self.selector, "vendor": self.vendor,
+                               "model": self.model, "origin": self.origin, "hardware_ids": list(self.hardware_ids),
+                               "firmware_sha256": list(self.firmware_sha256)}
         if self.firmware_crc64:  # absent when unused: manifests signed before it existed keep their bytes
             out["firmware_crc64"] = list(self.firmware_crc64)
+        if self.part_class is not None:
+            out["class"] = self.part_class
+        if self.supplier is not None and self.supplier.to_json():
+            out["supplier"] = self.supplier.to_json()
+        if self.documents:
+            out["documents"] = [d.to_json() for d in self.documents]
         return out
 
     @classmethod
     def from_json(cls, data: Any, f: str) -> ApprovedComponent:
         o = jsonio.expect_object(data, _W, {"name", "selector", "vendor", "model", "origin"},
-                                 {"hardware_ids", "firmware_sha256", "firmware_crc64"}, f)
-        origin = jsonio.expect_str(o["origin"], _W, f"{f}.origin", 2)
-        if not re.match(r"^[A-Z]{2}$", origin):
-            raise FormatError(_W, "must be an ISO 3166-1 alpha-2 country code", f"{f}.origin")
+                                 {"hardware_ids", "firmware_sha256", "firmware_crc64", "class", "supplier",
+                                  "documents"}, f)
         return cls(
             name=jsonio.expect_str(o["name"], _W, f"{f}.name", 128),
             selector=jsonio.expect_str(o["selector"], _W, f"{f}.selector", 128),
             vendor=jsonio.expect_str(o["vendor"], _W, f"{f}.vendor", 128),
             model=jsonio.expect_str(o["model"], _W, f"{f}.model", 128),
-            origin=origin,
+            origin=_origin(o["origin"], f"{f}.origin"),
             hardware_ids=tuple(jsonio.expect_str_list(o.get("hardware_ids", []), _W, f"{f}.hardware_ids", 256)),
             firmware_sha256=tuple(_sha256(d, f"{f}.firmware_sha256[{i}]")
                                   for i, d in enumerate(jsonio.expect_list(o.get("firmware_sha256", []), _W,
@@ -187,6 +254,11 @@ class ApprovedComponent:
             firmware_crc64=tuple(_crc64(d, f"{f}.firmware_crc64[{i}]")
                                  for i, d in enumerate(jsonio.expect_list(o.get("firmware_crc64", []), _W,
                                                                           f"{f}.firmware_crc64", 64))),
+            part_class=component_class(o["class"], f"{f}.class") if "class" in o else None,
+            supplier=Supplier.from_json(o["supplier"], f"{f}.supplier") if "supplier" in o else None,
+            documents=tuple(Document.from_json(d, f"{f}.documents[{i}]")
+                            for i, d in enumerate(jsonio.expect_list(o.get("documents", []), _W,
+                                                                     f"{f}.documents", 32))),
         )
 
 

@@ -2,7 +2,8 @@
 
 ``chromium()`` yields a browser or skips the test with the reason (no /usr/bin/chromium, no
 playwright). The flags keep it on loopback: no first-run, sync, component updates or background
-networking, and no QUIC. Screenshots go to ``test-artifacts/fleet/`` under the repository root.
+networking, and no QUIC. Screenshots go to ``test-artifacts/<folder>/`` (``fleet`` unless told) under the
+repository root.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
-def screenshot(page: Any, name: str) -> Path:
+def screenshot(page: Any, name: str, folder: str = "fleet") -> Path:
     """Save a full-page PNG as a test artefact and return its path."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
+    directory = ARTIFACTS.parent / folder
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path

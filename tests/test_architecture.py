@@ -1,10 +1,10 @@
 """The import rules of docs/architecture.md, checked on every module (issue 13).
 
 The layers run one way: ``sim/`` (rigs, the demo) → ``agent/`` (the product on the companion) →
-``truststore/`` (the trust state on disk) → ``hardware/`` (keys, TPM, files) → ``attest/`` (the
-pure core). A module may import its own package and the ones below it, never one above.
-``fleet/`` (the fleet service) stands beside ``agent/``: it may import ``attest``, ``hardware`` and
-``truststore``, never ``agent`` or ``sim``. Inside ``agent/`` the rooms run one way too:
+``report/`` (the bill's writers) → ``truststore/`` (the trust state on disk) → ``hardware/`` (keys,
+TPM, files) → ``attest/`` (the pure core). A module may import its own package and the ones below it, never one above.
+``fleet/`` (the fleet service) stands beside ``agent/``: it may import ``attest``, ``hardware``,
+``truststore`` and ``report``, never ``agent`` or ``sim``. Inside ``agent/`` the rooms run one way too:
 ``mavlink/`` knows no other room, ``measure/`` and ``gate/`` build on ``mavlink/``, and only
 ``cli/`` is the edge (nothing imports it). ``attest/`` does no I/O; that is reviewed, not parsed,
 but it must at least not import a package that does.
@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ["attest", "hardware", "truststore", "agent", "sim"]  # each may import only itself and those before it
+# each may import only itself and those before it
+LAYERS = ["attest", "hardware", "truststore", "report", "agent", "sim"]
 IO_MODULES = {"socket", "subprocess", "pymavlink", "tpm2_pytss", "pkcs11", "lupa", "click"}
 
 

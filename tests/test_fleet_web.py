@@ -77,7 +77,8 @@ def push(client: TestClient, token: str, body: bytes) -> httpx.Response:
 
 # ---- nobody unauthenticated reads or changes anything ---------------------------------------------
 
-PAGES = ["/", "/devices/drone-001", "/search?q=drone", "/admin/users", "/admin/tokens", "/admin/audit"]
+PAGES = ["/", "/devices/drone-001", "/search?q=drone", "/admin/users", "/admin/tokens", "/admin/audit",
+         "/devices/drone-001/report.html", "/devices/drone-001/bom.cdx.json"]
 APIS = ["/api/v1/devices", "/api/v1/devices/drone-001"]
 POST_PAGES = ["/logout", "/devices/drone-001/revoke", "/admin/users", "/admin/tokens"]
 POST_APIS = ["/api/v1/nonces", "/api/v1/attestations", "/api/v1/revocations"]
@@ -487,3 +488,31 @@ def test_log_in_intake_pages_revocation_and_audit_on_postgresql(tmp_path: Path, 
         assert client.get("/").status_code == 303
     with engine.connect() as conn:
         assert audit.verify_chain(conn) >= 4
+
+
+def test_a_viewer_reads_each_airframes_bill_as_html_and_cyclonedx(client: TestClient, auth: Auth,
+                                                                    fleet: Fleet) -> None:
+    import base64
+    import hashlib
+
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    from report.html import CONTENT_SECURITY_POLICY
+
+    push(client, auth.create_token("ci", "agent", "test"), fleet.attestation("drone-001"))
+    auth.add_user("vera", "viewer", PASSWORD)
+    login(client, "vera")
+    assert "/devices/drone-001/report.html" in client.get("/devices/drone-001").text
+    page = client.get("/devices/drone-001/report.html")
+    assert page.status_code == 200 and "Bill of materials" in page.text
+    assert "What this evidence cannot prove" in page.text
+    assert "Verdict: verified" in page.text
+    assert page.headers.get_list("content-security-policy") == [CONTENT_SECURITY_POLICY]  # its own, not both
+    style = page.text.split("<style>", 1)[1].split("</style>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in CONTENT_SECURITY_POLICY
+    bom = client.get("/devices/drone-001/bom.cdx.json")
+    assert bom.status_code == 200 and bom.headers["content-type"].startswith("application/vnd.cyclonedx+json")
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(bom.text) is None
+    assert client.get("/devices/drone-404/report.html").status_code == 404

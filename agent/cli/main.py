@@ -52,9 +52,25 @@ def main() -> None:
 
 
 def _register() -> None:
-    from agent.cli import agent, audit, bootloader, challenge, gate, keys, manifest, measure, signing, trust, verify
+    from agent.cli import (
+        agent,
+        audit,
+        bootloader,
+        challenge,
+        gate,
+        keys,
+        manifest,
+        measure,
+        policy,
+        report,
+        signing,
+        trust,
+        verify,
+        vet,
+    )
 
-    modules = (agent, audit, bootloader, challenge, gate, keys, manifest, measure, signing, trust, verify)
+    modules = (agent, audit, bootloader, challenge, gate, keys, manifest, measure, policy, report, signing, trust,
+               verify, vet)
     for module in modules:
         module.register(main)
     # Commands of other packages (the rigs' `demo`) come through the entry point group, so the product

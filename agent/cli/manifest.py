@@ -24,14 +24,17 @@ from attest.errors import FlightSealError, FormatError
 from attest.limits import LIMITS
 from attest.manifest import (
     BOOT_STAGES,
+    COMPONENT_CLASSES,
     Airframe,
     ApprovedComponent,
     BootPolicy,
+    Document,
     Firmware,
     Manifest,
     ParamPolicy,
     Posture,
     Script,
+    Supplier,
 )
 from attest.models import Kind, Measurement, Strength
 from attest.trust import TrustedState
@@ -127,15 +130,53 @@ def add_script(path: Path, fc_path: str, local: Path, required: bool) -> None:
 @click.option("--firmware-sha256", "firmware_sha256", multiple=True)
 @click.option("--firmware-crc64", "firmware_crc64", multiple=True,
               help="Approved DroneCAN firmware image CRC (16 hex digits, as `flightseal measure` shows it).")
+@click.option("--class", "part_class", type=click.Choice(COMPONENT_CLASSES),
+              help="Critical-component class for the bill of materials (a selector no measurement matches, e.g. "
+                   "'gcs:qgroundcontrol', declares software such as the operator's ground-control station).")
 def add_component(path: Path, name: str, selector: str, vendor: str, model: str, origin: str,
                   hardware_ids: tuple[str, ...], firmware_sha256: tuple[str, ...],
-                  firmware_crc64: tuple[str, ...]) -> None:
+                  firmware_crc64: tuple[str, ...], part_class: str | None) -> None:
     """Approve a part (camera, radio, ESC, GPS...)."""
     entry = ApprovedComponent.from_json({"name": name, "selector": selector, "vendor": vendor, "model": model,
                                          "origin": origin, "hardware_ids": list(hardware_ids),
                                          "firmware_sha256": list(firmware_sha256),
-                                         "firmware_crc64": list(firmware_crc64)}, "component")
+                                         "firmware_crc64": list(firmware_crc64),
+                                         **({"class": part_class} if part_class else {})}, "component")
     _edit(path, lambda m: dataclasses.replace(m, components=(*m.components, entry)), f"approved component {name}")
+
+
+@manifest.command("part")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--selector", required=True, help="The approved part's selector, as `manifest show` lists it.")
+@click.option("--class", "part_class", type=click.Choice(COMPONENT_CLASSES), help="Critical-component class.")
+@click.option("--assembler", help="Who assembled the part.")
+@click.option("--chip-origin", help="ISO 3166-1 alpha-2 country of the part's main chip.")
+@click.option("--document", "documents", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="A supporting document (certificate, declaration): its SHA-256 is recorded (repeatable).")
+@click.option("--title", "titles", multiple=True, help="Title of each --document, in order.")
+def part(path: Path, selector: str, part_class: str | None, assembler: str | None, chip_origin: str | None,
+         documents: tuple[Path, ...], titles: tuple[str, ...]) -> None:
+    """Set an approved part's class, supplier chain and supporting documents (for the bill of materials)."""
+    if len(titles) != len(documents):
+        raise click.UsageError("give one --title per --document")
+    docs = tuple(Document(sha256_file(d, "document"), t) for d, t in zip(documents, titles, strict=True))
+
+    def change(m: Manifest) -> Manifest:
+        if not any(c.selector == selector for c in m.components):
+            raise click.BadParameter(f"no approved part has selector {selector!r} (see `manifest show`)",
+                                     param_hint="--selector")
+        out = []
+        for c in m.components:
+            if c.selector == selector:
+                old = c.supplier or Supplier()
+                supplier = Supplier(old.assembler if assembler is None else assembler,
+                                    old.chip_origin if chip_origin is None else chip_origin)
+                c = ApprovedComponent.from_json(dataclasses.replace(
+                    c, part_class=part_class or c.part_class, supplier=supplier,
+                    documents=(*c.documents, *docs)).to_json(), f"part {selector}")
+            out.append(c)
+        return dataclasses.replace(m, components=tuple(out))
+    _edit(path, change, f"updated part {selector}")
 
 
 @manifest.command("deny")
@@ -240,8 +281,9 @@ def set_(path: Path, min_release: int | None, strengths: tuple[str, ...], board_
               help="Release counter of the measured firmware (needs --measurements).")
 @click.option("--require-script", "required", multiple=True, help="FC path of a script that must be present.")
 @click.option("--pin", "pins", multiple=True, help="Parameter to pin to its measured value.")
-@click.option("--part", "parts", multiple=True, metavar="ID=NAME,VENDOR,MODEL,ORIGIN",
-              help="Approve a measured part, e.g. 'mavlink:1/100=gimbal,Acme,AC-1,JP'.")
+@click.option("--part", "parts", multiple=True, metavar="ID=NAME,VENDOR,MODEL,ORIGIN[,CLASS]",
+              help="Approve a measured part, e.g. 'mavlink:1/100=gimbal,Acme,AC-1,JP,gimbal' (CLASS: one of "
+                   f"{', '.join(COMPONENT_CLASSES)}; `manifest part` adds supplier data).")
 @click.option("--boot-log", "boot_logs", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Boot event log of a reference companion (its binary_bios_measurements): approve exactly its boot.")
 @click.option("--add-boot-log", "add_boot_logs", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
@@ -294,9 +336,12 @@ def _inventory(path: Path, parts: tuple[str, ...]) -> tuple[list[Measurement], d
     for item in parts:
         ident, _, rest = item.partition("=")
         fields = rest.split(",")
-        if not ident or len(fields) != 4:
-            raise click.BadParameter(f"{item!r}: use ID=NAME,VENDOR,MODEL,ORIGIN", param_hint="--part")
-        part_info[ident] = PartInfo(*fields)
+        if not ident or len(fields) not in (4, 5):
+            raise click.BadParameter(f"{item!r}: use ID=NAME,VENDOR,MODEL,ORIGIN[,CLASS]", param_hint="--part")
+        if len(fields) == 5 and fields[4] not in COMPONENT_CLASSES:
+            raise click.BadParameter(f"{item!r}: unknown class {fields[4]!r} (one of: {', '.join(COMPONENT_CLASSES)})",
+                                     param_hint="--part")
+        part_info[ident] = PartInfo(fields[0], fields[1], fields[2], fields[3], fields[4] if len(fields) == 5 else None)
     measured = read_measurements(path)
     unknown = sorted(set(part_info) - {m.component for m in measured})
     if unknown:

@@ -115,7 +115,8 @@ def error_page(request: Request, status: int, message: str) -> Response:
 
 
 class SecurityHeaders:
-    """Adds the security headers to every response (pure ASGI: no buffering of bodies)."""
+    """Adds the security headers to every response (pure ASGI: no buffering of bodies). A header the route
+    set itself is kept (the bill report sends a stricter Content-Security-Policy with its style's hash)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -127,7 +128,8 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+                own = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []), *(h for h in SECURITY_HEADERS if h[0] not in own)]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

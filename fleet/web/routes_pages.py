@@ -10,9 +10,10 @@ from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from attest.bom import Bill
 from attest.models import Kind
 from fleet.auth import Role
 from fleet.store import DeviceSummary, State, UnknownDeviceError
@@ -79,6 +80,41 @@ async def revoke(request: Request) -> Response:
     return RedirectResponse(f"/devices/{quote(ident)}?done=revoked", status_code=303)
 
 
+def _bill(request: Request) -> Bill:
+    """The bill of the airframe's newest stored attestation, re-verified against the service's trust directory
+    (issue 15): the same bill `flightseal report` writes, so a buyer and the fleet read one document."""
+    from report.evidence import vet_with_state
+    from truststore.trustdir import TrustDir
+
+    require(request, Role.VIEWER)
+    ident = device_id(request.path_params["device_id"], "airframe id")
+    store = services(request).store
+    view = store.device(ident)
+    envelope = store.raw_envelope(view.current_attestation_id) if view and view.current_attestation_id else None
+    if envelope is None:
+        raise Denied(404, f"no airframe {ident!r} has attested to this service")
+    snap = store.trust.get()
+    vetting = vet_with_state(TrustDir(store.trust.path), snap.state, envelope, nonce=None,
+                             max_age=store.config.max_age, allow_software_keys=store.config.allow_software_keys,
+                             manifest_bytes=snap.manifest_bytes)
+    if vetting.bill is None:
+        raise Denied(409, f"the newest attestation of {ident!r} matches no enrolled device key any more")
+    return vetting.bill
+
+
+def bill_html(request: Request) -> Response:
+    from report.html import CONTENT_SECURITY_POLICY, to_html
+
+    # its own, stricter policy: nothing loads, only its inline stylesheet (by hash) applies
+    return HTMLResponse(to_html(_bill(request)), headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
+
+
+def bill_cyclonedx(request: Request) -> Response:
+    from report.cyclonedx import to_cyclonedx
+
+    return Response(to_cyclonedx(_bill(request)), media_type="application/vnd.cyclonedx+json; version=1.6")
+
+
 def search(request: Request) -> Response:
     who = require(request, Role.VIEWER)
     query = request.query_params.get("q", "").strip()
@@ -94,6 +130,8 @@ ROUTES = [
     Route("/", overview, methods=["GET"]),
     Route("/search", search, methods=["GET"]),
     Route("/devices/{device_id:path}/revoke", revoke, methods=["POST"]),
+    Route("/devices/{device_id:path}/report.html", bill_html, methods=["GET"]),
+    Route("/devices/{device_id:path}/bom.cdx.json", bill_cyclonedx, methods=["GET"]),
     Route("/devices/{device_id:path}", device, methods=["GET"]),
     *routes_admin.ROUTES,
 ]
