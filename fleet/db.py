@@ -1,7 +1,9 @@
 """The database connection: SQLite by default, PostgreSQL for scale, one SQLAlchemy engine for either.
 
 Why the SQLite settings: WAL lets page views read while an ingest writes; ``synchronous=FULL``
-makes every acknowledged ingest survive a crash or power loss (the service never batches commits);
+makes every acknowledged ingest survive a crash or power loss (on SQLite each ingest commits alone;
+on PostgreSQL concurrent ingests may share a commit, and none is acknowledged before it, see
+:mod:`fleet.store`);
 a busy timeout makes a second process wait for the write lock instead of failing; foreign keys are
 off by default in SQLite and on here. Write transactions begin ``IMMEDIATE`` (take the write lock
 up front): a deferred transaction that read first and writes second fails at once with
@@ -23,8 +25,12 @@ from sqlalchemy.types import TypeDecorator
 from attest.errors import FormatError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-PG_POOL_SIZE = 8
-PG_MAX_OVERFLOW = 8
+# Connections kept open per process: up to as many as requests it serves at once (page views hold
+# one each; ingests share theirs, see fleet.store's group commit). Connections beyond the pool ("overflow") are
+# opened and closed per use, and each costs PostgreSQL a backend start: under load that cost more
+# server CPU than the ingests themselves. The pool only grows to the concurrency actually seen.
+PG_POOL_SIZE = 24
+PG_MAX_OVERFLOW = 16
 WRITE = {"fleet_write": True}  # execution option: this transaction writes (SQLite: BEGIN IMMEDIATE)
 
 
@@ -82,7 +88,11 @@ def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     # no pre-ping: it costs a round trip per request; a dropped connection fails one request and is replaced
-    return create_engine(url, pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW, pool_recycle=3600)
+    engine = create_engine(url, pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW, pool_recycle=3600)
+    # an executemany INSERT (a group-committed batch of attestations or events) as one multi-row
+    # INSERT statement, as SQLAlchemy does for psycopg2, instead of one pipelined INSERT per row
+    engine.dialect.use_insertmanyvalues_wo_returning = True
+    return engine
 
 
 def _sqlite_engine(url: str) -> Engine:

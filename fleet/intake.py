@@ -203,14 +203,17 @@ def claimed_signer(envelope: bytes, snap: TrustSnapshot) -> DeviceRecord | None:
 
 
 def verify(envelope: bytes, snap: TrustSnapshot, memory: DeviceMemory | None, now: datetime,
-           config: FleetConfig) -> VerificationResult:
-    """Verify with the core; the result carries every reason except the nonce (decided by the caller)."""
+           config: FleetConfig, named: list[DeviceRecord] | None = None) -> VerificationResult:
+    """Verify with the core; the result carries every reason except the nonce (decided by the caller).
+
+    ``named``: :func:`named_devices` of this envelope and snapshot if the caller has it already."""
     memory = memory or DeviceMemory()
     if memory.manifest_high > snap.highest:
         highest, digest = memory.manifest_high, memory.manifest_high_sha256
     else:
         highest, digest = snap.highest, snap.highest_digest
-    named = named_devices(envelope, snap)
+    if named is None:
+        named = named_devices(envelope, snap)
     clocks = {d.device_id: snap.clocks[d.device_id] for d in named if d.device_id in snap.clocks}
     if named and memory.clock is not None:
         clocks[named[0].device_id] = memory.clock

@@ -73,15 +73,30 @@ def consume(conn: Connection, value: bytes, now: datetime, attestation_id: str, 
     ``expires_at``/``used_at`` are the issued nonce's row for this device and value as read (both
     None: never issued to it); the caller read them with the device's row, in this transaction.
     """
+    outcome = decide(expires_at, used_at, now)
+    if outcome is not None:
+        return outcome
+    done = conn.execute(update(T).where(T.c.value_hex == value.hex(), T.c.used_at.is_(None))
+                        .values(used_at=now, used_by=attestation_id))
+    return NonceOutcome.ANSWERED if done.rowcount == 1 else NonceOutcome.REPLAYED
+
+
+def decide(expires_at: datetime | None, used_at: datetime | None, now: datetime) -> NonceOutcome | None:
+    """What the nonce row as read says, or None: it is live and must be consumed (conditionally)."""
     if expires_at is None:
         return NonceOutcome.NOT_ISSUED
     if used_at is not None:
         return NonceOutcome.REPLAYED
     if expires_at <= now:
         return NonceOutcome.EXPIRED
-    done = conn.execute(update(T).where(T.c.value_hex == value.hex(), T.c.used_at.is_(None))
-                        .values(used_at=now, used_by=attestation_id))
-    return NonceOutcome.ANSWERED if done.rowcount == 1 else NonceOutcome.REPLAYED
+    return None
+
+
+# PostgreSQL, many at once: consume each live nonce unless another transaction did first; the
+# values it returns are the ones consumed here (a value not returned is a replay, as in consume)
+CONSUME_MANY_PG = ("UPDATE nonces AS n SET used_at = u.at, used_by = u.att "
+                   "FROM unnest(%(vals)s::text[], %(ats)s::timestamptz[], %(atts)s::text[]) AS u(v, at, att) "
+                   "WHERE n.value_hex = u.v AND n.used_at IS NULL RETURNING n.value_hex")
 
 
 def open_count(conn: Connection, device_id: str) -> int:

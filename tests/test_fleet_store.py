@@ -4,9 +4,13 @@ airframe's state, with real signed attestations verified by the core (nothing mo
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, select, text
@@ -14,12 +18,23 @@ from sqlalchemy import Connection, select, text
 from attest.errors import FormatError, ThresholdError
 from fleet import nonces
 from fleet.audit import AuditChainError
-from fleet.intake import DeviceMemory
+from fleet.db import make_engine
+from fleet.group_commit import GroupCommit, Pending
+from fleet.intake import DeviceMemory, verify
 from fleet.models import Event, table
-from fleet.store import EnvelopeTooLargeError, FleetStore, State, UnknownDeviceError
+from fleet.store import (
+    EnvelopeTooLargeError,
+    FleetStore,
+    IngestResult,
+    State,
+    UnknownDeviceError,
+    _Job,
+    _Read,
+)
 from hardware.software import SoftwareSigner
 from tests.factory import NOW
-from tests.fleet_fixtures import Clock, Fleet, make_store, resign, signed_revocation_bytes, tamper_script
+from tests.fleet_fixtures import Clock, Fleet, fresh_url, make_store, resign, signed_revocation_bytes, tamper_script
+from tests.pgserver import PgServer
 
 pytest_plugins = ["tests.fleet_fixtures"]
 
@@ -316,3 +331,193 @@ def test_names_longer_than_their_columns_are_refused_before_anything_is_written(
     with pytest.raises(FormatError, match="subject"):
         store.record_action("alice", "user.add", "y" * 257)
     assert store.history("drone-001") == [] and store.audit_log() == []
+
+
+# ---- group commit (PostgreSQL's ingest path) ------------------------------------------------------
+
+
+class _Item(Pending[int]):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+
+def test_group_commit_returns_each_caller_only_after_its_own_batch_committed() -> None:
+    committed: set[int] = set()
+    lock = threading.Lock()
+
+    def run(batch: list[_Item]) -> None:
+        time.sleep(0.02)  # the transaction: callers arriving meanwhile queue for the next batch
+        with lock:
+            committed.update(i.n for i in batch)
+        for i in batch:
+            i.resolve(i.n * 10)
+
+    group: GroupCommit[_Item] = GroupCommit(run)
+    seen: dict[int, bool] = {}
+
+    def caller(n: int) -> None:
+        item = _Item(n)
+        group.submit(item)
+        with lock:
+            seen[n] = n in committed and item.get() == n * 10
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert seen == {n: True for n in range(24)}
+    assert group.items == 24 and group.batches < 24  # concurrent callers shared transactions
+
+
+def test_group_commit_a_failing_member_fails_only_itself_and_a_crashing_batch_hangs_nobody() -> None:
+    def run(batch: list[_Item]) -> None:
+        if any(i.n == 13 for i in batch) and len(batch) == 1:
+            raise RuntimeError("writer crashed")  # a bug: its batch fails, the next leader goes on
+        for i in batch:
+            if i.n == 7:
+                i.fail(ValueError("member 7 refused"))
+            else:
+                i.resolve(i.n)
+
+    group: GroupCommit[_Item] = GroupCommit(run, max_batch=4)
+    outcomes: dict[int, object] = {}
+
+    def caller(n: int) -> None:
+        item = _Item(n)
+        group.submit(item)
+        try:
+            outcomes[n] = item.get()
+        except (ValueError, RuntimeError) as exc:
+            outcomes[n] = type(exc)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+    assert outcomes[7] is ValueError
+    assert all(outcomes[n] == n for n in range(16) if n not in (7, 13)) and outcomes[13] in (13, RuntimeError)
+    alone = _Item(13)
+    group.submit(alone)
+    with pytest.raises(RuntimeError, match="writer crashed"):  # alone, 13 is its own batch
+        alone.get()
+    item = _Item(3)
+    group.submit(item)
+    assert item.get() == 3
+
+
+def _jobs(store: FleetStore, envelopes: list[bytes]) -> list[_Job]:
+    snap, now = store.trust.get(), store._clock()
+    return [_Job(hashlib.sha256(e).hexdigest(), e, verify(e, snap, None, now, store.config), now, "agent", "ci")
+            for e in envelopes]
+
+
+def _dump(store: FleetStore) -> dict[str, list[tuple[object, ...]]]:
+    with store.engine.connect() as conn:
+        return {
+            "devices": [tuple(r) for r in conn.execute(text("SELECT * FROM devices ORDER BY device_id"))],
+            "attestations": [tuple(r) for r in conn.execute(text("SELECT * FROM attestations ORDER BY id"))],
+            "events": [tuple(r) for r in conn.execute(text(
+                "SELECT kind, device_id, attestation_id, payload FROM events ORDER BY id"))],
+            "nonces": [tuple(r) for r in conn.execute(text("SELECT * FROM nonces ORDER BY value_hex"))]}
+
+
+def test_a_batch_in_one_transaction_writes_what_one_transaction_per_ingest_writes(
+        pg_server: PgServer, fleet: Fleet, clock: Clock, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    fleet.enroll("drone-002")
+    batched = make_store(fresh_url("postgresql", tmp_path, request), fleet.trust_dir, clock)
+    # the reference: SQLAlchemy, one transaction per ingest, no group commit
+    one_by_one = FleetStore(make_engine(fresh_url("postgresql", tmp_path, request)), fleet.trust_dir, clock=clock,
+                            config=batched.config, group_commit=False)
+    assert one_by_one._group is None and batched._group is not None
+    try:
+        nonce = one_by_one.issue_nonce("drone-001")
+        with one_by_one.engine.connect() as a, batched.engine.begin() as b:  # the same issued nonce in both
+            for row in a.execute(text("SELECT * FROM nonces")).mappings():
+                b.execute(text("INSERT INTO nonces VALUES (:value_hex, :device_id, :issued_at, :expires_at, "
+                               ":used_at, :used_by)"), dict(row))
+        altered = json.loads(fleet.attestation("drone-001", time=NOW + timedelta(seconds=50)))
+        altered["signatures"][0]["sig"] = base64.b64encode(b"\x00" * 64).decode()
+        envelopes = [
+            fleet.attestation("drone-001", nonce=nonce.value),  # passes, answers the nonce
+            tamper_script(fleet, "drone-001", NOW + timedelta(seconds=30)),  # drifts from the pass just before
+            fleet.attestation("drone-001", nonce=nonce.value, time=NOW + timedelta(seconds=40)),  # a replay
+            fleet.attestation("drone-002", time=NOW),  # a new airframe
+            fleet.attestation("drone-002", time=NOW - timedelta(seconds=10)),  # late: history only
+            json.dumps(altered).encode(),  # no enrolled key signed it: moves nothing
+            fleet.attestation("drone-001", time=NOW + timedelta(seconds=60)),  # passes again
+        ]
+        sequential = [one_by_one.ingest(e, source="agent", actor="ci") for e in envelopes]
+        jobs = _jobs(batched, envelopes)
+        batched._write_batch(jobs)
+        assert [j.get() for j in jobs] == sequential
+        assert [(r.passed, codes(r.reasons), r.answered_nonce) for r in sequential[:3]] == \
+            [(True, [], True), (False, ["script-mismatch"], False), (False, ["nonce-replayed"], False)]
+        assert _dump(batched) == _dump(one_by_one)
+    finally:
+        one_by_one.engine.dispose()
+        batched.engine.dispose()
+
+
+def test_a_batch_member_that_lost_the_insert_race_is_a_duplicate_and_the_others_commit(
+        pg_server: PgServer, fleet: Fleet, clock: Clock, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    store = make_store(fresh_url("postgresql", tmp_path, request), fleet.trust_dir, clock)
+    try:
+        envelopes = [fleet.attestation("drone-001", time=NOW + timedelta(seconds=i)) for i in range(3)]
+        jobs = _jobs(store, envelopes)  # all checked "not stored" ...
+        first = store.ingest(envelopes[1], source="agent", actor="other-process")  # ... then one was stored
+        store._write_batch(jobs)
+        results = [j.get() for j in jobs]
+        assert [r.duplicate for r in results] == [False, True, False] and all(r.passed for r in results)
+        assert results[1] == first.__class__(**{**first.__dict__, "duplicate": True})
+        assert len(store.history("drone-001")) == 3
+        view = store.device("drone-001")
+        assert view is not None and view.current_attestation_id == results[2].attestation_id
+    finally:
+        store.engine.dispose()
+
+
+def test_concurrent_ingests_share_transactions_and_each_is_stored(
+        pg_server: PgServer, fleet: Fleet, clock: Clock, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    for d in range(4):
+        fleet.enroll(f"drone-{d:03d}")
+    store = make_store(fresh_url("postgresql", tmp_path, request), fleet.trust_dir, clock)
+    try:
+        envelopes = [fleet.attestation(f"drone-{i % 4:03d}", time=NOW - timedelta(seconds=i)) for i in range(48)]
+        results: list[IngestResult] = []
+
+        def caller(part: list[bytes]) -> None:
+            for e in part:
+                results.append(store.ingest(e, source="agent", actor="ci"))
+
+        threads = [threading.Thread(target=caller, args=(envelopes[i::12],)) for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert len(results) == 48 and all(r.passed and not r.duplicate for r in results)
+        assert store._group is not None and store._group.items == 48
+        assert sum(len(store.history(f"drone-{d:03d}")) for d in range(4)) == 48
+        for d in range(4):  # the newest by attestation time is in force, whatever order the batches ran in
+            view = store.device(f"drone-{d:03d}")
+            assert view is not None and view.last_attempt_at == NOW - timedelta(seconds=d)
+    finally:
+        store.engine.dispose()
+
+
+def test_concurrent_reads_share_one_statement_and_each_gets_its_own_answer(
+        pg_server: PgServer, fleet: Fleet, clock: Clock, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    store = make_store(fresh_url("postgresql", tmp_path, request), fleet.trust_dir, clock)
+    try:
+        stored = store.ingest(fleet.attestation("drone-001"), source="agent", actor="ci")
+        reads = [_Read("0" * 64, "drone-001"), _Read(stored.attestation_id, "drone-001"), _Read("1" * 64, None),
+                 _Read("2" * 64, "drone-404")]
+        store._read_batch(reads)
+        (new_dup, memory), (dup, _), (foreign_dup, foreign_memory), (_, unknown_memory) = [r.get() for r in reads]
+        assert not new_dup and dup and not foreign_dup and foreign_memory is None and unknown_memory is None
+        assert memory is not None and memory.manifest_high == 3
+    finally:
+        store.engine.dispose()
