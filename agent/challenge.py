@@ -166,53 +166,117 @@ class Responder:
         return sent
 
 
+class Collector:
+    """The operator's side of one challenge, as a state machine with no I/O and no clock of its own.
+
+    ``start`` gives the CHALLENGE packet to send; ``receive`` takes each TUNNEL payload addressed to
+    the operator and returns the attestation bytes once every chunk is in; ``due`` says what to send
+    now (the challenge again until an offer arrives, a RESEND for missing chunks after a quiet spell)
+    and raises :class:`ChallengeError` once the time is up. :func:`request_attestation` drives it
+    over a pymavlink connection, MAVProxy's module (``agent/mavproxy_flightseal.py``) from its
+    packet callback and idle task.
+    """
+
+    QUIET_S = 0.5  # no packet for this long after an offer: ask for the missing chunks
+
+    def __init__(self, nonce: bytes, *, timeout: float = 30.0, resend_rounds: int = 5,
+                 target: tuple[int, int] = (1, 191), session: int | None = None) -> None:
+        self.nonce = nonce
+        self.timeout = timeout
+        self.resend_rounds = resend_rounds
+        self.target = target
+        self.session = session if session is not None else random.randrange(1, 2**32)
+        self.challenge = wire.challenge(self.session, nonce)
+        self.offer: tuple[int, int, bytes] | None = None
+        self.chunks: dict[int, bytes] = {}
+        self.rounds = 0
+        self._deadline = 0.0
+        self._next_challenge = 0.0
+        self._last_heard = 0.0
+
+    def start(self, now: float) -> wire.Packet:
+        """The CHALLENGE to send first; the clock starts here."""
+        self._deadline = now + self.timeout
+        self._next_challenge = now + CHALLENGE_RETRY_S
+        self._last_heard = now
+        return self.challenge
+
+    def receive(self, payload: bytes, now: float) -> bytes | None:
+        """Take one of our TUNNEL payloads; the attestation bytes once complete, else None.
+
+        Raises:
+            ChallengeError: the agent refused, or the reassembled transfer is corrupt.
+        """
+        try:
+            packet = wire.decode(payload)
+        except FormatError:
+            return None
+        if packet.session != self.session:
+            return None
+        self._last_heard = now
+        if packet.op is wire.Op.ERROR:
+            if self.offer is None and packet.body.startswith(b"busy"):
+                return None  # the agent answers one challenge a second: ours goes again (``due``)
+            raise ChallengeError(f"agent refused the challenge: {packet.body.decode(errors='replace')}")
+        if packet.op is wire.Op.OFFER:
+            self.offer = wire.parse_offer(packet)
+        elif packet.op is wire.Op.CHUNK and self.offer is not None:
+            index, data = wire.parse_chunk(packet)
+            if 0 <= index < self.offer[1]:
+                self.chunks[index] = data
+        if self.offer is not None and len(self.chunks) == self.offer[1]:
+            return _assemble(self.offer, self.chunks)
+        return None
+
+    def due(self, now: float) -> list[wire.Packet]:
+        """What to send now (often nothing).
+
+        Raises:
+            ChallengeError: the time is up, with what was missing.
+        """
+        if now >= self._deadline:
+            t_sys, t_comp = self.target
+            if self.offer is None:
+                raise ChallengeError(f"no answer from the agent ({t_sys}/{t_comp}) within {self.timeout:.0f} s: "
+                                     "is flightseal agent running and the link routed?")
+            raise ChallengeError(f"transfer incomplete: {len(self.chunks)} of {self.offer[1]} chunks after "
+                                 f"{self.rounds} resends")
+        if self.offer is None:
+            if now >= self._next_challenge:  # lost on the way: the same session again
+                self._next_challenge = now + CHALLENGE_RETRY_S
+                return [self.challenge]
+            return []
+        if now - self._last_heard >= self.QUIET_S and self.rounds < self.resend_rounds:
+            missing = [i for i in range(self.offer[1]) if i not in self.chunks]
+            if missing:
+                self.rounds += 1
+                self._last_heard = now
+                return [wire.resend(self.session, missing)]
+        return []
+
+
 def request_attestation(conn: Any, nonce: bytes, *, target_system: int = 1, target_component: int = 191,
                         timeout: float = 30.0, resend_rounds: int = 5) -> bytes:
-    """Challenge the agent through ``conn`` and return the attestation envelope bytes."""
-    session = random.randrange(1, 2**32)
-    challenge = wire.challenge(session, nonce)
-    send_tunnel(conn, target_system, target_component, challenge)
-    next_challenge = time.monotonic() + CHALLENGE_RETRY_S
-    deadline = time.monotonic() + timeout
-    offer: tuple[int, int, bytes] | None = None
-    chunks: dict[int, bytes] = {}
-    rounds = 0
+    """Challenge the agent through ``conn`` and return the attestation envelope bytes.
+
+    Raises:
+        ChallengeError: no answer in time, a refusal, or a corrupt transfer.
+    """
+    collector = Collector(nonce, timeout=timeout, resend_rounds=resend_rounds,
+                          target=(target_system, target_component))
+    send_tunnel(conn, target_system, target_component, collector.start(time.monotonic()))
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            if offer is None:
-                raise ChallengeError(f"no answer from the agent ({target_system}/{target_component}) within "
-                                     f"{timeout:.0f} s: is flightseal agent running and the link routed?")
-            raise ChallengeError(f"transfer incomplete: {len(chunks)} of {offer[1]} chunks after {rounds} resends")
-        if offer is None and time.monotonic() >= next_challenge:
-            send_tunnel(conn, target_system, target_component, challenge)  # lost on the way: same session
-            next_challenge = time.monotonic() + CHALLENGE_RETRY_S
-        msg = conn.recv_match(type="TUNNEL", blocking=True, timeout=min(remaining, 0.5))
+        for packet in collector.due(time.monotonic()):
+            send_tunnel(conn, target_system, target_component, packet)
+        msg = conn.recv_match(type="TUNNEL", blocking=True, timeout=Collector.QUIET_S / 2)
         if msg is None:
-            if offer is not None and len(chunks) < offer[1] and rounds < resend_rounds:
-                missing = [i for i in range(offer[1]) if i not in chunks]
-                send_tunnel(conn, target_system, target_component, wire.resend(session, missing))
-                rounds += 1
             continue
         payload = tunnel_payload(msg, conn.source_system, conn.source_component)
         if payload is None:
             continue
-        try:
-            packet = wire.decode(payload)
-        except FormatError:
-            continue
-        if packet.session != session:
-            continue
-        if packet.op is wire.Op.ERROR:
-            raise ChallengeError(f"agent refused the challenge: {packet.body.decode(errors='replace')}")
-        if packet.op is wire.Op.OFFER:
-            offer = wire.parse_offer(packet)
-        elif packet.op is wire.Op.CHUNK and offer is not None:
-            index, data = wire.parse_chunk(packet)
-            if 0 <= index < offer[1]:
-                chunks[index] = data
-        if offer is not None and len(chunks) == offer[1]:
-            return _assemble(offer, chunks)
+        data = collector.receive(payload, time.monotonic())
+        if data is not None:
+            return data
 
 
 def _assemble(offer: tuple[int, int, bytes], chunks: dict[int, bytes]) -> bytes:

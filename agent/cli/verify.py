@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +12,14 @@ import click
 from agent.attestation import DEFAULT_BOOT_LOG, check_manifest, seal_measurements, with_boot_log
 from agent.cli.measure import mavlink_options, run_measure
 from agent.cli.options import EXIT_FAIL, EXIT_USAGE, CheckFailed
-from attest import dsse, jsonio, timeutil
+from agent.verifier import verify_envelope
+from attest import jsonio, timeutil
 from attest.errors import FlightSealError, FormatError, KeyLoadError
 from attest.limits import LIMITS
-from attest.manifest import Manifest
 from attest.models import Measurement, Reason
 from attest.trust import VerifiedManifest
-from attest.verify import VerifierPolicy, verify_attestation
 from hardware.files import read_bounded, write_atomic
 from hardware.uri import load_signer
-from truststore.trustdir import TrustDir
 
 
 def parse_nonce(text: str) -> bytes:
@@ -77,31 +74,11 @@ def _verify(attestation: Path, trust_dir: Path, nonce_hex: str, manifest_path: P
             expected_device: str | None, max_age: int, allow_software_keys: bool, require_quote: bool,
             as_json: bool) -> None:
     expected_nonce = parse_nonce(nonce_hex)
-    td = TrustDir(trust_dir)
-    state = td.trusted_state()
-    devices = td.devices(state)
-    highest, highest_digest = td.highest_manifest()  # an equal version must be the very same document
     envelope = read_bounded(attestation, "attestation", LIMITS.max_envelope_bytes)
-    from hardware.quote_check import default_quote_checker
-
-    manifest_bytes = td.manifest_bytes(manifest_path)
-    # a manifest file that is not even a signed envelope is unusable input (exit 2), not a failed check
-    dsse.Envelope.from_bytes(manifest_bytes, f"manifest {manifest_path or td.manifest_path}", LIMITS.max_manifest_bytes)
-    result = verify_attestation(
-        envelope, trust=state, devices=devices, manifest_bytes=manifest_bytes,
-        nonce=expected_nonce, now=timeutil.now(), expected_device=expected_device,
-        highest_manifest_version=highest, highest_manifest_digest=highest_digest,
-        quote_checker=default_quote_checker(td.device_clocks()), tpm_vendor_cas=td.tpm_cas(),
-        policy=VerifierPolicy(allow_software_keys=allow_software_keys, max_age=timedelta(seconds=max_age),
-                              require_quote=require_quote),
-    )
-    if result.passed and result.predicate is not None and result.predicate.manifest is not None:
-        td.record_manifest(result.predicate.manifest.version, result.predicate.manifest.sha256)
-        td.record_root()
-        if result.predicate.quote is not None and result.device is not None:
-            from attest.quote import observed_clock
-
-            td.record_clock(result.device.device_id, observed_clock(result.predicate.quote))
+    checked = verify_envelope(envelope, trust_dir, expected_nonce, manifest_path=manifest_path,
+                              expected_device=expected_device, max_age=max_age,
+                              allow_software_keys=allow_software_keys, require_quote=require_quote)
+    result = checked.result
     p = result.predicate
     if as_json:
         click.echo(json.dumps({
@@ -109,20 +86,14 @@ def _verify(attestation: Path, trust_dir: Path, nonce_hex: str, manifest_path: P
             "device": result.device.device_id if result.device else None,
             "key_kind": result.device.key_kind.value if result.device else None,
             "manifest_version": p.manifest.version if p and p.manifest else None,
-            "posture": _manifest(td.manifest_bytes(manifest_path)).describe_posture() if result.passed else None,
-            "companion_boot": _manifest(td.manifest_bytes(manifest_path)).describe_boot() if result.passed else None,
+            "posture": checked.manifest().describe_posture() if result.passed else None,
+            "companion_boot": checked.manifest().describe_boot() if result.passed else None,
             "time": timeutil.format(p.time) if p else None,
             "reasons": [r.to_json() for r in result.reasons],
         }, indent=2))
-    elif result.passed and p is not None and result.device is not None:
-        click.echo(f"PASS device {result.device.device_id} ({result.device.airframe}, {result.device.key_kind} key): "
-                   f"{len(p.measurements)} measurements match manifest v{p.manifest.version if p.manifest else '?'}"
-                   f", attested {timeutil.format(p.time)}")
-        click.echo(f"  {_manifest(td.manifest_bytes(manifest_path)).describe_posture()}")
-        click.echo(f"  {_manifest(td.manifest_bytes(manifest_path)).describe_boot()}")
     else:
-        for r in result.reasons:
-            click.echo(f"FAIL {r}")
+        for line in checked.lines():
+            click.echo(line)
     if not result.passed:
         raise CheckFailed("")
 
@@ -181,14 +152,6 @@ def attest(measurements_path: Path | None, url: str | None, manifest_path: Path,
         click.echo(f"  {r}")
     if not verdict.passed:
         raise CheckFailed("")
-
-
-def _manifest(data: bytes) -> Manifest:
-    """The manifest the verification just checked (for what it requires of the links)."""
-    from attest import dsse
-
-    env = dsse.Envelope.from_bytes(data, "manifest", LIMITS.max_manifest_bytes)
-    return Manifest.from_json(env.payload_json("manifest", LIMITS.max_manifest_bytes))
 
 
 def read_measurements(path: Path) -> list[Measurement]:
