@@ -116,6 +116,30 @@ def test_flightseal_challenge_through_mavproxy_out_gets_and_verifies(field: Fiel
     assert ver.returncode == 0 and f"PASS device {DEVICE_ID}" in ver.stdout, ver.stdout + ver.stderr
 
 
+def test_fs_push_sends_the_saved_results_to_the_fleet_service(field: Field) -> None:
+    """Results go to the fleet service when one is set: the airframe shows up there, verified again."""
+    import httpx
+
+    from fleet.auth import Auth
+    from tests.fleet_kit import running, service
+
+    class Trust:  # the operator's trust dir is the one the service verifies against
+        trust = field.rig.trust_dir
+
+    app, engine = service(field.workdir, Trust)  # type: ignore[arg-type]
+    token = Auth(engine).create_token("operator-laptop", "operator", "test")
+    (field.workdir / "fleet.token").write_text(token + "\n")
+    with running(app) as url:
+        field.console.run(f"fs set fleet {url} {field.workdir / 'fleet.token'}", "fs: ", timeout=10)
+        out = field.console.run("fs push", "fs: pushed ", timeout=30)
+        seen = httpx.get(f"{url}/api/v1/devices/{DEVICE_ID}", headers={"Authorization": f"Bearer {token}"})
+        again = field.console.run("fs push", "fs: nothing to push", timeout=10)
+    saved = list((field.workdir / "results").glob("*.attestation"))
+    assert f"fs: pushed {len(saved)} of {len(saved)}" in out, out
+    assert seen.status_code == 200 and seen.json()["last_attempt"], seen.text
+    assert "nothing to push" in again
+
+
 def test_a_tampered_airframe_fails_with_the_reason_and_prearm_in_plain_words(field: Field) -> None:
     since = field.console.mark()
     (field.fc.scripts_dir / "evil.lua").write_bytes(b"-- exfiltrate telemetry\nreturn function() end\n")
