@@ -60,6 +60,7 @@ def test_a_pass_longer_than_the_gates_lapse_never_lets_the_verdict_lapse(tmp_pat
             daemon = rig.start_agent(cfg)
             rig.wait_verdict(passed=True, timeout=120)
             assert gcs.arm().accepted and gcs.disarm().accepted
+            _settled_on_a_pass(daemon)  # a pass the arm and disarm started has ended: a PASS is in force, idle
             passes = daemon.status.passes
             gcs.set_param("RTL_ALT", 2500)  # a change: the pass it starts reads param.pck slowly
             deadline = time.monotonic() + 30  # the agent hears it between its slow script read-backs
@@ -76,7 +77,7 @@ def test_a_pass_longer_than_the_gates_lapse_never_lets_the_verdict_lapse(tmp_pat
                 time.sleep(0.5)
             assert len(texts) >= 8, f"the pass took {len(texts) / 2:.1f} s: not longer than the 3 s lapse"
             assert not any("lapsed" in t for t in texts), texts
-            assert any("FlightSeal: re-attesting" in t for t in texts), texts
+            assert any("FlightSeal: re-attesting" in t for t in texts), (texts, daemon.status.transitions[-8:])
         finally:
             gcs.close()
             rig.stop_agent()
@@ -256,3 +257,20 @@ def test_line_noise_makes_no_phantom_part(routed) -> None:  # type: ignore[no-un
     assert daemon.link is not None and (0, 0) not in daemon.link.heard, sorted(daemon.link.heard)
     world.rig.manifest_path.touch()
     world.rig.wait_verdict(passes=passes + 1, passed=True, timeout=20)
+
+
+def _settled_on_a_pass(daemon: object, quiet_s: float = 2.0, timeout: float = 90.0) -> None:
+    """Wait until the agent watches with a PASS delivered and no change pending, for ``quiet_s`` in a row."""
+    status = daemon.status  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout
+    quiet_since: float | None = None
+    while time.monotonic() < deadline:
+        settled = (status.state.value == "watch" and status.delivered is not None and status.delivered.verdict.passed
+                   and daemon._dirty is None)  # type: ignore[attr-defined]
+        now = time.monotonic()
+        quiet_since = (quiet_since or now) if settled else None
+        if quiet_since is not None and now - quiet_since >= quiet_s:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the agent never settled on a pass: {status.transitions[-8:]}")
+
