@@ -192,3 +192,16 @@ if __name__ == "__main__":
     if sys.argv[1:2] != ["ingest"]:
         raise SystemExit("usage: python -m tests.fleet_fixtures ingest URL TRUST NOW ENVELOPES ACK")
     _worker(sys.argv[2:])
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A settable clock a minute after the factory's NOW (shared by the store and webhook tests)."""
+    return Clock(NOW + timedelta(minutes=1))
+
+
+@pytest.fixture
+def store(db_url: str, fleet: Fleet, clock: Clock) -> Iterator[FleetStore]:
+    s = make_store(db_url, fleet.trust_dir, clock)
+    yield s
+    s.engine.dispose()

@@ -8,7 +8,6 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -37,18 +36,6 @@ from tests.fleet_fixtures import Clock, Fleet, fresh_url, make_store, resign, si
 from tests.pgserver import PgServer
 
 pytest_plugins = ["tests.fleet_fixtures"]
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(NOW + timedelta(minutes=1))
-
-
-@pytest.fixture
-def store(db_url: str, fleet: Fleet, clock: Clock) -> Iterator[FleetStore]:
-    s = make_store(db_url, fleet.trust_dir, clock)
-    yield s
-    s.engine.dispose()
 
 
 def events(store: FleetStore, kind: str) -> list[dict[str, object]]:

@@ -8,7 +8,6 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -20,7 +19,7 @@ from fleet.models import DeliveryAttempt, Event, table
 from fleet.store import FleetStore
 from fleet.webhooks import EVENT_HEADER, SIGNATURE_HEADER, WebhookDispatcher, signature
 from tests.factory import NOW
-from tests.fleet_fixtures import Clock, Fleet, make_store, tamper_script
+from tests.fleet_fixtures import Clock, Fleet, tamper_script
 
 pytest_plugins = ["tests.fleet_fixtures"]
 
@@ -64,18 +63,6 @@ class Receiver:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=WAIT_S)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(NOW + timedelta(minutes=1))
-
-
-@pytest.fixture
-def store(db_url: str, fleet: Fleet, clock: Clock) -> Iterator[FleetStore]:
-    s = make_store(db_url, fleet.trust_dir, clock)
-    yield s
-    s.engine.dispose()
 
 
 def attempts(store: FleetStore) -> list[tuple[int | None, str | None]]:
