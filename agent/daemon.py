@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent import profiles
 from agent.appraisal import Appraisal, ManifestStatus, appraise_pass, check_manifest
 from agent.attestation import Sealed, seal, with_boot_log
 from agent.audit import AuditError, AuditLog
@@ -43,16 +44,19 @@ from agent.challenge import Responder, tunnel_payload
 from agent.config import AgentConfig
 from agent.fleet_push import FleetPusher, FleetQueue
 from agent.gate.client import GateClient, GateError, GateTimeout, SequenceSource
-from agent.gate.key import load_gate_key
+from agent.gate.key import GateKeyError, load_gate_key
+from agent.gate.px4 import ArmAuthorizer
 from agent.mavlink.ftp import FtpClient, FtpError, FtpNotFound
 from agent.mavlink.ids import MAV_TYPE_GCS  # ground stations come and go; they are not parts of the airframe
 from agent.mavlink.link import MAX_COMPONENTS, Link, LinkError, LinkLost, heartbeat_armed, link_config
+from agent.mavlink.paramwire import decode_bytewise
 from agent.measure.base import DroneCanBus, Inventory, MeasureOptions
 from agent.measure.collect import measure
 from agent.measure.dronecan import node_statuses
 from agent.measure.imagecache import ImageCache
 from agent.measure.params import as_float32
 from agent.measure.scripts import list_scripts
+from agent.profiles import FcProfile
 from attest import params as paramdigest
 from attest import timeutil
 from attest.appraise import manifest_failure
@@ -131,8 +135,18 @@ class Daemon:
         roots.accept()
         self.manifest_state = ManifestState(state_dir / "manifest-state.json")
         self.sequence = SequenceSource(state_dir / "gate.seq")
-        self.gate_key = load_gate_key(Path(cfg.gate.key_file) if cfg.gate.key_file else state_dir / "gate.key") \
-            if cfg.gate.enabled else b""
+        # the Lua gate's key: needed only once the FC turns out to be ArduPilot (PX4's gate has no key)
+        gate_key_path = Path(cfg.gate.key_file) if cfg.gate.key_file else state_dir / "gate.key"
+        self._gate_key_error: GateKeyError | None = None
+        self.gate_key = b""
+        if cfg.gate.enabled:
+            try:
+                self.gate_key = load_gate_key(gate_key_path)
+            except GateKeyError as exc:
+                if gate_key_path.exists():
+                    raise  # a key readable by others, or not a key: said at once
+                self._gate_key_error = exc
+        self.profile: FcProfile | None = None  # the connected FC's, from its HEARTBEAT
         self._forgeries_seen = 0
         self.image_cache = ImageCache(state_dir / "image-cache")
         self.audit = AuditLog(Path(cfg.audit.path))
@@ -149,7 +163,7 @@ class Daemon:
         self.status = Status()
         self.responder = Responder(self._answer_challenge)
         self.link: Link | None = None
-        self.gate: GateClient | None = None
+        self.gate: GateClient | ArmAuthorizer | None = None
         self._inventory: Inventory | None = None
         self._manifest: ManifestStatus | None = None
         self._manifest_stat: tuple[int, int] | None = None
@@ -261,13 +275,22 @@ class Daemon:
         # pass, the gate client waiting for its ack): a parameter change in the middle of a pass is not lost.
         self.link.listeners.append(self._handle)
         self._scripts_crc = None
-        if self.cfg.gate.enabled:
-            self._forgeries_seen = 0
-            # through the link: its lock and signing for what is sent, its observer (and so _handle) for
-            # everything received while the gate waits for an ack
-            self.gate = GateClient(self.link, self.gate_key, sequence=self.sequence,
-                                   target_system=c.fc_system_id, target_component=c.fc_component_id,
-                                   keepalive_s=self.cfg.gate.keepalive_s)
+        self.profile = profiles.for_heartbeat(hb)
+        if not self.cfg.gate.enabled:
+            return
+        self._forgeries_seen = 0
+        if self.profile.gate == profiles.GATE_ARM_AUTHORIZATION:
+            # PX4 asks us before arming (COM_ARM_AUTH_ID = our system id); answered from this thread only
+            self.gate = ArmAuthorizer(self.link, own=(c.system_id, c.component_id),
+                                      fc=(c.fc_system_id, c.fc_component_id), keepalive_s=self.cfg.gate.keepalive_s)
+            return
+        if self._gate_key_error is not None:
+            raise self._gate_key_error
+        # through the link: its lock and signing for what is sent, its observer (and so _handle) for
+        # everything received while the gate waits for an ack
+        self.gate = GateClient(self.link, self.gate_key, sequence=self.sequence,
+                               target_system=c.fc_system_id, target_component=c.fc_component_id,
+                               keepalive_s=self.cfg.gate.keepalive_s)
 
     def _close(self) -> None:
         if self.link is not None:
@@ -300,20 +323,26 @@ class Daemon:
             if now >= self._next_manifest_poll:
                 self._next_manifest_poll = now + MANIFEST_POLL_S
                 self._poll_manifest()
-            if now >= self._next_script_poll:
+            if self._lua_fc() and now >= self._next_script_poll:
                 self._next_script_poll = now + self.cfg.measure.script_poll_s
                 with self._gate_ticking():
                     self._poll_scripts()
-            if now >= self._next_script_hash and not self._dirty:
+            if self._lua_fc() and now >= self._next_script_hash and not self._dirty:
                 self._next_script_hash = now + self.cfg.measure.script_hash_s
                 if not self._fc_armed():  # a read-back loads the link: never in flight
                     with self._gate_ticking():
                         self._hash_scripts()
-            if now >= self._next_dronecan_poll and self._dirty is None:
+            if self._lua_fc() and now >= self._next_dronecan_poll and self._dirty is None:
                 self._next_dronecan_poll = now + self.cfg.measure.dronecan_poll_s
                 if not self._fc_armed():  # forwarding a CAN bus loads the link: never in flight
                     with self._gate_ticking():
                         self._poll_dronecan()
+
+    def _lua_fc(self) -> bool:
+        """ArduPilot: its Lua scripts and DroneCAN buses are watched between passes (PX4 has neither;
+        its files are measured at every pass, and a changed startup file acts only after a reboot,
+        which starts a pass)."""
+        return self.profile is None or self.profile.name == "ardupilot"
 
     def _check_gone(self, now: float) -> None:
         """A MAVLink component the last pass measured and no longer heard: a new pass leaves it out
@@ -577,7 +606,10 @@ class Daemon:
         if self.gate is None:
             return
         try:
-            if self.gate.keep_alive() is not None:
+            if isinstance(self.gate, ArmAuthorizer):
+                self.gate.keep_alive()  # answers PX4's requests that are due; PX4 acks nothing
+                self._check_forgeries()
+            elif self.gate.keep_alive() is not None:
                 self._gate_answered()
         except GateError as exc:
             self._gate_failed(exc)
@@ -622,6 +654,9 @@ class Daemon:
     def _exclusions(self) -> tuple[str, ...]:
         if isinstance(self._manifest, VerifiedManifest):
             return tuple(self._manifest.manifest.params.exclude)
+        if self.profile is not None and self.profile.name == "px4" \
+                and self.base_options.param_exclusions == paramdigest.DEFAULT_EXCLUSIONS:
+            return self.profile.param_exclusions
         return self.base_options.param_exclusions
 
     # ---- watching
@@ -651,6 +686,8 @@ class Daemon:
             return
         mtype = msg.get_type()
         src = (msg.get_srcSystem(), msg.get_srcComponent())
+        if isinstance(self.gate, ArmAuthorizer):
+            self.gate.observe(msg)  # PX4's requests, and its word on authorizations we did not give
         if mtype == "HEARTBEAT" and src == self.link.fc:
             now = time.monotonic()
             if now - self._last_fc_heartbeat > REBOOT_GAP_S:
@@ -665,7 +702,10 @@ class Daemon:
                 self._dirty = f"the FC's heartbeats are now {'signed' if signed else 'unsigned'}"
             self._fc_signed = signed
         elif mtype == "PARAM_VALUE" and src == self.link.fc:
-            self._param_value(str(msg.param_id).rstrip("\x00"), float(msg.param_value))
+            value = float(msg.param_value)
+            if self.profile is not None and self.profile.name == "px4":
+                value = decode_bytewise(value, int(msg.param_type))  # PX4 sends integers bit for bit
+            self._param_value(str(msg.param_id).rstrip("\x00"), value)
         elif mtype == "STATUSTEXT" and src == self.link.fc and str(msg.text).startswith(
                 ("Scripting: stopped", "Scripting: restarted")):
             text = str(msg.text)

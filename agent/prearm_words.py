@@ -53,6 +53,7 @@ CODES: dict[str, str] = {
     Code.POSTURE_UNSIGNED: "the flight controller's links are not MAVLink2-signed as required",
     Code.POSTURE_SCRIPT_CHECKSUMS: "the scripts are not protected by ArduPilot's checksums",
     Code.POSTURE_GATE_STOPPED: "the arming gate script is not running",
+    Code.POSTURE_ARM_AUTH_OFF: "PX4 no longer asks FlightSeal before arming",
     Code.POSTURE_GATE_FORGERY: "someone sent the gate a forged verdict",
     Code.POSTURE_GATE_SILENT: "the arming gate has gone silent",
     Code.DEVICE_TPM_UNPROVEN: "the device key's TPM origin is not proven",

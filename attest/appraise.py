@@ -72,6 +72,10 @@ def _posture(measured: list[Measurement], manifest: Manifest) -> list[Reason]:
     if m.claims.get("gate_stopped") is True:
         out.append(Reason(Code.POSTURE_GATE_STOPPED, "the FC said 'Scripting: stopped': the arming gate no longer "
                           "takes verdicts (ArduPilot's script checksums refuse arming; reboot the FC)", m.component))
+    if m.claims.get("arm_authorization") is False:
+        out.append(Reason(Code.POSTURE_ARM_AUTH_OFF, "PX4 no longer asks this agent before arming (COM_ARM_AUTH_REQ "
+                          "not 1, or COM_ARM_AUTH_ID not the agent's system id): `flightseal gate install`",
+                          m.component))
     if m.claims.get("gate_answers") is False:
         out.append(Reason(Code.POSTURE_GATE_SILENT, "the arming gate did not answer the agent's last verdict, so no "
                           "verdict is known to be enforced (gate removed, stopped, without this agent's key, or the "

@@ -181,6 +181,8 @@ class Code(enum.StrEnum):
     COMPANION_BOOT_LOG_MISMATCH = "companion-boot-log-mismatch"
     COMPANION_BOOT_UNKNOWN = "companion-boot-unknown"
     COMPANION_BOOT_STAGE_MISSING = "companion-boot-stage-missing"
+    # PX4 (ADR 0024): the FC no longer asks this agent before arming (COM_ARM_AUTH_* changed)
+    POSTURE_ARM_AUTH_OFF = "posture-arm-auth-off"
 
 
 PILOT_TEXT_MAX = 42

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 from agent.mavlink.ftp import FtpClient, FtpError, FtpLimits
-from agent.mavlink.ids import MAV_CMD_REQUEST_MESSAGE, MAV_STATE_BOOT
+from agent.mavlink.ids import MAV_AUTOPILOT_PX4, MAV_CMD_REQUEST_MESSAGE, MAV_STATE_BOOT
 from agent.mavlink.link import Link, LinkLost
-from agent.measure import companion, components, firmware, params, posture, scripts
+from agent.measure import companion, components, firmware, params, posture, px4, scripts
 from agent.measure.base import CollectError, Collector, Inventory, MeasureOptions, Pass
 from agent.measure.imagecache import ImageCache
 from agent.measure.params import COMPONENT as PARAMS
+from attest import params as paramdigest
 
 T = TypeVar("T")
 
@@ -58,15 +60,32 @@ COLLECTORS: tuple[Collector, ...] = (firmware.IDENTITY_COLLECTOR, scripts.COLLEC
                                      posture.COLLECTOR)
 
 
+# PX4's pass (agent/measure/px4.py), then its posture: whether PX4 still asks this agent before arming.
+PX4_COLLECTORS: tuple[Collector, ...] = (*px4.COLLECTORS, posture.PX4_COLLECTOR)
+
+
+def for_fc(link: Link, opts: MeasureOptions) -> tuple[tuple[Collector, ...], MeasureOptions]:
+    """The collectors of the FC on ``link`` (ArduPilot's or PX4's, by its HEARTBEAT's ``autopilot``),
+    and ``opts`` with that FC's volatile parameters as the exclusions when no manifest chose others."""
+    hb = link.fc_heartbeat
+    if hb is not None and int(hb.autopilot) == MAV_AUTOPILOT_PX4:
+        if opts.param_exclusions == paramdigest.DEFAULT_EXCLUSIONS:  # ArduPilot's names mean nothing on PX4
+            opts = replace(opts, param_exclusions=px4.VOLATILE_PARAMS)
+        return PX4_COLLECTORS, opts
+    return COLLECTORS, opts
+
+
 def measure(link: Link, opts: MeasureOptions | None = None, cache: ImageCache | None = None,
-            ftp_limits: FtpLimits | None = None, collectors: Sequence[Collector] = COLLECTORS) -> Inventory:
-    """One measurement pass: every collector of the table, each failure recorded as a
-    ``measurement-missing`` reason while the pass goes on.
+            ftp_limits: FtpLimits | None = None, collectors: Sequence[Collector] | None = None) -> Inventory:
+    """One measurement pass: every collector of the table (by default the FC's own, see
+    :func:`for_fc`), each failure recorded as a ``measurement-missing`` reason while the pass goes on.
 
     Raises:
         LinkLost: the link to the FC dropped; every later collector would fail the same way.
     """
     opts = opts or MeasureOptions()
+    own, opts = for_fc(link, opts)
+    collectors = own if collectors is None else collectors
     p = Pass(link, opts, Inventory(), cache=cache)
     inv = p.inv
     if not _timed(inv, "boot-wait", lambda: wait_booted(link, opts.boot_wait)):

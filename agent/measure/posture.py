@@ -43,8 +43,28 @@ def collect_posture(link: Link, inv: Inventory) -> Measurement:
     return Measurement(COMPONENT, Kind.POSTURE, {}, "mavlink", Strength.OBSERVED, claims)
 
 
+def collect_px4_posture(link: Link, inv: Inventory) -> Measurement:
+    """PX4's posture: no MAVLink signing in v1.16 and no scripts; what keeps the verdict enforced is
+    that PX4 asks this agent before arming. ``arm_authorization``: ``COM_ARM_AUTH_REQ`` is 1,
+    ``COM_ARM_AUTH_ID`` is the agent's system id and ``COM_ARM_AUTH_MET`` is 0 (ask at every arming);
+    absent when the parameters were not measured (the parameter reason says so)."""
+    claims: dict[str, ClaimValue] = {"signed": False, "link": link.endpoint.kind,
+                                     "gate_forgeries": link.gate_forgeries}
+    params = inv.fc_params
+    if params is not None:
+        claims["arm_authorization"] = (params.get("COM_ARM_AUTH_REQ") == 1
+                                       and params.get("COM_ARM_AUTH_ID") == link.config.system_id
+                                       and params.get("COM_ARM_AUTH_MET") == 0)
+    return Measurement(COMPONENT, Kind.POSTURE, {}, "mavlink", Strength.OBSERVED, claims)
+
+
 def _step(p: Pass) -> list[Measurement]:
     return [collect_posture(p.link, p.inv)]
 
 
+def _px4_step(p: Pass) -> list[Measurement]:
+    return [collect_px4_posture(p.link, p.inv)]
+
+
 COLLECTOR = Collector("posture", COMPONENT, _step)
+PX4_COLLECTOR = Collector("posture", COMPONENT, _px4_step)
