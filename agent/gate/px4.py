@@ -26,10 +26,16 @@ What it never does:
 
 PX4 v1.16 does not check *who* sends the ack (mavlink_receiver.cpp ``handle_message_command_ack``
 checks only the target). A forged ACCEPTED that reaches PX4 while it waits, before ours, arms it.
-We cannot stop that from the companion; we see it: PX4 says "Arm auth: Authorized for the next N
-seconds" for every ack it takes, so that text without our own ACCEPTED just before is counted
-in ``foreign`` and every attestation then fails with ``posture-gate-forgery`` (as for the Lua gate).
-An ack for 3001 in another system's name that reaches our link is counted in ``forged_acks``.
+Measured on PX4 v1.16.0 SITL: a ground station with system id 77 sending ACCEPTED acks on the GCS
+link armed the vehicle while this authorizer answered DENIED. We cannot stop that from the
+companion; we see it. The FC's HEARTBEAT turning armed with no ACCEPTED of ours in the window
+before it (PX4's timeout plus the validity we give) is counted in ``foreign`` (and in
+``unauthorized_arms``), as is PX4's "Arm auth: Authorized for the next N seconds" where that text
+reaches us without an ACCEPTED of ours just before; every attestation then fails with
+``posture-gate-forgery`` (as for the Lua gate) until the FC reboots. An ack for 3001 in another
+system's name that reaches our link is counted in ``forged_acks``. The fix belongs in PX4
+(take an arm-authorization ack only from ``COM_ARM_AUTH_ID``); until then, keep untrusted radios
+off links that reach PX4 unfiltered (ADR 0024).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from agent.mavlink.channel import channel_of
 from agent.mavlink.ids import (
     MAV_ARM_AUTH_DENIED_REASON_GENERIC,
     MAV_CMD_ARM_AUTHORIZATION_REQUEST,
+    MAV_MODE_FLAG_SAFETY_ARMED,
     MAV_RESULT_ACCEPTED,
     MAV_RESULT_DENIED,
     MAV_RESULT_TEMPORARILY_REJECTED,
@@ -114,7 +121,9 @@ class ArmAuthorizer:
         self.stale = 0  # requests dropped unanswered because they were older than the FC's timeout
         self.foreign_requests = 0  # requests from anything but the FC, ignored
         self.forged_acks = 0  # acks for 3001 in another system's name seen on our link
-        self.foreign = 0  # authorizations PX4 announced that we did not give
+        self.foreign = 0  # authorizations PX4 announced or acted on that we did not give
+        self.unauthorized_arms = 0  # the FC armed without an ACCEPTED of ours before it
+        self._fc_armed: bool | None = None  # from the FC's HEARTBEATs; None before the first
         self.last_ack: Any = None
         self.last_ack_at = float("-inf")
 
@@ -157,10 +166,21 @@ class ArmAuthorizer:
             del self._pending[:-MAX_PENDING]
         elif mtype == "COMMAND_ACK" and int(msg.command) == MAV_CMD_ARM_AUTHORIZATION_REQUEST and src != self._own:
             self.forged_acks += 1
+        elif mtype == "HEARTBEAT" and src == self._fc:
+            armed = bool(int(msg.base_mode) & MAV_MODE_FLAG_SAFETY_ARMED)
+            if armed and self._fc_armed is False and not self._authorized_lately():
+                self.unauthorized_arms += 1
+                self.foreign += 1
+            self._fc_armed = armed
         elif mtype == "STATUSTEXT" and src == self._fc:
             found = AUTHORIZED_TEXT.search(str(msg.text))
             if found is not None and not self._ours(int(found.group(1))):
                 self.foreign += 1
+
+    def _authorized_lately(self) -> bool:
+        """Whether an ACCEPTED of ours can explain an arming now: PX4 arms within its timeout of
+        asking, or within the validity we gave (plus a second for the heartbeat to tell us)."""
+        return self._clock() - self.last_accept_at <= self._timeout + self._validity + 1.0
 
     def _ours(self, validity: int) -> bool:
         """Whether PX4's "Authorized for the next N seconds" follows an ACCEPTED of ours."""
