@@ -282,7 +282,7 @@ class Daemon:
         if self.profile.gate == profiles.GATE_ARM_AUTHORIZATION:
             # PX4 asks us before arming (COM_ARM_AUTH_ID = our system id); answered from this thread only
             self.gate = ArmAuthorizer(self.link, own=(c.system_id, c.component_id),
-                                      fc=(c.fc_system_id, c.fc_component_id), keepalive_s=self.cfg.gate.keepalive_s)
+                                      fc=(c.fc_system_id, c.fc_component_id))
             return
         if self._gate_key_error is not None:
             raise self._gate_key_error
@@ -317,7 +317,7 @@ class Daemon:
                 self._enter(State.WATCH)
             self.link.recv(timeout=0.05)  # received messages reach _handle through the link's listener
             self._keep_alive()
-            self.responder.pump(self.link, budget=8)
+            self.responder.pump(self.link, budget=self.profile.challenge_burst if self.profile else 8)
             now = time.monotonic()
             self._check_gone(now)
             if now >= self._next_manifest_poll:

@@ -21,8 +21,9 @@ What it never does:
 * answer a request older than the FC's timeout (PX4 is no longer waiting for it; a late
   ACCEPTED could be taken as the answer to a newer request made under another verdict);
 * answer a request from anything but the FC (a forged request would make us speak on demand);
-* answer from a verdict that is not being kept alive: answers go out only from the daemon's
-  thread, in ``keep_alive``/``send_nowait``; if that thread stops, PX4 hears nothing and refuses.
+* answer when the agent is not running its loop: answers go out only from the daemon's thread,
+  in ``keep_alive`` (the watch loop) and ``send_nowait`` (a pass's tick); if that thread stops or
+  hangs, PX4 hears nothing and refuses ("Arm auth: No response"), as it does with the agent killed.
 
 PX4 v1.16 does not check *who* sends the ack (mavlink_receiver.cpp ``handle_message_command_ack``
 checks only the target). A forged ACCEPTED that reaches PX4 while it waits, before ours, arms it.
@@ -101,7 +102,7 @@ class ArmAuthorizer:
     """
 
     def __init__(self, conn: Any, *, own: tuple[int, int], fc: tuple[int, int] = (1, 1),
-                 timeout_s: float = AUTH_TIMEOUT_S, validity_s: int = 1, keepalive_s: float = 1.0,
+                 timeout_s: float = AUTH_TIMEOUT_S, validity_s: int = 1,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not 1 <= validity_s <= MAX_VALIDITY_S:
             raise ValueError(f"validity_s must be 1..{MAX_VALIDITY_S} s (the verdict's keep-alive window)")
@@ -110,10 +111,8 @@ class ArmAuthorizer:
         self._fc = fc
         self._timeout = timeout_s
         self._validity = validity_s
-        self._keepalive = keepalive_s
         self._clock = clock
         self._verdict: Verdict | None = None
-        self._verdict_at = float("-inf")
         self._pending: list[Request] = []
         self.answers: list[Answer] = []  # the latest ones, for status and tests
         self.last_accept_at = float("-inf")
@@ -135,13 +134,11 @@ class ArmAuthorizer:
 
     def send(self, verdict: Verdict) -> None:
         """Answer from ``verdict`` from now on (and answer what is due)."""
-        self._verdict, self._verdict_at = verdict, self._clock()
+        self._verdict = verdict
         self._answer_due()
 
     def keep_alive(self) -> None:
-        """The daemon's watch loop: the verdict is still in force; answer what is due."""
-        if self._verdict is not None:
-            self._verdict_at = self._clock()
+        """The daemon's watch loop: answer what is due."""
         self._answer_due()
 
     def send_nowait(self) -> bool:
@@ -203,12 +200,11 @@ class ArmAuthorizer:
 
     def _answer(self, req: Request, now: float) -> None:
         verdict = self._verdict
-        fresh = verdict is not None and now - self._verdict_at <= 3 * self._keepalive
-        if verdict is not None and fresh and verdict.passed:
+        if verdict is not None and verdict.passed:
             result, validity, text = MAV_RESULT_ACCEPTED, self._validity, ""
             self.last_accept_at = now
         else:
-            words = gate_text(verdict) if verdict is not None and fresh else None
+            words = gate_text(verdict) if verdict is not None else None
             text = words or "FlightSeal: no verdict in force"
             reattesting = verdict is not None and any(r.code is Code.REATTESTING for r in verdict.reasons)
             result = MAV_RESULT_TEMPORARILY_REJECTED if reattesting else MAV_RESULT_DENIED

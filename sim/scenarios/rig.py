@@ -28,6 +28,7 @@ from agent.gate.client import gate_script
 from agent.gate.install import protect_scripts
 from agent.gate.key import ensure_gate_key
 from agent.mavlink.link import Link, LinkConfig
+from agent.mavlink.paramwire import decode_bytewise, encode_bytewise
 from agent.mavlink.statustext import StatusTexts
 from agent.measure.base import MeasureOptions
 from agent.measure.collect import measure
@@ -47,6 +48,9 @@ GATE_FC_PATH = "scripts/flightseal_gate.lua"
 AIRFRAME = "FS-Quad-1"
 DEVICE_ID = "drone-001"
 PINNED = ("ARMING_CHECK", "SCR_ENABLE", "FS_THR_ENABLE")
+# PX4: its arm authorization (what `gate install` sets) and a safety value a GCS could turn off
+PX4_PINNED = ("COM_ARM_AUTH_REQ", "COM_ARM_AUTH_ID", "COM_ARM_AUTH_MET", "NAV_RCL_ACT")
+ARM_TEXT_PREFIXES = ("Arm: ", "Arm auth: ", "FlightSeal: ", "Preflight Fail: ")  # ArduPilot, PX4, our agent on PX4
 
 
 @dataclass
@@ -72,6 +76,8 @@ class Rig:
     signing_key: bytes | None = None  # MAVLink2 signing key the FC holds (`flightseal signing setup`)
     gate_key: bytes | None = None  # the gate key the FC holds (VfcConfig/SitlConfig gate_key); None: made here
     tpm_evidence: TpmEvidence | None = None  # a TPM device key's proof (hardware.tpm_credential, ADR 0018)
+    fc_kind: str = "ardupilot"  # or "px4": no Lua gate, PX4's arm authorization asks the agent (ADR 0024)
+    fc_system_id: int = 1
     daemon: Daemon | None = None
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -104,6 +110,10 @@ class Rig:
         (self.workdir / "trust" / "root.json").write_bytes(self.root_path.read_bytes())
 
     @property
+    def pinned(self) -> tuple[str, ...]:
+        return PX4_PINNED if self.fc_kind == "px4" else PINNED
+
+    @property
     def root_path(self) -> Path:
         return self.workdir / "root.json"
 
@@ -117,7 +127,7 @@ class Rig:
 
     def config(self, device_key_uri: str = "") -> AgentConfig:
         return AgentConfig(
-            mavlink=MavlinkConfig(url=self.fc_url, heartbeat_timeout_s=15.0),
+            mavlink=MavlinkConfig(url=self.fc_url, heartbeat_timeout_s=15.0, fc_system_id=self.fc_system_id),
             device=DeviceConfig(DEVICE_ID, AIRFRAME, device_key_uri or "in-process"),
             trust=TrustConfig(str(self.root_path), str(self.manifest_path), str(self.workdir / "state")),
             gate=GateConfig(keepalive_s=1.0),
@@ -132,6 +142,7 @@ class Rig:
         path.write_text(f"""
 [mavlink]
 url = "{self.fc_url}"
+fc_system_id = {self.fc_system_id}
 [device]
 id = "{DEVICE_ID}"
 airframe = "{AIRFRAME}"
@@ -149,9 +160,11 @@ path = "{state / 'audit.log'}"
     def measure_fc(self, opts: MeasureOptions | None = None) -> list[Measurement]:
         """Measure the reference airframe as the manufacturer does: its scripts protected by
         ArduPilot's checksums first (what ``gate install`` leaves, ADR 0013), then every value."""
-        pinned = MeasureOptions(pinned_params=PINNED, param_claims="all")  # as `flightseal measure`
-        with Link.open(LinkConfig(self.fc_url, heartbeat_timeout=15.0, signing_key=self.signing_key)) as link:
-            protect_scripts(link)
+        pinned = MeasureOptions(pinned_params=self.pinned, param_claims="all")  # as `flightseal measure`
+        with Link.open(LinkConfig(self.fc_url, heartbeat_timeout=15.0, signing_key=self.signing_key,
+                                  fc_system_id=self.fc_system_id)) as link:
+            if self.fc_kind == "ardupilot":
+                protect_scripts(link)
             inv = measure(link, opts or pinned)
         if inv.problems:
             raise RuntimeError("could not measure the reference FC: " + "; ".join(str(p) for p in inv.problems))
@@ -169,11 +182,12 @@ path = "{state / 'audit.log'}"
     def baseline_manifest(self, measurements: list[Measurement], *, version: int = 1,
                           **changes: Any) -> Manifest:
         # the script checksums are set (measure_fc protects the scripts); signing only where the rig has a key
+        px4 = self.fc_kind == "px4"  # PX4 v1.16 has neither MAVLink signing nor Lua scripts
         base = Manifest(version=version, expires=timeutil.now() + timedelta(days=90),
                         airframe=Airframe(AIRFRAME, device_ids=(DEVICE_ID,)),
-                        posture=Posture(signed=self.signing_key is not None, script_checksums=True))
+                        posture=Posture(signed=self.signing_key is not None, script_checksums=not px4))
         manifest, _ = baseline(base, measurements, release=1, parts=self.parts,
-                               required_scripts=(GATE_FC_PATH,), pin=PINNED)
+                               required_scripts=() if px4 else (GATE_FC_PATH,), pin=self.pinned)
         return dataclasses.replace(manifest, **changes)
 
     # ---- agent
@@ -212,12 +226,19 @@ path = "{state / 'audit.log'}"
 class Gcs:
     """A ground station on the GCS port: tries to arm and reads what the FC says."""
 
-    def __init__(self, url: str, signing_key: bytes | None = None) -> None:
+    def __init__(self, url: str, signing_key: bytes | None = None, *, target: tuple[int, int] = (1, 1),
+                 bytewise: bool = False, source_system: int = 255) -> None:
+        """``target`` is the FC's (system, component); ``bytewise``: the FC encodes integer parameters
+        bit for bit (PX4), so values are sent and read by their type."""
         from pymavlink import mavutil
 
-        self.conn = mavutil.mavlink_connection(url, source_system=255, source_component=190, autoreconnect=True)
+        self.target = target
+        self.bytewise = bytewise
+        self.conn = mavutil.mavlink_connection(url, source_system=source_system, source_component=190,
+                                               autoreconnect=True)
         if signing_key is not None:
             self.conn.setup_signing(signing_key, sign_outgoing=True)
+        self.conn.mav.heartbeat_send(6, 8, 0, 0, 4)  # a UDP FC (PX4) answers only once it has heard us
         self.conn.wait_heartbeat(timeout=15)
         self.conn.mav.heartbeat_send(6, 8, 0, 0, 4)
 
@@ -232,7 +253,7 @@ class Gcs:
 
     def _arm_disarm(self, arm: float, timeout: float) -> ArmResult:
         self.conn.mav.heartbeat_send(6, 8, 0, 0, 4)
-        self.conn.mav.command_long_send(1, 1, 400, 0, arm, 0, 0, 0, 0, 0, 0)
+        self.conn.mav.command_long_send(*self.target, 400, 0, arm, 0, 0, 0, 0, 0, 0)
         deadline = time.monotonic() + timeout
         result: int | None = None
         chunks = StatusTexts()
@@ -248,28 +269,42 @@ class Gcs:
                     break
             elif msg.get_type() == "STATUSTEXT":
                 chunks.add(msg)
-        texts = [t for t in chunks.texts if t.startswith("Arm: ")]
+        texts = [t for t in chunks.texts if t.startswith(ARM_TEXT_PREFIXES)]
         return ArmResult(result == 0, result, " | ".join(texts))
 
     def set_mode(self, custom_mode: int, timeout: float = 3.0) -> int | None:
         """MAV_CMD_DO_SET_MODE (as a GCS's mode switch sends it); the FC's MAV_RESULT, or None."""
-        self.conn.mav.command_long_send(1, 1, 176, 0, 1, custom_mode, 0, 0, 0, 0, 0)
+        self.conn.mav.command_long_send(*self.target, 176, 0, 1, custom_mode, 0, 0, 0, 0, 0)
         ack = self.conn.recv_match(type="COMMAND_ACK", blocking=True, timeout=timeout,
                                    condition="COMMAND_ACK.command==176")
         return None if ack is None else int(ack.result)
 
     def get_param(self, name: str, timeout: float = 3.0) -> float | None:
         """The FC's current value of ``name`` (PARAM_REQUEST_READ), or None without an answer."""
-        self.conn.mav.param_request_read_send(1, 1, name.encode(), -1)
-        msg = self.conn.recv_match(type="PARAM_VALUE", blocking=True, timeout=timeout,
-                                   condition=f"PARAM_VALUE.param_id=='{name}'")
-        return None if msg is None else float(msg.param_value)
+        msg = self._read(name, timeout)
+        return None if msg is None else self._value(msg)
+
+    def _read(self, name: str, timeout: float) -> Any:
+        self.conn.mav.param_request_read_send(*self.target, name.encode(), -1)
+        return self.conn.recv_match(type="PARAM_VALUE", blocking=True, timeout=timeout,
+                                    condition=f"PARAM_VALUE.param_id=='{name}'")
+
+    def _value(self, msg: Any) -> float:
+        return decode_bytewise(float(msg.param_value), int(msg.param_type)) if self.bytewise else \
+            float(msg.param_value)
 
     def set_param(self, name: str, value: float, timeout: float = 3.0) -> None:
-        self.conn.mav.param_set_send(1, 1, name.encode(), value, 2)
+        ptype, wire = 2, value
+        if self.bytewise:  # PX4 takes an integer's bits, and checks the type: read it first
+            current = self._read(name, timeout)
+            if current is None:
+                raise TimeoutError(f"the FC did not answer a read of {name}")
+            ptype = int(current.param_type)
+            wire = encode_bytewise(value, ptype)
+        self.conn.mav.param_set_send(*self.target, name.encode(), wire, ptype)
         msg = self.conn.recv_match(type="PARAM_VALUE", blocking=True, timeout=timeout,
                                    condition=f"PARAM_VALUE.param_id=='{name}'")
-        if msg is None:
+        if msg is None or (self.bytewise and self._value(msg) != value):
             raise TimeoutError(f"the FC did not confirm {name}={value:g}")
 
 
