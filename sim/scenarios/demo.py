@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -95,34 +96,56 @@ def _arm_until(gcs: Gcs, *, accepted: bool, timeout: float, text: str = "") -> A
     raise StepFailed(f"expected arming {'accepted' if accepted else 'refused with ' + text}, got {last}")
 
 
-def run_demo(out: Path, *, use_sitl: bool | None = None) -> None:
+@dataclass
+class Device:
+    """The companion's device key in swtpm, proven to be in a TPM (EK certificate, credential activation)."""
+
+    tpm: Any
+    signer: Any
+    evidence: Any
+
+
+def device_key(t: StepTable, stack: contextlib.ExitStack, out: Path) -> Device:
+    """The demo's first three steps, the same for every FC."""
     from attest.tpm_evidence import load_cas
     from hardware.tpm import create_key
     from hardware.tpm_credential import prove_bench
     from sim.launchers.swtpm import Swtpm
 
+    tpm = t.run("start swtpm (TPM 2.0 emulator, EK certificate from its local CA)",
+                lambda: stack.enter_context(Swtpm(ek_cert=True)), lambda s: s.tcti)
+    ak_uri = f"{tpm.key_uri(TPM_HANDLE)};auth={out / 'tpm-ak.auth'}"  # the key's auth value stays in out/
+    signer = t.run("create device key in the TPM", lambda: create_key(ak_uri),
+                   lambda k: f"{k.public_key.keyid[:16]}… ({k.kind}, handle {TPM_HANDLE:#x})")
+    stack.callback(signer.close)
+    cas = [c for f in tpm.ek_ca_certs for c in load_cas(f.read_bytes(), str(f))]
+    proven = t.run("prove the key is in the TPM (EK certificate, credential activation)",
+                   lambda: prove_bench(signer.uri, cas, timeutil.now()),
+                   lambda p: f"EK vouched for by {p.evidence.ek_ca.subject}")
+    return Device(tpm, signer, proven.evidence)
+
+
+def enroll(t: StepTable, out: Path, dev: Device, companion_url: str, gcs_url: str, **rig_options: Any) -> Rig:
+    """Keys, root and enrolment (the fourth step), and the EK's CAs where the verifier looks."""
+    rig = t.run("manufacturer keys 2-of-3, root, enroll device",
+                lambda: Rig(out, companion_url, gcs_url, dev.signer, tpm_evidence=dev.evidence, **rig_options),
+                lambda r: f"root {r.root_path}, device drone-001 ({dev.signer.kind} key, proven)")
+    (rig.trust_dir / "tpm-cas").mkdir(exist_ok=True)  # the verifier re-checks the EK certificate too
+    for f in dev.tpm.ek_ca_certs:
+        shutil.copyfile(f, rig.trust_dir / "tpm-cas" / f.name)
+    return rig
+
+
+def run_demo(out: Path, *, use_sitl: bool | None = None) -> None:
     fresh_out_dir(out)
     sitl = bool(os.environ.get("FLIGHTSEAL_SITL_BINARY")) if use_sitl is None else use_sitl
     t = StepTable()
     with contextlib.ExitStack() as stack:
-        tpm = t.run("start swtpm (TPM 2.0 emulator, EK certificate from its local CA)",
-                    lambda: stack.enter_context(Swtpm(ek_cert=True)), lambda s: s.tcti)
-        ak_uri = f"{tpm.key_uri(TPM_HANDLE)};auth={out / 'tpm-ak.auth'}"  # the key's auth value stays in out/
-        signer = t.run("create device key in the TPM", lambda: create_key(ak_uri),
-                       lambda k: f"{k.public_key.keyid[:16]}… ({k.kind}, handle {TPM_HANDLE:#x})")
-        stack.callback(signer.close)
-        cas = [c for f in tpm.ek_ca_certs for c in load_cas(f.read_bytes(), str(f))]
-        proven = t.run("prove the key is in the TPM (EK certificate, credential activation)",
-                       lambda: prove_bench(signer.uri, cas, timeutil.now()),
-                       lambda p: f"EK vouched for by {p.evidence.ek_ca.subject}")
+        dev = device_key(t, stack, out)
+        signer = dev.signer
         fc = t.run("start flight controller", lambda: stack.enter_context(_sitl() if sitl else _virtual_fc()),
                    lambda f: f.kind)
-        rig = t.run("manufacturer keys 2-of-3, root, enroll device",
-                    lambda: Rig(out, fc.companion_url, fc.gcs_url, signer, tpm_evidence=proven.evidence),
-                    lambda r: f"root {r.root_path}, device drone-001 ({signer.kind} key, proven)")
-        (rig.trust_dir / "tpm-cas").mkdir(exist_ok=True)  # the verifier re-checks the EK certificate too
-        for f in tpm.ek_ca_certs:
-            shutil.copyfile(f, rig.trust_dir / "tpm-cas" / f.name)
+        rig = enroll(t, out, dev, fc.companion_url, fc.gcs_url)
 
         def install() -> int:
             assert rig.gate_key is not None  # made by Rig.__post_init__
