@@ -50,7 +50,8 @@ DEVICE_ID = "drone-001"
 PINNED = ("ARMING_CHECK", "SCR_ENABLE", "FS_THR_ENABLE")
 # PX4: its arm authorization (what `gate install` sets) and a safety value a GCS could turn off
 PX4_PINNED = ("COM_ARM_AUTH_REQ", "COM_ARM_AUTH_ID", "COM_ARM_AUTH_MET", "NAV_RCL_ACT")
-ARM_TEXT_PREFIXES = ("Arm: ", "Arm auth: ", "FlightSeal: ", "Preflight Fail: ")  # ArduPilot, PX4, our agent on PX4
+ARM_TEXTS = ("Arm: ",)  # ArduPilot's texts about an arming (the Lua gate's refusal among them)
+PX4_ARM_TEXTS = ("Arm auth: ", "FlightSeal: ", "Preflight Fail: ")  # PX4's, and the agent's beside them
 
 
 @dataclass
@@ -227,13 +228,15 @@ class Gcs:
     """A ground station on the GCS port: tries to arm and reads what the FC says."""
 
     def __init__(self, url: str, signing_key: bytes | None = None, *, target: tuple[int, int] = (1, 1),
-                 bytewise: bool = False, source_system: int = 255) -> None:
+                 bytewise: bool = False, source_system: int = 255, arm_texts: tuple[str, ...] = ARM_TEXTS) -> None:
         """``target`` is the FC's (system, component); ``bytewise``: the FC encodes integer parameters
-        bit for bit (PX4), so values are sent and read by their type."""
+        bit for bit (PX4), so values are sent and read by their type; ``arm_texts``: the texts that
+        say why an arming was refused."""
         from pymavlink import mavutil
 
         self.target = target
         self.bytewise = bytewise
+        self.arm_texts = arm_texts
         self.conn = mavutil.mavlink_connection(url, source_system=source_system, source_component=190,
                                                autoreconnect=True)
         if signing_key is not None:
@@ -269,7 +272,7 @@ class Gcs:
                     break
             elif msg.get_type() == "STATUSTEXT":
                 chunks.add(msg)
-        texts = [t for t in chunks.texts if t.startswith(ARM_TEXT_PREFIXES)]
+        texts = [t for t in chunks.texts if t.startswith(self.arm_texts)]
         return ArmResult(result == 0, result, " | ".join(texts))
 
     def set_mode(self, custom_mode: int, timeout: float = 3.0) -> int | None:
