@@ -27,10 +27,12 @@ def gate() -> None:
 @click.option("--seal-to", "seal_to", metavar="TPM_URI",
               help="Seal a new gate key file to this TPM (a tpm: key URI, e.g. the device key's).")
 @click.option("--heartbeat-timeout", type=click.FloatRange(1, 120), default=15.0, show_default=True)
+@click.option("--fc-system-id", type=click.IntRange(1, 255), default=LinkConfig.fc_system_id, show_default=True,
+              help="The FC's MAVLink system id (PX4 SITL instance N: N+1).")
 @click.option("--agent-system-id", type=click.IntRange(1, 255), default=LinkConfig.system_id, show_default=True,
               help="PX4: the agent's MAVLink system id (its [mavlink] system_id), whom PX4 asks before arming.")
 def install(url: str, signing_key: Path | None, gate_key: Path, seal_to: str | None, heartbeat_timeout: float,
-            agent_system_id: int) -> None:
+            agent_system_id: int, fc_system_id: int) -> None:
     """ArduPilot: upload the gate and its key over MAVLink FTP, enable scripting, reboot, and confirm the
     gate is blocking and holds the key (use a direct link: FTP does not encrypt the key). PX4: turn on
     its arm authorization (COM_ARM_AUTH_*) so that it asks the agent before every arming."""
@@ -39,7 +41,8 @@ def install(url: str, signing_key: Path | None, gate_key: Path, seal_to: str | N
 
     try:
         key = load_signing_key(signing_key)
-        link = Link.open(LinkConfig(url, heartbeat_timeout=heartbeat_timeout, signing_key=key))
+        link = Link.open(LinkConfig(url, heartbeat_timeout=heartbeat_timeout, signing_key=key,
+                                    fc_system_id=fc_system_id))
     except LinkError as exc:
         raise LinkError(f"cannot reach the FC on {url}: {exc}") from None
     with link:

@@ -39,6 +39,9 @@ def mavlink_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--component-id", type=click.IntRange(1, 255), default=LinkConfig.component_id,
                      show_default=True,
                      help="The agent's MAVLink component id (191 = onboard computer)."),
+        click.option("--fc-system-id", type=click.IntRange(1, 255), default=LinkConfig.fc_system_id,
+                     show_default=True,
+                     help="The FC's MAVLink system id (PX4 SITL instance N: N+1)."),
         click.option("--heartbeat-timeout", type=click.FloatRange(0.5, 120), default=LinkConfig.heartbeat_timeout,
                      show_default=True,
                      help="Seconds to wait for the FC's HEARTBEAT."),
@@ -105,8 +108,8 @@ def _progress() -> Callable[[str, int, int | None], None]:
 
 
 def run_measure(url: str, *, policy: ParamPolicy | None, all_params: bool, system_id: int, component_id: int,
-                heartbeat_timeout: float, signing_key_path: Path | None, param_source: str, no_flash_read: bool,
-                firmware_file: Path | None, image_cache: Path | None) -> Inventory:
+                fc_system_id: int, heartbeat_timeout: float, signing_key_path: Path | None, param_source: str,
+                no_flash_read: bool, firmware_file: Path | None, image_cache: Path | None) -> Inventory:
     """Open the link, run one pass, close. Shared by ``measure`` and ``attest --mavlink``.
 
     ``all_params`` claims every parameter value (an inventory to baseline and pin from); otherwise
@@ -115,8 +118,8 @@ def run_measure(url: str, *, policy: ParamPolicy | None, all_params: bool, syste
     opts = MeasureOptions(param_source=param_source, flash_read=not no_flash_read, firmware_file=firmware_file,
                           param_claims="all" if all_params else "differences",
                           progress=_progress() if sys.stderr.isatty() else None).for_params(policy or ParamPolicy())
-    config = LinkConfig(url, system_id=system_id, component_id=component_id, heartbeat_timeout=heartbeat_timeout,
-                        signing_key=load_signing_key(signing_key_path))
+    config = LinkConfig(url, system_id=system_id, component_id=component_id, fc_system_id=fc_system_id,
+                        heartbeat_timeout=heartbeat_timeout, signing_key=load_signing_key(signing_key_path))
     cache = ImageCache(image_cache) if image_cache is not None else None
     with Link.open(config) as link:  # a LinkError is exit 2 through the CLI's map
         return measure(link, opts, cache)
@@ -153,7 +156,8 @@ def print_table(inv: Inventory) -> None:
               help="Take parameter exclusions and pinned names from this manifest (read, not verified).")
 @mavlink_options
 def measure_cmd(url: str, as_json: bool, manifest_path: Path | None, **kw: Any) -> None:
-    """Measure firmware, scripts, parameters, bus components and the companion over MAVLink."""
+    """Measure firmware, scripts, parameters, bus components and the companion over MAVLink (ArduPilot or
+    PX4, told apart by the FC's HEARTBEAT)."""
     policy = unverified_param_policy(manifest_path) if manifest_path is not None else None
     start = time.monotonic()
     inv = run_measure(url, policy=policy, all_params=True, **kw)

@@ -296,17 +296,27 @@ class Link:
     def wait_fc_heartbeat(self, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
         next_hello = time.monotonic()
+        others: set[tuple[int, int]] = set()  # autopilots heard that are not the one configured
         while True:
             now = time.monotonic()
             remaining = deadline - now
             if remaining <= 0:
+                if others:
+                    heard = ", ".join(f"{s}/{c}" for s, c in sorted(others))
+                    raise FcSilent(f"no HEARTBEAT from the flight controller {self.config.fc_system_id}/"
+                                   f"{self.config.fc_component_id} within {timeout:.1f} s on {self.config.url}, but "
+                                   f"autopilot(s) {heard} (system/component) answered: give its system id "
+                                   "(--fc-system-id, or [mavlink] fc_system_id)")
                 raise FcSilent(f"no HEARTBEAT from the flight controller within {timeout:.1f} s on "
                                f"{self.config.url}: check the URL, cable, baud rate and that the FC is powered")
             if now >= next_hello:
                 self._hello()
                 next_hello = now + self.config.heartbeat_period
             msg = self._recv_raw(min(remaining, next_hello - now, 0.5))
-            if msg is not None and msg.get_type() == "HEARTBEAT" and self._is_fc_heartbeat(msg):
+            if msg is not None and msg.get_type() == "HEARTBEAT" and not self._is_fc_heartbeat(msg) and \
+                    msg.autopilot != MAV_AUTOPILOT_INVALID and msg.type not in _NON_VEHICLE_TYPES:
+                others.add((msg.get_srcSystem(), msg.get_srcComponent()))
+            elif msg is not None and msg.get_type() == "HEARTBEAT" and self._is_fc_heartbeat(msg):
                 self.fc = (msg.get_srcSystem(), msg.get_srcComponent())
                 self.fc_heartbeat = msg
                 self.send_heartbeat()
