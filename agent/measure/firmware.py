@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,12 +82,15 @@ def identity_claims(av: Any) -> dict[str, ClaimValue]:
     return claims
 
 
-def collect_identity(link: Link, timeout: float = 1.0, retries: int = 3) -> FirmwareIdentity:
+def collect_identity(link: Link, timeout: float = 1.0, retries: int = 3,
+                     claims_of: Callable[[Any], dict[str, ClaimValue]] = identity_claims) -> FirmwareIdentity:
+    """AUTOPILOT_VERSION as the ``fc.firmware`` measurement; ``claims_of`` reads the message the way
+    the FC fills it (ArduPilot's :func:`identity_claims` by default; PX4 encodes it otherwise)."""
     av = link.request_message(MSG_AUTOPILOT_VERSION, "AUTOPILOT_VERSION", timeout=timeout, retries=retries)
     if av is None:
         raise CollectError(f"the FC did not answer MAV_CMD_REQUEST_MESSAGE(AUTOPILOT_VERSION) after {retries} "
                            f"tries of {timeout:.1f} s")
-    claims = identity_claims(av)
+    claims = claims_of(av)
     hb = link.fc_heartbeat
     if hb is not None:
         claims["mav_type"] = int(hb.type)
@@ -143,8 +147,11 @@ def _file(path: Path, opts: MeasureOptions, sitl: bool) -> Measurement:
 
 
 def collect_image(ftp: FtpClient | None, ident: FirmwareIdentity, opts: MeasureOptions,
-                  cache: ImageCache | None, inv: Inventory) -> Measurement | None:
-    """The strongest image measurement available, or None with the reason recorded in ``inv``."""
+                  cache: ImageCache | None, inv: Inventory, sitl_binary: Path | None = None) -> Measurement | None:
+    """The strongest image measurement available, or None with the reason recorded in ``inv``.
+
+    ``sitl_binary``: the SITL binary the caller knows this FC runs (PX4's profile decides that
+    itself); None keeps ArduPilot's rule, ``FLIGHTSEAL_SITL_BINARY`` when the board id is 0."""
     tried: list[str] = []
     if opts.flash_read and ftp is not None:
         try:
@@ -155,8 +162,9 @@ def collect_image(ftp: FtpClient | None, ident: FirmwareIdentity, opts: MeasureO
             tried.append(str(exc))
     if opts.firmware_file is not None:
         return _file(opts.firmware_file, opts, sitl=False)
-    sitl_binary = opts.sitl_binary()
-    if sitl_binary is not None and ident.board_id == 0:
+    if sitl_binary is None and ident.board_id == 0:
+        sitl_binary = opts.sitl_binary()
+    if sitl_binary is not None:
         return _file(sitl_binary, opts, sitl=True)
     tried.append("no companion-side firmware file is configured")
     inv.missing(IMAGE, "; ".join(tried))

@@ -2,9 +2,12 @@
 
 Fetched from ``@PARAM/param.pck`` over FTP when the FC serves it (one transfer, typed values),
 else with the PARAM protocol (PARAM_REQUEST_LIST, then PARAM_REQUEST_READ for the indices that
-did not arrive; bounded in rounds and time). The PARAM protocol carries every value as a
-float32, so values from either path are compared at float32 precision: the digest does not
-depend on the path (``attest.params``).
+did not arrive; bounded in rounds and time). The PARAM protocol carries every value in a float32
+field, so values from either path are compared at float32 precision: the digest does not
+depend on the path (``attest.params``). How an integer sits in that field depends on the FC:
+ArduPilot casts it to a float (``c_cast_value``, the default), PX4 copies its bytes
+(MAV_PROTOCOL_CAPABILITY_PARAM_ENCODE_BYTEWISE; ``bytewise_value`` decodes by ``param_type`` from
+the raw payload, so an INT32 keeps every bit, even one that reads as a signalling NaN).
 
 Claims: ``exclude`` (the exclusion patterns the digest was computed with, comma-joined; the
 appraisal refuses a digest made with other exclusions), ``count``, ``method``, and ``param.NAME``:
@@ -20,9 +23,11 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agent.mavlink.ftp import FtpClient, FtpError
+from agent.mavlink.ids import MAV_PARAM_TYPE_INT8, MAV_PARAM_TYPE_INT16, MAV_PARAM_TYPE_INT32
 from agent.mavlink.link import Link
 from agent.measure.base import CollectError, Collector, Inventory, MeasureOptions, Pass
 from agent.measure.parampck import ParamPackError, decode
@@ -41,7 +46,43 @@ def as_float32(value: float) -> float:
 
 
 def _claim_value(value: float) -> ClaimValue:
+    if isinstance(value, int):  # a typed integer (PX4's bytewise INT32); int.is_integer is Python 3.12+
+        return int(value)
     return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+ValueDecoder = Callable[[Any], float]  # one PARAM_VALUE → its value
+
+# param_type → struct format of the integer types a bytewise FC puts in the value field. PX4's
+# parameters are INT32 or REAL32 only (its _HASH_CHECK is a UINT32, but it is not a parameter).
+_BYTEWISE_INTS: dict[int, str] = {MAV_PARAM_TYPE_INT8: "<b", MAV_PARAM_TYPE_INT16: "<h", MAV_PARAM_TYPE_INT32: "<i"}
+
+
+def c_cast_value(msg: Any) -> float:
+    """ArduPilot's encoding: every value, integer or not, is the float32 the field holds."""
+    return as_float32(msg.param_value)
+
+
+def _raw_value_bytes(msg: Any) -> bytes:
+    """The 4 bytes of ``param_value`` as sent. Read from the received frame, because pymavlink
+    hands the field over as a Python float, and turning a float32 signalling NaN into a double
+    quiets it (0x7F800001 comes back as 0x7FC00001: measured on x86-64), so an INT32 read back
+    from the float can lose a bit. A message built locally (no frame) falls back to the float."""
+    buf = bytes(msg.get_msgbuf() or b"") if hasattr(msg, "get_msgbuf") else b""
+    header = {0xFD: 10, 0xFE: 6}.get(buf[0]) if buf else None
+    if header is not None and len(buf) >= header + 4:
+        return buf[header:header + 4]  # param_value is the first field on the wire (largest first)
+    return struct.pack("<f", float(msg.param_value))
+
+
+def bytewise_value(msg: Any) -> float:
+    """PX4's encoding (MAV_PROTOCOL_CAPABILITY_PARAM_ENCODE_BYTEWISE): an integer parameter's bytes
+    are copied into the float field, so decode by ``param_type``; a REAL32 is the float32 itself."""
+    fmt = _BYTEWISE_INTS.get(int(msg.param_type))
+    if fmt is None:
+        return as_float32(msg.param_value)
+    raw = _raw_value_bytes(msg)
+    return int(struct.unpack_from(fmt, raw)[0])
 
 
 def from_param_pck(ftp: FtpClient, opts: MeasureOptions, attempts: int = 2) -> dict[str, float]:
@@ -57,8 +98,9 @@ def from_param_pck(ftp: FtpClient, opts: MeasureOptions, attempts: int = 2) -> d
                                                        MAX_PARAMS).params}
 
 
-def from_param_protocol(link: Link, opts: MeasureOptions) -> dict[str, float]:
-    """PARAM_REQUEST_LIST, then re-request missing indices; bounded by ``param_timeout``."""
+def from_param_protocol(link: Link, opts: MeasureOptions, decode: ValueDecoder = c_cast_value) -> dict[str, float]:
+    """PARAM_REQUEST_LIST, then re-request missing indices; bounded by ``param_timeout``.
+    ``decode`` turns one PARAM_VALUE into its value (the FC's encoding: ArduPilot's c-cast by default)."""
     deadline = time.monotonic() + opts.param_timeout
     by_index: dict[int, tuple[str, float]] = {}
     updates: dict[str, float] = {}
@@ -81,7 +123,7 @@ def from_param_protocol(link: Link, opts: MeasureOptions) -> dict[str, float]:
         if msg is not None:
             name = msg.param_id
             if msg.param_index == NOTIFICATION_INDEX:
-                updates[name] = as_float32(msg.param_value)
+                updates[name] = decode(msg)
                 continue
             if count is not None and int(msg.param_count) != count:
                 by_index.clear()  # the FC's parameter set changed under us (still starting): begin again
@@ -92,7 +134,7 @@ def from_param_protocol(link: Link, opts: MeasureOptions) -> dict[str, float]:
                 if count > MAX_PARAMS:
                     raise CollectError(f"the FC announces {count} parameters, more than the limit of {MAX_PARAMS}")
             if 0 <= msg.param_index < count and msg.param_index not in by_index:
-                by_index[msg.param_index] = (name, as_float32(msg.param_value))
+                by_index[msg.param_index] = (name, decode(msg))
                 last_progress = time.monotonic()
             continue
         if time.monotonic() - last_progress < 1.0:
@@ -131,10 +173,17 @@ def collect_params(link: Link, ftp: FtpClient | None, opts: MeasureOptions, inv:
         except CollectError as exc:
             inv.missing(COMPONENT, "; ".join([*notes, str(exc)]))
             return None
+    return params_measurement(values, source, "param.pck" if source.startswith("mavlink-ftp") else "param-protocol",
+                              opts, inv)
+
+
+def params_measurement(values: dict[str, float], source: str, method: str, opts: MeasureOptions,
+                       inv: Inventory) -> Measurement:
+    """The ``fc.params`` measurement of ``values`` (also kept in ``inv.fc_params`` for later collectors):
+    shared by every FC profile, so a digest and its claims mean the same whatever the FC."""
     inv.fc_params = values
     exclusions = tuple(opts.param_exclusions)
-    claims: dict[str, ClaimValue] = {"exclude": ",".join(exclusions), "count": len(values),
-                                     "method": "param.pck" if source.startswith("mavlink-ftp") else "param-protocol"}
+    claims: dict[str, ClaimValue] = {"exclude": ",".join(exclusions), "count": len(values), "method": method}
     claims.update(param_value_claims(values, opts))
     digest = paramdigest.digest(values, exclusions)
     return Measurement(COMPONENT, Kind.PARAMS, {"sha256": digest}, source, Strength.SELF_REPORTED, claims)
