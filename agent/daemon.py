@@ -49,12 +49,11 @@ from agent.gate.px4 import ArmAuthorizer
 from agent.mavlink.ftp import FtpClient, FtpError, FtpNotFound
 from agent.mavlink.ids import MAV_TYPE_GCS  # ground stations come and go; they are not parts of the airframe
 from agent.mavlink.link import MAX_COMPONENTS, Link, LinkError, LinkLost, heartbeat_armed, link_config
-from agent.mavlink.paramwire import decode_bytewise
 from agent.measure.base import DroneCanBus, Inventory, MeasureOptions
 from agent.measure.collect import measure
 from agent.measure.dronecan import node_statuses
 from agent.measure.imagecache import ImageCache
-from agent.measure.params import as_float32
+from agent.measure.params import as_float32, bytewise_value
 from agent.measure.scripts import list_scripts
 from agent.profiles import FcProfile
 from attest import params as paramdigest
@@ -282,7 +281,7 @@ class Daemon:
         if self.profile.gate == profiles.GATE_ARM_AUTHORIZATION:
             # PX4 asks us before arming (COM_ARM_AUTH_ID = our system id); answered from this thread only
             self.gate = ArmAuthorizer(self.link, own=(c.system_id, c.component_id),
-                                      fc=(c.fc_system_id, c.fc_component_id))
+                                      fc=(c.fc_system_id, c.fc_component_id), armed=heartbeat_armed(hb))
             return
         if self._gate_key_error is not None:
             raise self._gate_key_error
@@ -702,9 +701,9 @@ class Daemon:
                 self._dirty = f"the FC's heartbeats are now {'signed' if signed else 'unsigned'}"
             self._fc_signed = signed
         elif mtype == "PARAM_VALUE" and src == self.link.fc:
-            value = float(msg.param_value)
-            if self.profile is not None and self.profile.name == "px4":
-                value = decode_bytewise(value, int(msg.param_type))  # PX4 sends integers bit for bit
+            # PX4 sends integers bit for bit: read by type, as its collector does
+            value = bytewise_value(msg) if self.profile is not None and self.profile.name == "px4" else \
+                float(msg.param_value)
             self._param_value(str(msg.param_id).rstrip("\x00"), value)
         elif mtype == "STATUSTEXT" and src == self.link.fc and str(msg.text).startswith(
                 ("Scripting: stopped", "Scripting: restarted")):

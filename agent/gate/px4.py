@@ -98,11 +98,12 @@ class ArmAuthorizer:
     None: PX4 tells us nothing authenticated about arming, so the daemon goes by heartbeats.
 
     ``own`` is the agent's (system, component) (the system is what ``COM_ARM_AUTH_ID`` holds),
-    ``fc`` PX4's; ``timeout_s`` is PX4's ``COM_ARM_AUTH_TO``; ``validity_s`` what an ACCEPTED gives.
+    ``fc`` PX4's; ``timeout_s`` is PX4's ``COM_ARM_AUTH_TO``; ``validity_s`` what an ACCEPTED gives;
+    ``armed`` what the FC's last HEARTBEAT said when the link opened (an arming after it is judged).
     """
 
     def __init__(self, conn: Any, *, own: tuple[int, int], fc: tuple[int, int] = (1, 1),
-                 timeout_s: float = AUTH_TIMEOUT_S, validity_s: int = 1,
+                 timeout_s: float = AUTH_TIMEOUT_S, validity_s: int = 1, armed: bool | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not 1 <= validity_s <= MAX_VALIDITY_S:
             raise ValueError(f"validity_s must be 1..{MAX_VALIDITY_S} s (the verdict's keep-alive window)")
@@ -122,7 +123,8 @@ class ArmAuthorizer:
         self.forged_acks = 0  # acks for 3001 in another system's name seen on our link
         self.foreign = 0  # authorizations PX4 announced or acted on that we did not give
         self.unauthorized_arms = 0  # the FC armed without an ACCEPTED of ours before it
-        self._fc_armed: bool | None = None  # from the FC's HEARTBEATs; None before the first
+        # from the FC's HEARTBEATs (``armed``: the one the link opened with); None before the first
+        self._fc_armed: bool | None = armed
         self.last_ack: Any = None
         self.last_ack_at = float("-inf")
 

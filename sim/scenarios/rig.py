@@ -79,6 +79,7 @@ class Rig:
     tpm_evidence: TpmEvidence | None = None  # a TPM device key's proof (hardware.tpm_credential, ADR 0018)
     fc_kind: str = "ardupilot"  # or "px4": no Lua gate, PX4's arm authorization asks the agent (ADR 0024)
     fc_system_id: int = 1
+    firmware_file: Path | None = None  # the FC's image on the companion (an FC that serves none over FTP)
     daemon: Daemon | None = None
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -132,7 +133,8 @@ class Rig:
             device=DeviceConfig(DEVICE_ID, AIRFRAME, device_key_uri or "in-process"),
             trust=TrustConfig(str(self.root_path), str(self.manifest_path), str(self.workdir / "state")),
             gate=GateConfig(keepalive_s=1.0),
-            measure=MeasureConfig(flash_read=True, script_poll_s=1.0, script_hash_s=2.0, dronecan_poll_s=2.0),
+            measure=MeasureConfig(flash_read=True, script_poll_s=1.0, script_hash_s=2.0, dronecan_poll_s=2.0,
+                                  firmware_image=str(self.firmware_file or "")),
             audit=AuditConfig(str(self.workdir / "state" / "audit.log")),
         )
 
@@ -161,7 +163,8 @@ path = "{state / 'audit.log'}"
     def measure_fc(self, opts: MeasureOptions | None = None) -> list[Measurement]:
         """Measure the reference airframe as the manufacturer does: its scripts protected by
         ArduPilot's checksums first (what ``gate install`` leaves, ADR 0013), then every value."""
-        pinned = MeasureOptions(pinned_params=self.pinned, param_claims="all")  # as `flightseal measure`
+        pinned = MeasureOptions(pinned_params=self.pinned, param_claims="all",  # as `flightseal measure`
+                                firmware_file=self.firmware_file)
         with Link.open(LinkConfig(self.fc_url, heartbeat_timeout=15.0, signing_key=self.signing_key,
                                   fc_system_id=self.fc_system_id)) as link:
             if self.fc_kind == "ardupilot":
@@ -287,10 +290,15 @@ class Gcs:
         msg = self._read(name, timeout)
         return None if msg is None else self._value(msg)
 
-    def _read(self, name: str, timeout: float) -> Any:
-        self.conn.mav.param_request_read_send(*self.target, name.encode(), -1)
-        return self.conn.recv_match(type="PARAM_VALUE", blocking=True, timeout=timeout,
-                                    condition=f"PARAM_VALUE.param_id=='{name}'")
+    def _read(self, name: str, timeout: float, tries: int = 3) -> Any:
+        """PARAM_REQUEST_READ, asked again when unanswered (a UDP link, like PX4's, drops packets)."""
+        for _ in range(tries):
+            self.conn.mav.param_request_read_send(*self.target, name.encode(), -1)
+            msg = self.conn.recv_match(type="PARAM_VALUE", blocking=True, timeout=timeout / tries,
+                                       condition=f"PARAM_VALUE.param_id=='{name}'")
+            if msg is not None:
+                return msg
+        return None
 
     def _value(self, msg: Any) -> float:
         return decode_bytewise(float(msg.param_value), int(msg.param_type)) if self.bytewise else \
