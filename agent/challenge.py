@@ -189,7 +189,8 @@ class Collector:
         self.challenge = wire.challenge(self.session, nonce)
         self.offer: tuple[int, int, bytes] | None = None
         self.chunks: dict[int, bytes] = {}
-        self.rounds = 0
+        self.rounds = 0  # RESENDs in a row that brought no new chunk (a dead link stops at resend_rounds)
+        self.resends = 0  # RESENDs in all (a lossy link, e.g. through PX4's forwarding, needs many)
         self._deadline = 0.0
         self._next_challenge = 0.0
         self._last_heard = 0.0
@@ -223,6 +224,8 @@ class Collector:
         elif packet.op is wire.Op.CHUNK and self.offer is not None:
             index, data = wire.parse_chunk(packet)
             if 0 <= index < self.offer[1]:
+                if index not in self.chunks:
+                    self.rounds = 0  # progress: the link is lossy, not dead
                 self.chunks[index] = data
         if self.offer is not None and len(self.chunks) == self.offer[1]:
             return _assemble(self.offer, self.chunks)
@@ -240,7 +243,7 @@ class Collector:
                 raise ChallengeError(f"no answer from the agent ({t_sys}/{t_comp}) within {self.timeout:.0f} s: "
                                      "is flightseal agent running and the link routed?")
             raise ChallengeError(f"transfer incomplete: {len(self.chunks)} of {self.offer[1]} chunks after "
-                                 f"{self.rounds} resends")
+                                 f"{self.resends} resends")
         if self.offer is None:
             if now >= self._next_challenge:  # lost on the way: the same session again
                 self._next_challenge = now + CHALLENGE_RETRY_S
@@ -250,6 +253,7 @@ class Collector:
             missing = [i for i in range(self.offer[1]) if i not in self.chunks]
             if missing:
                 self.rounds += 1
+                self.resends += 1
                 self._last_heard = now
                 return [wire.resend(self.session, missing)]
         return []

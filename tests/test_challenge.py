@@ -195,3 +195,45 @@ def test_resends_cannot_grow_the_outbox_past_one_attestation() -> None:
     assert sent == first and not r.outbox
     r.handle(255, 190, wire.resend(7, [0, 1, 2]).encode())
     assert len(r.outbox) == 3, "after sending, a resend queues again"
+
+
+def _offer_and_chunks(session: int, blob: bytes) -> tuple[bytes, list[bytes]]:
+    import hashlib
+
+    chunks = wire.split(blob)
+    offer = wire.offer(session, len(blob), len(chunks), hashlib.sha256(blob).digest()).encode()
+    return offer, [wire.chunk(session, i, c).encode() for i, c in enumerate(chunks)]
+
+
+def test_a_lossy_link_that_keeps_bringing_chunks_gets_more_resend_rounds() -> None:
+    """Through PX4's forwarding half the TUNNELs are lost (tests/data/px4-sitl/forwarding.json): each
+    RESEND that brings a new chunk starts the count of fruitless rounds again."""
+    import zlib
+
+    from agent.challenge import Collector
+
+    raw = secrets.token_bytes(2000)
+    blob = zlib.compress(raw)
+    c = Collector(b"n" * 32, timeout=60, resend_rounds=2)
+    c.start(0.0)
+    offer, chunks = _offer_and_chunks(c.session, blob)
+    c.receive(offer, 0.0)
+    now, got = 0.0, None
+    for i, chunk in enumerate(chunks):  # one chunk per round: many more rounds than resend_rounds
+        now += 1.0
+        assert c.due(now), f"round {i}: a RESEND is due"
+        got = c.receive(chunk, now)
+    assert got == raw and c.resends == len(chunks) > c.resend_rounds
+
+
+def test_a_dead_link_stops_resending_after_the_fruitless_rounds() -> None:
+    from agent.challenge import Collector
+
+    c = Collector(b"n" * 32, timeout=5, resend_rounds=2)
+    c.start(0.0)
+    offer, _chunks = _offer_and_chunks(c.session, secrets.token_bytes(500))
+    c.receive(offer, 0.0)
+    sent = sum(len(c.due(t / 10)) for t in range(1, 49))
+    assert sent == 2
+    with pytest.raises(ChallengeError, match=r"transfer incomplete: 0 of \d+ chunks after 2 resends"):
+        c.due(5.0)
