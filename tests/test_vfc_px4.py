@@ -413,3 +413,37 @@ def test_reboot_keeps_parameters_and_files_and_comes_back_unarmed(rig: rec.Rig) 
     assert rig.px4.read_file("etc/init.d-posix/airframes/10040_sihsim_quadx") == b"# changed\n"
     rig.ob.heartbeat()  # a new PX4 process learns its partner again from the first packet
     assert rig.ob.wait("HEARTBEAT", 2.0, lambda m: m.get_srcSystem() == 1) is not None
+
+
+def test_forwarding_between_links_matches_the_recording() -> None:
+    """PX4 forwards what is not for itself (system and component) to the link where the target was
+    heard, lossily (tests/data/px4-sitl/forwarding.json); what is for PX4 itself stays."""
+    import json as _json
+
+    from pymavlink import mavutil as _mavutil
+
+    from sim.scenarios.px4_record_forwarding import _drain, _tunnels
+
+    recorded = _json.loads((DATA_DIR / "forwarding.json").read_text())["cases"]
+    with VirtualPx4() as fc:
+        companion = _mavutil.mavlink_connection(fc.url, source_system=fc.sysid, source_component=191)
+        companion.wait_heartbeat(timeout=10)
+        gcs = _mavutil.mavlink_connection(fc.gcs_url, source_system=255, source_component=190)
+        for _ in range(3):
+            companion.mav.heartbeat_send(18, 8, 0, 0, 4)
+            gcs.mav.heartbeat_send(6, 8, 0, 0, 4)
+            time.sleep(0.2)
+        gcs.wait_heartbeat(timeout=10)
+        to_companion = _tunnels(gcs, companion, (fc.sysid, 191), 20, 0.05)
+        to_gcs = _tunnels(companion, gcs, (255, 190), 20, 0.05)
+        to_px4 = _tunnels(gcs, companion, (fc.sysid, 1), 10, 0.05)
+        _drain(gcs, "STATUSTEXT", 0.3)
+        companion.mav.statustext_send(4, b"FlightSeal: forwarding probe")
+        texts = [str(m.text) for m in _drain(gcs, "STATUSTEXT", 1.0)]
+        companion.close()
+        gcs.close()
+    for got, case in ((to_companion, "gcs_to_companion_one_by_one"), (to_gcs, "companion_to_gcs_one_by_one")):
+        assert 0 < recorded[case]["received"] < recorded[case]["sent"], "the recording shows a lossy forward"
+        assert 0 < got["received"] < got["sent"], (case, got)
+    assert to_px4["received"] == recorded["to_px4_itself_not_forwarded"]["received"] == 0
+    assert ("FlightSeal: forwarding probe" in texts) is recorded["companion_statustext_reaches_gcs"] is True
