@@ -186,6 +186,7 @@ class Daemon:
         self._hb_armed_at = float("-inf")  # when an FC HEARTBEAT last said armed
         self._spoof_reported = False
         self._pass_started = float("-inf")
+        self._params_seen_first: dict[str, float] = {}  # PARAM_VALUEs heard while the first pass measured
 
     def _record_start(self, state_dir: Path) -> None:
         """A TPM key: this start-up (the agent's files and config) goes into the agent PCR (ADR 0020)."""
@@ -438,6 +439,7 @@ class Daemon:
             manifest = self._load_manifest()
             opts = self._options(manifest)
             self._inventory = measure(self.link, opts, self.image_cache)
+        self._recheck_params_seen_first()
         self._scripts_crc = self._measured_script_crcs()
         self._known_components = set(self.link.heard)
         self._dronecan = list(self._inventory.dronecan)
@@ -594,6 +596,15 @@ class Daemon:
             return
         self._forgeries_seen = seen
         self.link.gate_forgeries = seen
+        if isinstance(self.gate, ArmAuthorizer):
+            log.error("forged arm authorization on PX4: %d arming(s) or authorization(s) the agent did not give, %d "
+                      "arm-authorization ack(s) in another system's name; PX4 v1.16 takes an authorization from "
+                      "anyone (ADR 0024): find the sender (a telemetry radio?); every attestation now fails with "
+                      "posture-gate-forgery until the FC reboots", self.gate.foreign, self.gate.forged_acks)
+            self._unenforced.append(f"forged arm authorization: {self.gate.unauthorized_arms} unauthorized "
+                                    f"armings, {self.gate.forged_acks} acks")
+            self._dirty = self._dirty or "forged arm authorization seen"
+            return
         log.error("forged gate traffic on the FC link: %d verdict(s) the gate refused for a wrong MAC, %d ack(s) in "
                   "the gate's name with a wrong MAC; something else speaks for the agent or the gate (a router's "
                   "client?); every attestation now fails with posture-gate-forgery until the FC reboots",
@@ -671,6 +682,11 @@ class Daemon:
             return
         known = self._inventory.fc_params if self._inventory is not None else None
         if known is None:
+            if self.status.state is State.MEASURE and len(self._params_seen_first) < LIMITS.max_params:
+                # the first pass is reading them (PX4 answers its PARAM_REQUEST_LIST with every value):
+                # compared once the pass has measured, not taken as changes (they cost a second pass)
+                self._params_seen_first[name] = value
+                return
             self._dirty = self._dirty or f"parameter {_printable(name)} changed"  # no pass yet to compare with
             return
         before = known.get(name)
@@ -678,6 +694,15 @@ class Daemon:
             log.debug("PARAM_VALUE for %r, which the FC did not have when measured: ignored", _printable(name))
         elif not (as_float32(value) == before or (math.isnan(value) and math.isnan(before))):  # measured: float32
             self._dirty = f"parameter {_printable(name)} changed"
+
+    def _recheck_params_seen_first(self) -> None:
+        """The PARAM_VALUEs that arrived during the first pass, against what it measured: a value that
+        changed while the list was being read is a change all the same."""
+        seen, self._params_seen_first = self._params_seen_first, {}
+        if self._inventory is None or self._inventory.fc_params is None:
+            return
+        for name, value in seen.items():
+            self._param_value(name, value)
 
     def _handle(self, msg: Any) -> None:
         """Note what changed; cheap and without I/O, since it runs inside whoever is receiving."""

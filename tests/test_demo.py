@@ -89,3 +89,36 @@ def test_two_demos_at_once_in_two_directories_are_both_green(tmp_path: Path) -> 
         assert not any((cwd / "home").iterdir()) and not any((cwd / "tmp").iterdir()), "left files in HOME or TMPDIR"
         roots.add((cwd / "demo-out" / "root.json").read_bytes())
     assert len(roots) == len(runs), "two demos shared their keys"
+
+
+PX4_STEPS = ("REFUSED (Arm auth: No response", "arm: ACCEPTED (PX4 asked, the agent authorized)",
+             "FlightSeal: script-mismatch", "FlightSeal: pinned NAV_RCL_ACT", "FlightSeal: manifest-",
+             "PASS (tpm key, TPM quote checked", "PX4 ARMED: v1.16 takes an authorization from anyone",
+             "every attestation now fails: posture-gate-forgery")
+
+
+@pytest.mark.skipif(shutil.which("swtpm") is None, reason="swtpm is not installed (scripts/install.sh installs it)")
+def test_px4_demo_on_the_virtual_px4_is_green(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FLIGHTSEAL_PX4_SITL", raising=False)
+    r = CliRunner().invoke(main, ["demo", "--fc", "px4", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert "virtual PX4" in r.output
+    for step in PX4_STEPS:
+        assert step in r.output, r.output
+    result = json.loads((tmp_path / "out" / "verification.json").read_text())
+    assert result == {"passed": True, "reasons": []}
+
+
+@pytest.mark.px4
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("swtpm") is None, reason="swtpm is not installed (scripts/install.sh installs it)")
+def test_px4_demo_on_px4_sitl_is_green(tmp_path: Path) -> None:
+    from tests.px4_fixtures import PX4_SKIP_REASON
+
+    if PX4_SKIP_REASON is not None:
+        pytest.skip(PX4_SKIP_REASON)
+    r = CliRunner().invoke(main, ["demo", "--fc", "px4", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert "PX4 SITL" in r.output
+    for step in PX4_STEPS:
+        assert step in r.output, r.output

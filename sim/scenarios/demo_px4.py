@@ -14,6 +14,7 @@ takes it (it does not check who authorizes) and the agent calls it out (``postur
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import tempfile
@@ -38,6 +39,7 @@ PINNED_TAMPER = ("NAV_RCL_ACT", 0.0)  # RC loss action: 0 = disabled (a pinned s
 AIRFRAME_TAMPER = b"\n# added after approval\nparam set-default NAV_RCL_ACT 0\n"
 FORGER_SYSTEM = 77
 ARMED_FOR_S = 3.0
+REBOOT_S = 5.0  # a PX4 restart is silent for seconds (SITL: a new process); the agent sees the heartbeat gap
 AIRFRAME_FILE = "etc/init.d-posix/airframes/10040_sihsim_quadx"  # SYS_AUTOSTART 10040, as PX4 SITL serves it
 
 
@@ -77,7 +79,8 @@ def _virtual_px4() -> Iterator[Px4Fc]:
         image = Path(tmp) / "px4"  # stands in for PX4's binary, which a PX4 board serves no copy of
         image.write_bytes(b"".join(i.to_bytes(4, "little") for i in range(64 * 1024)))
         yield Px4Fc("virtual PX4 (PX4 v1.16.0 SITL behaviour, arm authorization as recorded)", fc.url, fc.gcs_url,
-                    fc.gcs_url, fc.sysid, 15.0, AIRFRAME_FILE, fc.read_file, fc.write_file, fc.reboot, image)
+                    fc.gcs_url, fc.sysid, 15.0, AIRFRAME_FILE, fc.read_file, fc.write_file,
+                    lambda: fc.reboot(gap=REBOOT_S), image)
 
 
 def run_px4_demo(out: Path, *, use_sitl: bool | None = None) -> None:
@@ -132,7 +135,9 @@ def run_px4_demo(out: Path, *, use_sitl: bool | None = None) -> None:
         data = t.run("operator challenge over MAVLink through PX4 (fresh nonce)",
                      lambda: request_attestation(gcs.conn, nonce, timeout=30), lambda d: f"{len(d)} bytes")
         (out / "attestation.json").write_bytes(data)
-        t.run("verify offline at the ground station", lambda: _verify(rig, data, nonce), _describe)
+        result = t.run("verify offline at the ground station", lambda: _verify(rig, data, nonce), _describe)
+        (out / "verification.json").write_text(json.dumps({"passed": result.passed, "reasons": [
+            r.to_json() for r in result.reasons]}, indent=2))
 
         signed = rig.manifest_path.read_bytes()
         t.run("tamper: approve an extra script in the manifest without re-signing",
