@@ -177,6 +177,12 @@ class Px4Sitl:
     def gcs_url(self) -> str:
         return f"udpout:127.0.0.1:{self.gcs_port}"
 
+    @property
+    def gcs_listen_url(self) -> str:
+        """Where the GCS link sends until a peer talks to it: a ground station listening there stays PX4's
+        partner when it is restarted on the same port (another port is never answered)."""
+        return f"udpin:127.0.0.1:{GCS_REMOTE}"
+
     # ---- lifecycle
     def command(self) -> list[str]:
         return [str(self.binary), "-i", str(self.instance), "-d", "-w", str(self.workdir), str(self.etc)]

@@ -58,6 +58,7 @@ class Px4Fc:
     write_file: Callable[[str, bytes], object]
     reboot: Callable[[], object]
     firmware_file: Path | None = None  # the image on the companion; None: FLIGHTSEAL_PX4_SITL's bin/px4
+    ground_url: str = ""  # where a ground station listens, so one restarted there stays PX4's partner
 
 
 @contextlib.contextmanager
@@ -68,7 +69,8 @@ def _px4_sitl() -> Iterator[Px4Fc]:
     with Px4Sitl(Px4Config(instance=instance, private_etc=True)) as sitl:
         yield Px4Fc(f"PX4 SITL ({sitl.binary}, SIH quadrotor)", sitl.onboard_url, sitl.gcs_url, sitl.gcs_url,
                     sitl.sysid, 60.0, AIRFRAME_FILE, lambda p: (sitl.workdir / p).read_bytes(),
-                    lambda p, data: (sitl.workdir / p).write_bytes(data), lambda: sitl.reboot())
+                    lambda p, data: (sitl.workdir / p).write_bytes(data), lambda: sitl.reboot(),
+                    ground_url=sitl.gcs_listen_url)
 
 
 @contextlib.contextmanager
@@ -80,7 +82,7 @@ def _virtual_px4() -> Iterator[Px4Fc]:
         image.write_bytes(b"".join(i.to_bytes(4, "little") for i in range(64 * 1024)))
         yield Px4Fc("virtual PX4 (PX4 v1.16.0 SITL behaviour, arm authorization as recorded)", fc.url, fc.gcs_url,
                     fc.gcs_url, fc.sysid, 15.0, AIRFRAME_FILE, fc.read_file, fc.write_file,
-                    lambda: fc.reboot(gap=REBOOT_S), image)
+                    lambda: fc.reboot(gap=REBOOT_S), image, fc.gcs_listen_url)
 
 
 def run_px4_demo(out: Path, *, use_sitl: bool | None = None) -> None:

@@ -156,7 +156,7 @@ manifest = "{self.manifest_path}"
 state_dir = "{state}"
 [audit]
 path = "{state / 'audit.log'}"
-""")
+""" + (f'[measure]\nfirmware_image = "{self.firmware_file}"\n' if self.firmware_file else ""))
         return path
 
     # ---- manifest

@@ -154,6 +154,9 @@ class Px4VfcConfig:
     report_interval: float = 2.0  # HealthAndArmingChecks Report: _min_reporting_interval
     param_burst: int = 5  # PARAM_VALUEs per 10 ms (recorded: 904 in 2.0 s)
     ports: tuple[int, int] = (0, 0)  # (onboard remote, GCS local); 0 picks a free port
+    # where the GCS link sends until a peer talks to it (SITL: 127.0.0.1:14550 for every instance); 0 picks
+    # a free port, so a ground tool can listen there (``gcs_listen_url``) and stay PX4's partner across runs
+    gcs_remote: int = 0
 
 
 class _Link:
@@ -230,6 +233,7 @@ class VirtualPx4:
         self._etc = self._base / "etc"
         self._links: list[_Link] = []
         self._onboard_port = 0
+        self._gcs_remote = 0
         # vehicle state (guarded by _lock)
         self.boot_time = 0.0
         self._armed = False
@@ -283,9 +287,10 @@ class VirtualPx4:
     def start(self) -> VirtualPx4:
         self._build_tree()
         onboard_remote = self._onboard_port = self.config.ports[0] or _free_udp_port()
+        self._gcs_remote = self.config.gcs_remote or _free_udp_port()
         self._links = [
             _Link("onboard", 0, onboard_remote, self.sysid, self.compid),
-            _Link("gcs", self.config.ports[1], None, self.sysid, self.compid),
+            _Link("gcs", self.config.ports[1], self._gcs_remote, self.sysid, self.compid),
         ]
         for link in self._links:
             self._sel.register(link.sock, selectors.EVENT_READ, link)
@@ -335,6 +340,11 @@ class VirtualPx4:
     @property
     def gcs_url(self) -> str:
         return f"udpout:127.0.0.1:{self.gcs_port}"
+
+    @property
+    def gcs_listen_url(self) -> str:
+        """Where a ground station listens for the GCS link before it has a partner (SITL's 14550)."""
+        return f"udpin:127.0.0.1:{self._gcs_remote}"
 
     def reboot(self, gap: float = 1.0) -> None:
         """Restart as PX4 SITL does in its own directory: ``gap`` seconds of silence (what arrives is lost),
