@@ -188,3 +188,11 @@ def test_an_ack_for_3001_in_another_systems_name_is_counted(rig: Any) -> None:
 def test_validity_beyond_the_keep_alive_window_is_refused() -> None:
     with pytest.raises(ValueError, match="keep-alive window"):
         ArmAuthorizer(Wire(), own=AGENT, validity_s=10)
+
+
+def test_the_fcs_own_ack_of_its_request_is_not_a_forgery(rig: Any) -> None:
+    """With the agent on the FC's system id, PX4's commander also acks the request it addressed to its
+    own system (seen on PX4 SITL instance 0): that is not someone speaking for the agent."""
+    auth, _wire, _clock = rig
+    auth.observe(_from(FC, mavlink2.MAVLink_command_ack_message(MAV_CMD_ARM_AUTHORIZATION_REQUEST, 3, 0, 0, 0, 0)))
+    assert auth.forged_acks == 0

@@ -163,7 +163,10 @@ class ArmAuthorizer:
             self.requests += 1
             self._pending.append(Request(self._clock(), src))
             del self._pending[:-MAX_PENDING]
-        elif mtype == "COMMAND_ACK" and int(msg.command) == MAV_CMD_ARM_AUTHORIZATION_REQUEST and src != self._own:
+        elif mtype == "COMMAND_ACK" and int(msg.command) == MAV_CMD_ARM_AUTHORIZATION_REQUEST \
+                and src not in (self._own, self._fc):
+            # not the FC's: with the agent on the FC's own system id (a companion's usual setup), PX4 addresses
+            # the request to itself too, and its commander acks it (SITL, instance 0) to nobody in particular
             self.forged_acks += 1
         elif mtype == "HEARTBEAT" and src == self._fc:
             armed = bool(int(msg.base_mode) & MAV_MODE_FLAG_SAFETY_ARMED)
