@@ -685,6 +685,12 @@ class VirtualPx4:
         for link in self._links:
             self.auth_requests.append((t, link.name, confirmation))
             link.send(msg)
+        if self._param_int("COM_ARM_AUTH_ID") == self.sysid and confirmation == 0:
+            # recorded (README, "on PX4's own system id"): the commander acks the request addressed to its own
+            # system as UNSUPPORTED, to nobody; the arm authorization never takes it (target 0)
+            unsupported = mavlink.MAVLink_command_ack_message(CMD_ARM_AUTH, mavlink.MAV_RESULT_UNSUPPORTED, 0, 0, 0, 0)
+            for link in self._links:
+                link.send(unsupported)
 
     def _auth_retries(self, now: float) -> None:
         """MavlinkCommandSender's re-sends as recorded: ~1.02 s, then every ~0.515 s, confirmation 1..3.
