@@ -50,7 +50,7 @@ from agent.mavlink.ftp import FtpClient, FtpError, FtpNotFound
 from agent.mavlink.ids import MAV_TYPE_GCS  # ground stations come and go; they are not parts of the airframe
 from agent.mavlink.link import MAX_COMPONENTS, Link, LinkError, LinkLost, heartbeat_armed, link_config
 from agent.measure.base import DroneCanBus, Inventory, MeasureOptions
-from agent.measure.collect import measure
+from agent.measure.collect import STARTING, measure
 from agent.measure.dronecan import node_statuses
 from agent.measure.imagecache import ImageCache
 from agent.measure.params import as_float32, bytewise_value
@@ -186,6 +186,7 @@ class Daemon:
         self._hb_armed_at = float("-inf")  # when an FC HEARTBEAT last said armed
         self._spoof_reported = False
         self._pass_started = float("-inf")
+        self._fc_was_up = False  # the FC's last heartbeat said it was up (neither UNINIT nor BOOT)
         self._params_seen_first: dict[str, float] = {}  # PARAM_VALUEs heard while the first pass measured
 
     def _record_start(self, state_dir: Path) -> None:
@@ -268,6 +269,7 @@ class Daemon:
         self._last_fc_heartbeat = time.monotonic()
         hb = self.link.fc_heartbeat  # the one Link.open waited for: an armed vehicle is hands off from the start
         self._hb_armed_at = self._last_fc_heartbeat if heartbeat_armed(hb) else float("-inf")
+        self._fc_was_up = hb is not None and int(hb.system_status) not in STARTING
         self._armed_disputed_since, self._spoof_reported = None, False
         self._known_components = set(self.link.heard)
         self._fc_signed: bool | None = None  # whether the FC's last heartbeat was signed (posture, ADR 0014)
@@ -716,6 +718,10 @@ class Daemon:
             now = time.monotonic()
             if now - self._last_fc_heartbeat > REBOOT_GAP_S:
                 self._dirty = f"FC heartbeat back after {now - self._last_fc_heartbeat:.1f} s (rebooted?)"
+            starting = int(msg.system_status) in STARTING
+            if starting and self._fc_was_up:  # a restart quicker than REBOOT_GAP_S (PX4 SITL: ~1 s)
+                self._dirty = "the FC's heartbeat says it is starting again (rebooted)"
+            self._fc_was_up = not starting
             self._last_fc_heartbeat = now
             if heartbeat_armed(msg):
                 self._hb_armed_at = now

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from agent.mavlink.ftp import FtpClient, FtpError, FtpLimits
-from agent.mavlink.ids import MAV_AUTOPILOT_PX4, MAV_CMD_REQUEST_MESSAGE, MAV_STATE_BOOT
+from agent.mavlink.ids import MAV_AUTOPILOT_PX4, MAV_CMD_REQUEST_MESSAGE, MAV_STATE_BOOT, MAV_STATE_UNINIT
 from agent.mavlink.link import Link, LinkLost
 from agent.measure import companion, components, firmware, params, posture, px4, scripts
 from agent.measure.base import CollectError, Collector, Inventory, MeasureOptions, Pass
@@ -33,8 +33,11 @@ def _timed(inv: Inventory, name: str, fn: Callable[[], T]) -> T:
         inv.timings[name] = round(time.monotonic() - start, 3)
 
 
+STARTING = (MAV_STATE_UNINIT, MAV_STATE_BOOT)  # PX4 says UNINIT for ~3 s after start (SITL), ArduPilot BOOT
+
+
 def wait_booted(link: Link, timeout: float) -> bool:
-    """Wait (bounded) until the FC's heartbeat leaves MAV_STATE_BOOT.
+    """Wait (bounded) until the FC's heartbeat leaves MAV_STATE_BOOT (ArduPilot) or UNINIT (PX4).
 
     Measured during boot, ArduPilot is in flux: right after a reboot SITL served a param.pck whose
     header counted 1358 parameters while the scripting ones were still appearing (1368 a second
@@ -42,7 +45,7 @@ def wait_booted(link: Link, timeout: float) -> bool:
     """
     deadline = time.monotonic() + timeout
     tsys, tcomp = link.fc
-    while link.fc_heartbeat is None or link.fc_heartbeat.system_status == MAV_STATE_BOOT:
+    while link.fc_heartbeat is None or link.fc_heartbeat.system_status in STARTING:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
