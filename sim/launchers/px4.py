@@ -43,9 +43,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from attest.errors import FlightSealError
+from sim.launchers.process import Launched
 
 ENV_PX4 = "FLIGHTSEAL_PX4_SITL"
 AIRFRAME_SIH_QUADX = 10040
@@ -117,7 +117,7 @@ class Px4Config:
     wait_heartbeat: bool = True  # block in start() until the onboard link heartbeats
 
 
-class Px4Sitl:
+class Px4Sitl(Launched):
     """One PX4 SITL process in its own working directory.
 
     ``onboard_url`` is for our agent (it binds the port PX4 sends the onboard link to);
@@ -324,20 +324,6 @@ class Px4Sitl:
         elif self._base is not None:
             shutil.rmtree(self._base, ignore_errors=True)
 
-    def __enter__(self) -> Px4Sitl:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is not None:
-            self.keep = True
-        self.stop()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 def _param_text(value: float) -> str:

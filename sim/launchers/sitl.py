@@ -31,10 +31,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from agent.gate.key import FC_KEY_NAME, GATE_VM_I_COUNT
 from attest.errors import FlightSealError
+from sim.launchers.process import Launched
 
 ENV_BINARY = "FLIGHTSEAL_SITL_BINARY"
 ENV_DEFAULTS = "FLIGHTSEAL_SITL_DEFAULTS"
@@ -107,7 +107,7 @@ class SitlConfig:
     stop_timeout: float = 5.0
 
 
-class Sitl:
+class Sitl(Launched):
     """One SITL process in its own working directory. ``url`` is SERIAL1, the companion's port."""
 
     def __init__(self, config: SitlConfig | None = None) -> None:
@@ -212,20 +212,6 @@ class Sitl:
         elif self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> Sitl:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is not None:
-            self.keep = True
-        self.stop()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 def _port_open(port: int) -> bool:

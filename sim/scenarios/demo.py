@@ -178,20 +178,8 @@ def run_demo(out: Path, *, use_sitl: bool | None = None) -> None:
         t.run("restore the parameter", lambda: _restored(rig, lambda: gcs.set_param("FS_THR_ENABLE", 1)),
               lambda _: "PASS")
 
-        nonce = secrets.token_bytes(32)
-        data = t.run("operator challenge over MAVLink (fresh nonce)",
-                     lambda: request_attestation(gcs.conn, nonce, timeout=30), lambda d: f"{len(d)} bytes")
-        (out / "attestation.json").write_bytes(data)
-        result = t.run("verify offline at the ground station", lambda: _verify(rig, data, nonce), _describe)
-        (out / "verification.json").write_text(json.dumps({"passed": result.passed, "reasons": [
-            r.to_json() for r in result.reasons]}, indent=2))
-
-        signed = rig.manifest_path.read_bytes()
-        t.run("tamper: approve an extra script in the manifest without re-signing",
-              lambda: _tamper_manifest(rig.manifest_path), lambda _: "signature broken")
-        t.run("arm: REFUSED", lambda: _refused(rig, gcs, "manifest-"), str)
-        t.run("restore the signed manifest", lambda: _restored(rig, lambda: rig.manifest_path.write_bytes(signed)),
-              lambda _: "PASS")
+        operator_checks(t, rig, gcs, out, "operator challenge over MAVLink (fresh nonce)",
+                        lambda: _refused(rig, gcs, "manifest-"))
         t.run("attack: unsigned MAV_CMD_SCRIPTING stop from the GCS port, then the agent killed",
               lambda: _stop_gate(rig, gcs), lambda _: "the gate's last state was a pass")
         t.run("arm: REFUSED by ArduPilot's script checksum (ADR 0013)",
@@ -212,6 +200,24 @@ def run_demo(out: Path, *, use_sitl: bool | None = None) -> None:
         t.run("arm (signed GCS): ACCEPTED, the FC dropped the unsigned stop",
               lambda: _arm_until(gcs, accepted=True, timeout=fc.arm_timeout), str)
     click.echo(f"demo passed: {len(t.rows)} steps; attestation and files in {out}/")
+
+
+def operator_checks(t: StepTable, rig: Rig, gcs: Gcs, out: Path, challenge_step: str,
+                    refused: Callable[[], object]) -> None:
+    """The steps both demos share: the operator's challenge verified offline (files in ``out``), then a
+    manifest changed without re-signing refused (``refused`` waits for it the FC's way) and restored."""
+    nonce = secrets.token_bytes(32)
+    data = t.run(challenge_step, lambda: request_attestation(gcs.conn, nonce, timeout=30), lambda d: f"{len(d)} bytes")
+    (out / "attestation.json").write_bytes(data)
+    result = t.run("verify offline at the ground station", lambda: _verify(rig, data, nonce), _describe)
+    (out / "verification.json").write_text(json.dumps({"passed": result.passed, "reasons": [
+        r.to_json() for r in result.reasons]}, indent=2))
+    signed = rig.manifest_path.read_bytes()
+    t.run("tamper: approve an extra script in the manifest without re-signing",
+          lambda: _tamper_manifest(rig.manifest_path), lambda _: "signature broken")
+    t.run("arm: REFUSED", refused, str)
+    t.run("restore the signed manifest", lambda: _restored(rig, lambda: rig.manifest_path.write_bytes(signed)),
+          lambda _: "PASS")
 
 
 def _reboot(fc: Fc) -> None:

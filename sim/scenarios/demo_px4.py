@@ -14,9 +14,7 @@ takes it (it does not check who authorizes) and the agent calls it out (``postur
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import secrets
 import tempfile
 import threading
 import time
@@ -26,11 +24,10 @@ from pathlib import Path
 
 import click
 
-from agent.challenge import request_attestation
 from agent.gate.install_px4 import install_px4_gate
 from agent.mavlink.ids import MAV_CMD_ARM_AUTHORIZATION_REQUEST, MAV_RESULT_ACCEPTED
 from agent.mavlink.link import Link, LinkConfig
-from sim.scenarios.demo import _arm_until, _closing, _describe, _tamper_manifest, _verify, device_key, enroll
+from sim.scenarios.demo import _arm_until, _closing, device_key, enroll, operator_checks
 from sim.scenarios.demo_files import fresh_out_dir
 from sim.scenarios.rig import PX4_ARM_TEXTS, Gcs, Rig
 from sim.scenarios.steps import StepFailed, StepTable
@@ -133,20 +130,8 @@ def run_px4_demo(out: Path, *, use_sitl: bool | None = None) -> None:
         t.run("restore the parameter", lambda: _restored(rig, lambda: gcs.set_param(name, before or 0.0)),
               lambda _: "PASS")
 
-        nonce = secrets.token_bytes(32)
-        data = t.run("operator challenge over MAVLink through PX4 (fresh nonce)",
-                     lambda: request_attestation(gcs.conn, nonce, timeout=30), lambda d: f"{len(d)} bytes")
-        (out / "attestation.json").write_bytes(data)
-        result = t.run("verify offline at the ground station", lambda: _verify(rig, data, nonce), _describe)
-        (out / "verification.json").write_text(json.dumps({"passed": result.passed, "reasons": [
-            r.to_json() for r in result.reasons]}, indent=2))
-
-        signed = rig.manifest_path.read_bytes()
-        t.run("tamper: approve an extra script in the manifest without re-signing",
-              lambda: _tamper_manifest(rig.manifest_path), lambda _: "signature broken")
-        t.run("arm: REFUSED", lambda: _refused(rig, gcs, "manifest-"), str)
-        t.run("restore the signed manifest", lambda: _restored(rig, lambda: rig.manifest_path.write_bytes(signed)),
-              lambda _: "PASS")
+        operator_checks(t, rig, gcs, out, "operator challenge over MAVLink through PX4 (fresh nonce)",
+                        lambda: _refused(rig, gcs, "manifest-"))
         t.run("attack: the agent killed", rig.stop_agent, lambda _: "nobody answers PX4 now")
         t.run("arm: REFUSED by PX4 itself (no authorizer answers)",
               lambda: _arm_until(gcs, accepted=False, timeout=15, text="Arm auth: No response"), str)
