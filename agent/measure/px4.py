@@ -264,13 +264,18 @@ def _airframe(ftp: FtpClient, directory: str, opts: MeasureOptions, inv: Invento
     except FtpNotFound:
         return []
     except FtpError as exc:
-        inv.missing(f"{FILE_PREFIX}{directory}/*", f"cannot list {directory}: {exc}")
-        return [_file_failed(f"{directory}/*", directory, str(exc))]
+        return _unlisted(directory, exc, inv)
     out: list[Measurement] = []
     for name in names[:opts.max_scripts]:
         out += _read(ftp, f"{directory}/{name}", directory, "airframe" if "." not in name else "airframe-hook", opts,
                      inv)
     return out
+
+
+def _unlisted(directory: str, exc: FtpError, inv: Inventory) -> list[Measurement]:
+    """A directory that exists but cannot be listed: reported missing, and a measurement that fails."""
+    inv.missing(f"{FILE_PREFIX}{directory}/*", f"cannot list {directory}: {exc}")
+    return [_file_failed(f"{directory}/*", directory, str(exc))]
 
 
 def _tree(ftp: FtpClient, root: str, role: str, opts: MeasureOptions, inv: Inventory) -> list[Measurement]:
@@ -295,8 +300,7 @@ def _tree(ftp: FtpClient, root: str, role: str, opts: MeasureOptions, inv: Inven
     except FtpNotFound:
         return []
     except FtpError as exc:
-        inv.missing(f"{FILE_PREFIX}{root}/*", f"cannot list {root}: {exc}")
-        return [_file_failed(f"{root}/*", root, str(exc))]
+        return _unlisted(root, exc, inv)
     out: list[Measurement] = []
     for path in sorted(files):
         out += _read(ftp, path, root, role, opts, inv)

@@ -3,9 +3,28 @@ of a run that failed (for the person reading the failure), and the tail of that 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+
+
+def stop_group(proc: subprocess.Popen[Any] | None, timeout: float) -> None:
+    """Stop a simulator started in a session of its own: SIGTERM to its group (it shuts down cleanly and
+    takes its shell children), SIGKILL if it is still there after ``timeout``. Only our own group."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
 
 
 class Launched:

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from attest.errors import FlightSealError
-from sim.launchers.process import Launched
+from sim.launchers.process import Launched, stop_group
 
 ENV_PX4 = "FLIGHTSEAL_PX4_SITL"
 AIRFRAME_SIH_QUADX = 10040
@@ -278,15 +278,7 @@ class Px4Sitl(Launched):
 
     def _kill(self) -> None:
         proc = self.proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=self.config.stop_timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=self.config.stop_timeout)
+        stop_group(proc, self.config.stop_timeout)
         if proc is not None:
             # the rcS shell and px4-* clients live in the same process group; reap any leftovers
             with contextlib.suppress(ProcessLookupError, PermissionError):

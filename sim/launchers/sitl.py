@@ -19,10 +19,8 @@ is used (frame, calibrated accelerometers and compasses, RC ranges).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,7 +32,7 @@ from pathlib import Path
 
 from agent.gate.key import FC_KEY_NAME, GATE_VM_I_COUNT
 from attest.errors import FlightSealError
-from sim.launchers.process import Launched
+from sim.launchers.process import Launched, stop_group
 
 ENV_BINARY = "FLIGHTSEAL_SITL_BINARY"
 ENV_DEFAULTS = "FLIGHTSEAL_SITL_DEFAULTS"
@@ -196,22 +194,12 @@ class Sitl(Launched):
 
     def stop(self) -> None:
         """Stop SITL; remove its directory unless :attr:`keep` is set (then its log stays for a post-mortem)."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=self.config.stop_timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=self.config.stop_timeout)
+        stop_group(self.proc, self.config.stop_timeout)
         self.proc = None
         if self.keep:
             print(f"SITL working directory and log kept in {self.workdir}", file=sys.stderr)
         elif self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
 
 
 def _port_open(port: int) -> bool:
